@@ -1,0 +1,39 @@
+// CPU gated residual (x + gate * y, the adaLN-Zero update), forward and backward.
+#include "cpu_ops.h"
+
+void sd_cpu_gated_residual_fwd(sd_backend *be, float *out, const float *x, const float *y,
+                               const float *gate, int gate_stride, int B, int T, int D) {
+  (void)be;
+#pragma omp parallel for schedule(static)
+  for (long r = 0; r < (long)B * T; r++) {
+    const float *g = gate + (size_t)(r / T) * gate_stride;
+    for (int d = 0; d < D; d++) out[r * D + d] = x[r * D + d] + g[d] * y[r * D + d];
+  }
+}
+
+void sd_cpu_gated_residual_bwd(sd_backend *be, float *dy, float *dgate, const float *dout,
+                               const float *y, const float *gate, int gate_stride, int B,
+                               int T, int D) {
+  (void)be;
+  if (dy) {
+#pragma omp parallel for schedule(static)
+    for (long r = 0; r < (long)B * T; r++) {
+      const float *g = gate + (size_t)(r / T) * gate_stride;
+      for (int d = 0; d < D; d++) dy[r * D + d] = dout[r * D + d] * g[d];
+    }
+  }
+  if (dgate) {
+    enum { DB = 32 };
+    int dblocks = (D + DB - 1) / DB;
+#pragma omp parallel for schedule(static)
+    for (int job = 0; job < B * dblocks; job++) {
+      int b = job / dblocks, d0 = (job % dblocks) * DB, d1 = d0 + DB < D ? d0 + DB : D;
+      float acc[DB] = {0};
+      for (int t = 0; t < T; t++) {
+        size_t r = (size_t)b * T + t;
+        for (int d = d0; d < d1; d++) acc[d - d0] += dout[r * D + d] * y[r * D + d];
+      }
+      for (int d = d0; d < d1; d++) dgate[(size_t)b * gate_stride + d] += acc[d - d0];
+    }
+  }
+}

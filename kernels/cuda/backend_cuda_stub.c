@@ -1,0 +1,14 @@
+// Stand-in for the CUDA backend in builds without CUDA: says so, clearly.
+#include "ops.h"
+
+#include <stdio.h>
+#include <string.h>
+
+int sd_backend_cuda_init(sd_backend *be, int device, char *errbuf, size_t errlen) {
+  (void)device;
+  memset(be, 0, sizeof *be);
+  snprintf(errbuf, errlen, "this build has no CUDA backend (configure with -Dcuda=enabled)");
+  return -1;
+}
+
+void sd_backend_cuda_destroy(sd_backend *be) { memset(be, 0, sizeof *be); }

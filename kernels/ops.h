@@ -1,0 +1,170 @@
+// The op interface: every numerical op the model and trainer use, as forward/backward pairs
+// taking raw device pointers, sizes and a backend. One typedef per op signature is shared by
+// the CPU and CUDA implementations (kernels/cpu/, kernels/cuda/), so a mismatch is a compile
+// error. Shapes are given outermost first. Backward ops state per gradient whether they
+// overwrite (=) or accumulate (+=). All activations are fp32 in this version.
+#ifndef SD_OPS_H
+#define SD_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct sd_backend sd_backend;
+
+// ---- matmul (linear layer) -------------------------------------------------------------
+// out (M, N) = inp (M, K) @ w (N, K)^T + bias (N). bias may be NULL.
+typedef void sd_matmul_fwd_fn(sd_backend *be, float *out, const float *inp, const float *w,
+                              const float *bias, int M, int K, int N);
+// dinp (M, K) = dout @ w   (+= when accumulate_dinp);  dw (N, K) += dout^T @ inp;
+// dbias (N) += column sums of dout.  Any of dinp, dw, dbias may be NULL (not wanted).
+typedef void sd_matmul_bwd_fn(sd_backend *be, float *dinp, float *dw, float *dbias,
+                              const float *dout, const float *inp, const float *w,
+                              int M, int K, int N, int accumulate_dinp);
+
+// ---- layer norm (no affine) fused with adaLN modulate ----------------------------------
+// out (B, T, D) = LN(x)*(1 + scale[b]) + shift[b]; shift/scale rows are read at
+// shift + b*mod_stride (so they can point into a (B, 6D) modulation buffer).
+// mean, rstd (B, T) are saved for the backward.
+typedef void sd_lnmod_fwd_fn(sd_backend *be, float *out, float *mean, float *rstd,
+                             const float *x, const float *shift, const float *scale,
+                             int mod_stride, int B, int T, int D, float eps);
+// dx (B, T, D) +=;  dshift, dscale (rows at mod_stride) +=.
+typedef void sd_lnmod_bwd_fn(sd_backend *be, float *dx, float *dshift, float *dscale,
+                             const float *dout, const float *x, const float *mean,
+                             const float *rstd, const float *scale, int mod_stride,
+                             int B, int T, int D);
+
+// ---- multi-head attention (non-causal) -------------------------------------------------
+// qkv (B, T, 3*NH*HD) with feature index which*D + h*HD + d  ->  out (B, T, NH*HD);
+// lse (B, NH, T) = log-sum-exp of each scaled score row, saved for the backward.
+typedef void sd_attention_fwd_fn(sd_backend *be, float *out, float *lse, const float *qkv,
+                                 int B, int T, int NH, int HD);
+// dqkv (B, T, 3*NH*HD) =.
+typedef void sd_attention_bwd_fn(sd_backend *be, float *dqkv, const float *dout,
+                                 const float *qkv, const float *out, const float *lse,
+                                 int B, int T, int NH, int HD);
+
+// ---- pointwise activations -------------------------------------------------------------
+// out (n) = act(x); may run in place.
+typedef void sd_act_fwd_fn(sd_backend *be, float *out, const float *x, size_t n);
+// dx (n) = dout * act'(x); dx may alias dout.
+typedef void sd_act_bwd_fn(sd_backend *be, float *dx, const float *dout, const float *x,
+                           size_t n);
+
+// ---- gated residual: out = x + gate[b] * y ---------------------------------------------
+// out, x, y (B, T, D); gate rows at gate + b*gate_stride. out may alias x.
+typedef void sd_gated_residual_fwd_fn(sd_backend *be, float *out, const float *x,
+                                      const float *y, const float *gate, int gate_stride,
+                                      int B, int T, int D);
+// dy (B, T, D) = dout * gate[b];  dgate (rows at gate_stride) += sum_t dout * y.
+// (dx = dout, the identity, is left to the caller.)
+typedef void sd_gated_residual_bwd_fn(sd_backend *be, float *dy, float *dgate,
+                                      const float *dout, const float *y, const float *gate,
+                                      int gate_stride, int B, int T, int D);
+
+// ---- patches ---------------------------------------------------------------------------
+// x (B, C, H, W) -> patches (B, T, C*p*p), T = (H/p)*(W/p), token m = row*(W/p) + col,
+// patch feature (c, py, px) -> c*p*p + py*p + px (the layout of a (D, C, p, p) conv weight).
+typedef void sd_patchify_fn(sd_backend *be, float *patches, const float *x,
+                            int B, int C, int H, int W, int p);
+// tok (B, Tk, p*p*C) with feature (py*p + px)*C + c (DiT's unpatchify order) is written to
+// img (B, C, H, W) at token positions idx (B, Tk) (NULL: Tk == T, identity);
+// positions not listed are set to 0 (=).
+typedef void sd_unpatchify_fwd_fn(sd_backend *be, float *img, const float *tok,
+                                  const int32_t *idx, int Tk, int B, int C, int H, int W,
+                                  int p);
+// dtok (B, Tk, p*p*C) = the entries of dimg at the listed positions.
+typedef void sd_unpatchify_bwd_fn(sd_backend *be, float *dtok, const float *dimg,
+                                  const int32_t *idx, int Tk, int B, int C, int H, int W,
+                                  int p);
+
+// ---- broadcast add of a (N) row to each of B rows: x (B, N) += row (N) -----------------
+typedef void sd_add_rows_fn(sd_backend *be, float *x, const float *row, int B, int N);
+
+// ---- conditioning ----------------------------------------------------------------------
+// feat (B, F) = [cos(t*f_k), sin(t*f_k)], f_k = exp(-ln(max_period)*k/(F/2)), k < F/2.
+typedef void sd_timestep_features_fn(sd_backend *be, float *feat, const float *t, int B,
+                                     int F, float max_period);
+// out (B, D) += table[y[b]] (table (rows, D)); labels outside [0, rows) are a fatal error.
+typedef void sd_embed_rows_fwd_fn(sd_backend *be, float *out, const float *table,
+                                  const int32_t *y, int B, int D, int rows);
+// dtable[y[b]] += dout[b] (deterministic order).
+typedef void sd_embed_rows_bwd_fn(sd_backend *be, float *dtable, const float *dout,
+                                  const int32_t *y, int B, int D);
+
+// ---- token gather / scatter (masking) --------------------------------------------------
+// out (B, Tk, D) = x (B, T, D) at rows idx (B, Tk).
+typedef void sd_gather_tokens_fn(sd_backend *be, float *out, const float *x,
+                                 const int32_t *idx, int B, int T, int Tk, int D);
+// x (B, T, D) at rows idx (B, Tk) += sub (B, Tk, D)  (the backward of gather).
+typedef void sd_scatter_add_tokens_fn(sd_backend *be, float *x, const float *sub,
+                                      const int32_t *idx, int B, int T, int Tk, int D);
+
+// ---- losses and reductions -------------------------------------------------------------
+// loss[0] = mean over n of (a - b)^2, summed in double.
+typedef void sd_mse_fwd_fn(sd_backend *be, float *loss, const float *a, const float *b,
+                           size_t n);
+// da (n) = scale * 2 (a - b) / n.
+typedef void sd_mse_bwd_fn(sd_backend *be, float *da, const float *a, const float *b,
+                           size_t n, float scale);
+// out[0] = sum of x^2 over n (double accumulation, fp32 result).
+typedef void sd_sum_squares_fn(sd_backend *be, float *out, const float *x, size_t n);
+
+// ---- memory ----------------------------------------------------------------------------
+typedef void *sd_alloc_fn(sd_backend *be, size_t bytes);
+typedef void sd_free_fn(sd_backend *be, void *p);
+typedef void sd_memset_fn(sd_backend *be, void *p, int value, size_t bytes);
+typedef void sd_copy_fn(sd_backend *be, void *dst, const void *src, size_t bytes);
+typedef void sd_sync_fn(sd_backend *be);
+
+// The table of ops a backend provides.
+typedef struct sd_ops {
+  sd_matmul_fwd_fn *matmul_fwd;
+  sd_matmul_bwd_fn *matmul_bwd;
+  sd_lnmod_fwd_fn *lnmod_fwd;
+  sd_lnmod_bwd_fn *lnmod_bwd;
+  sd_attention_fwd_fn *attention_fwd;
+  sd_attention_bwd_fn *attention_bwd;
+  sd_act_fwd_fn *gelu_fwd;
+  sd_act_bwd_fn *gelu_bwd;
+  sd_act_fwd_fn *silu_fwd;
+  sd_act_bwd_fn *silu_bwd;
+  sd_gated_residual_fwd_fn *gated_residual_fwd;
+  sd_gated_residual_bwd_fn *gated_residual_bwd;
+  sd_patchify_fn *patchify;
+  sd_unpatchify_fwd_fn *unpatchify_fwd;
+  sd_unpatchify_bwd_fn *unpatchify_bwd;
+  sd_add_rows_fn *add_rows;
+  sd_timestep_features_fn *timestep_features;
+  sd_embed_rows_fwd_fn *embed_rows_fwd;
+  sd_embed_rows_bwd_fn *embed_rows_bwd;
+  sd_gather_tokens_fn *gather_tokens;
+  sd_scatter_add_tokens_fn *scatter_add_tokens;
+  sd_mse_fwd_fn *mse_fwd;
+  sd_mse_bwd_fn *mse_bwd;
+  sd_sum_squares_fn *sum_squares;
+  sd_alloc_fn *alloc;
+  sd_free_fn *free;
+  sd_memset_fn *memset;
+  sd_copy_fn *to_device;    // host -> backend memory
+  sd_copy_fn *to_host;      // backend -> host memory
+  sd_copy_fn *copy;         // backend -> backend memory
+  sd_sync_fn *sync;
+} sd_ops;
+
+// A backend: its op table plus private state (threads, streams, handles, workspace).
+struct sd_backend {
+  const char *name;   // "cpu" or "cuda"
+  const sd_ops *ops;
+  int num_threads;    // CPU threads used by the backend (cpu), 0 = default
+  void *impl;         // backend-private state
+};
+
+// Backend constructors. Each returns 0 on success or a negative value with a message in
+// errbuf (e.g. "no CUDA device").
+int sd_backend_cpu_init(sd_backend *be, int num_threads);
+void sd_backend_cpu_destroy(sd_backend *be);
+int sd_backend_cuda_init(sd_backend *be, int device, char *errbuf, size_t errlen);
+void sd_backend_cuda_destroy(sd_backend *be);
+
+#endif

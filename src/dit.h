@@ -1,0 +1,108 @@
+// The DiT network F(x; c_noise, y), written once against the op interface: creation with
+// flat parameter and gradient buffers, DiT's initialisation, and forward/backward in
+// segments (conditioning, patch embedding, a range of blocks, final layer) so the SD-DiT
+// encoder and decoder can run blocks on any subset of tokens.
+#ifndef SD_DIT_H
+#define SD_DIT_H
+
+#include "dit_config.h"
+#include "dit_params.h"
+#include "ops.h"
+
+#include <stdint.h>
+
+typedef struct sd_dit {
+  sd_dit_config cfg;
+  sd_backend *be;
+  sd_param_table table;
+  float *params;       // flat parameters (table.total floats), backend memory
+  float *grads;        // flat gradients, same layout
+  sd_dit_weights w;    // views into params
+  sd_dit_weights g;    // views into grads
+  float *pos;          // (T, D) fixed 2-D sin-cos position table, backend memory
+} sd_dit;
+
+// Per-block saved activations for Tk tokens.
+typedef struct sd_block_acts {
+  float *mod;               // (B, 6D) shift_a, scale_a, gate_a, shift_m, scale_m, gate_m
+  float *h1, *mean1, *rstd1;  // (B, Tk, D), (B, Tk), (B, Tk)
+  float *qkv;               // (B, Tk, 3D)
+  float *att, *lse;         // (B, Tk, D), (B, NH, Tk)
+  float *ao;                // (B, Tk, D) attention projection output
+  float *x2;                // (B, Tk, D) residual after attention
+  float *h2, *mean2, *rstd2;  // (B, Tk, D), (B, Tk), (B, Tk)
+  float *f1, *gl;           // (B, Tk, M) fc1 output, GELU output
+  float *f2;                // (B, Tk, D) fc2 output
+} sd_block_acts;
+
+// Activations of one pass of the network over a batch (capacity B samples, Tcap tokens).
+typedef struct sd_dit_acts {
+  int B, Tcap;            // capacity
+  int Tk;                 // tokens through the blocks in the current pass
+  float *patches;         // (B, T, C*p*p)
+  float *tok;             // (B, T, D) patch embedding + positions
+  float *tfeat;           // (B, F) timestep features
+  float *th, *th_act;     // (B, D) t-MLP hidden before / after SiLU
+  float *c, *silu_c;      // (B, D) conditioning and SiLU(c)
+  float **x;              // depth+1 residual streams, each (B, Tcap, D); x[0] = block input
+  sd_block_acts *blk;     // depth entries
+  float *fmod;            // (B, 2D) final shift, scale
+  float *hf, *meanf, *rstdf;  // (B, Tcap, D), (B, Tcap), (B, Tcap)
+  float *out_tok;         // (B, Tcap, p*p*Cout)
+  float *out;             // (B, Cout, H, W) network output F
+  int32_t *idx;           // (B, Tcap) token indices of the pass (backend memory)
+  int has_idx;            // 0: all tokens in order
+  // backward scratch
+  float *dres;            // (B, Tcap, D) gradient of the residual stream
+  float *dbuf_d;          // (B, Tcap, D)
+  float *dbuf_3d;         // (B, Tcap, 3D)
+  float *dbuf_m;          // (B, Tcap, M)
+  float *dmod;            // (B, 6D)
+  float *dsilu_c;         // (B, D) accumulates over all blocks and the final layer
+  float *dc, *dth;        // (B, D)
+  float *dtok;            // (B, T, D)
+  float *dout_tok;        // (B, Tcap, p*p*Cout)
+  float *arena;           // the single allocation behind all of the above
+} sd_dit_acts;
+
+// Creates the model on a backend: parameter/gradient buffers (zeroed) and position table.
+void sd_dit_create(sd_dit *m, const sd_dit_config *cfg, sd_backend *be);
+void sd_dit_destroy(sd_dit *m);
+// DiT's initialisation, keyed by seed: xavier-uniform linears (patch embed as a linear),
+// N(0, 0.02) label table and t-MLP weights, zeros for biases, adaLN outputs, final linear.
+void sd_dit_init_weights(sd_dit *m, uint64_t seed);
+// Fills pos (T, D) on the host with DiT's 2-D sin-cos table.
+void sd_dit_pos_table(const sd_dit_config *cfg, float *pos);
+
+void sd_dit_acts_create(sd_dit_acts *a, const sd_dit *m, int B, int Tcap);
+void sd_dit_acts_destroy(sd_dit_acts *a, const sd_dit *m);
+
+// ---- forward segments -------------------------------------------------------------------
+// c, silu_c from c_noise (B) and labels y (B), backend memory.
+void sd_dit_cond_forward(const sd_dit *m, sd_dit_acts *a, int B, const float *c_noise,
+                         const int32_t *y);
+// tok (B, T, D) = patch_embed(x) + pos, x (B, C, H, W) backend memory.
+void sd_dit_embed_forward(const sd_dit *m, sd_dit_acts *a, int B, const float *x);
+// x[0] (B, Tk, D) = tok gathered at idx (B, Tk) (backend memory), or all tokens if idx NULL.
+void sd_dit_select_tokens(const sd_dit *m, sd_dit_acts *a, int B, const int32_t *idx, int Tk);
+// Blocks l0 .. l1-1: x[l0] -> x[l1], on a->Tk tokens.
+void sd_dit_blocks_forward(const sd_dit *m, sd_dit_acts *a, int B, int l0, int l1);
+// Final layer on x[l] -> out (B, Cout, H, W); tokens not in the pass are 0.
+void sd_dit_final_forward(const sd_dit *m, sd_dit_acts *a, int B, int l);
+// The whole network: out = F(x; c_noise, y) on tokens idx (NULL: all).
+void sd_dit_forward(const sd_dit *m, sd_dit_acts *a, int B, const float *x,
+                    const float *c_noise, const int32_t *y, const int32_t *idx, int Tk);
+
+// ---- backward segments (parameter gradients accumulate into m->grads) -----------------
+// From dout (B, Cout, H, W): dres = d x[l]; dsilu_c is reset and gets the final layer's part.
+void sd_dit_final_backward(sd_dit *m, sd_dit_acts *a, int B, int l, const float *dout);
+// Blocks l1-1 .. l0: dres = d x[l1] -> d x[l0]; dsilu_c accumulates.
+void sd_dit_blocks_backward(sd_dit *m, sd_dit_acts *a, int B, int l0, int l1);
+// dres = d x[0] -> patch-embedding gradients.
+void sd_dit_embed_backward(sd_dit *m, sd_dit_acts *a, int B);
+// dsilu_c -> t-MLP and label-table gradients.
+void sd_dit_cond_backward(sd_dit *m, sd_dit_acts *a, int B, const int32_t *y);
+// The whole network's backward for dout (B, Cout, H, W) after sd_dit_forward.
+void sd_dit_backward(sd_dit *m, sd_dit_acts *a, int B, const int32_t *y, const float *dout);
+
+#endif

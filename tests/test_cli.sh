@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Command-line behaviour of `sddit params`: counts printed, bad keys and values refused with a
+# message naming them, non-zero exit codes.
+set -u
+sddit="$1"
+pass=0; fail=0
+expect() {  # expect NAME WANT_RC PATTERN -- ARGS...
+  local name="$1" want_rc="$2" pattern="$3"; shift 4
+  local out rc
+  out=$("$sddit" "$@" 2>&1); rc=$?
+  if [ "$rc" -eq "$want_rc" ] && grep -qE -- "$pattern" <<<"$out"; then
+    echo "ok   $name"; pass=$((pass+1))
+  else
+    echo "FAIL $name: rc $rc (want $want_rc), output:"; echo "$out" | head -5; fail=$((fail+1))
+  fi
+}
+expect "params S/2 total"        0 "^trainable parameters: [0-9]+$" -- params --model.preset=S/2 --quiet
+expect "params tiny table"       0 "blocks\.3\.attn\.qkv\.weight +\(192, 64\)" -- params --model.preset=tiny
+expect "unknown preset"          1 "unknown preset 'Q/2'" -- params --model.preset=Q/2
+expect "unknown model key"       1 "model\.hiddn: unknown key" -- params --model.hiddn=5
+expect "bad value"               1 "model\.depth: 'x1' is not a positive integer" -- params --model.depth=x1
+expect "inconsistent shape"      1 "hidden 100 is not divisible by heads 6" -- params --model.hidden=100
+expect "unknown option"          1 "unknown option '--frobnicate'" -- params --frobnicate
+expect "unknown command"         2 "unknown command 'trian'" -- trian
+expect "error names the rank"    1 "^\[rank 0@[^]]+\] [a-z_]+\.c:[0-9]+ " -- params --model.depth=0
+echo "test_cli: $pass checks passed, $fail failed"
+[ "$fail" -eq 0 ] && [ "$pass" -gt 0 ]

@@ -1,0 +1,23 @@
+// The one table of numerical tolerances used by the tests. Each entry says what it bounds
+// and why it has the value it has. Relative errors are max|a - ref| / max|ref| over a tensor
+// ("norm-relative"), unless stated otherwise.
+#ifndef SD_TOLERANCES_H
+#define SD_TOLERANCES_H
+
+// Finite-difference gradient checks of single ops (fp32 forward, central differences with
+// step GRADCHECK_STEP, loss accumulated in double). Truncation error is O(step^2) and fp32
+// rounding of the loss O(1e-7 * |loss| / step), so 1e-2 relative is a tight but safe bound.
+#define GRADCHECK_STEP 1e-2
+#define GRADCHECK_RTOL 1e-2   // per element, relative to |analytic|
+#define GRADCHECK_ATOL 1e-3   // per element, times max|analytic| over the tensor
+
+// PyTorch parity (issue requirement): C fp32 against the float64 reference on the tiny
+// fixture. Outputs and the loss to 1e-4, every parameter gradient tensor to 1e-3.
+#define PARITY_OUT_RTOL 1e-4
+#define PARITY_LOSS_RTOL 1e-4
+#define PARITY_GRAD_RTOL 1e-3
+
+// Random-number sanity: sample mean/std of 2^20 draws within 5 standard errors.
+#define RNG_SIGMAS 5.0
+
+#endif
