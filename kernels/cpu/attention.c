@@ -4,24 +4,25 @@
 #include "cpu_ops.h"
 #include "error.h"
 
+#include "fast_math.h"
+
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
-#include <stdlib.h>
 
-static float *scratch_alloc(size_t per_thread, int *nthreads_out) {
+// Per-thread scratch from the backend's reusable workspace.
+static float *scratch_alloc(sd_backend *be, size_t per_thread, int *nthreads_out) {
   int nt = omp_get_max_threads();
   *nthreads_out = nt;
-  return sd_xmalloc(sizeof(float) * per_thread * (size_t)nt, "attention scratch");
+  return sd_cpu_workspace(be, sizeof(float) * per_thread * (size_t)nt);
 }
 
 void sd_cpu_attention_fwd(sd_backend *be, float *out, float *lse, const float *qkv, int B,
                           int T, int NH, int HD) {
-  (void)be;
   const int D = NH * HD, ld = 3 * D;
   const float scale = 1.0f / sqrtf((float)HD);
   int nt;
-  float *scratch = scratch_alloc((size_t)T * T, &nt);
+  float *scratch = scratch_alloc(be, (size_t)T * T, &nt);
 #pragma omp parallel for schedule(static)
   for (int bh = 0; bh < B * NH; bh++) {
     int b = bh / NH, h = bh % NH;
@@ -33,10 +34,12 @@ void sd_cpu_attention_fwd(sd_backend *be, float *out, float *lse, const float *q
     for (int i = 0; i < T; i++) {
       float *row = S + (size_t)i * T;
       float mx = row[0];
+#pragma omp simd reduction(max : mx)
       for (int j = 1; j < T; j++) mx = row[j] > mx ? row[j] : mx;
       float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
       for (int j = 0; j < T; j++) {
-        row[j] = expf(row[j] - mx);
+        row[j] = sd_expf(row[j] - mx);
         sum += row[j];
       }
       float inv = 1.0f / sum;
@@ -47,16 +50,14 @@ void sd_cpu_attention_fwd(sd_backend *be, float *out, float *lse, const float *q
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HD, T, 1.0f, S, T, v, ld, 0.0f,
                 o, D);
   }
-  free(scratch);
 }
 
 void sd_cpu_attention_bwd(sd_backend *be, float *dqkv, const float *dout, const float *qkv,
                           const float *out, const float *lse, int B, int T, int NH, int HD) {
-  (void)be;
   const int D = NH * HD, ld = 3 * D;
   const float scale = 1.0f / sqrtf((float)HD);
   int nt;
-  float *scratch = scratch_alloc((size_t)2 * T * T + T, &nt);
+  float *scratch = scratch_alloc(be, (size_t)2 * T * T + T, &nt);
 #pragma omp parallel for schedule(static)
   for (int bh = 0; bh < B * NH; bh++) {
     int b = bh / NH, h = bh % NH;
@@ -75,7 +76,8 @@ void sd_cpu_attention_bwd(sd_backend *be, float *dqkv, const float *dout, const 
                 P, T);
     for (int i = 0; i < T; i++) {
       float *row = P + (size_t)i * T;
-      for (int j = 0; j < T; j++) row[j] = expf(row[j] - L[i]);
+#pragma omp simd
+      for (int j = 0; j < T; j++) row[j] = sd_expf(row[j] - L[i]);
       float s = 0.0f;
       for (int d = 0; d < HD; d++) s += dO[(size_t)i * D + d] * o[(size_t)i * D + d];
       delta[i] = s;
@@ -96,5 +98,4 @@ void sd_cpu_attention_bwd(sd_backend *be, float *dqkv, const float *dout, const 
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HD, T, scale, dP, T, q, ld, 0.0f,
                 dk, ld);
   }
-  free(scratch);
 }

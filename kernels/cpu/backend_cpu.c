@@ -23,6 +23,22 @@ static void cpu_copy(sd_backend *be, void *dst, const void *src, size_t n) {
 }
 static void cpu_sync(sd_backend *be) { (void)be; }
 
+typedef struct cpu_state {
+  void *ws;        // workspace
+  size_t ws_bytes;
+} cpu_state;
+
+void *sd_cpu_workspace(sd_backend *be, size_t bytes) {
+  cpu_state *st = be->impl;
+  if (!st) SD_FATAL("CPU backend used before sd_backend_cpu_init");
+  if (bytes > st->ws_bytes) {
+    free(st->ws);
+    st->ws = cpu_alloc(be, bytes);
+    st->ws_bytes = bytes;
+  }
+  return st->ws;
+}
+
 static const sd_ops cpu_ops = {
     .matmul_fwd = sd_cpu_matmul_fwd,
     .matmul_bwd = sd_cpu_matmul_bwd,
@@ -61,6 +77,7 @@ int sd_backend_cpu_init(sd_backend *be, int num_threads) {
   memset(be, 0, sizeof *be);
   be->name = "cpu";
   be->ops = &cpu_ops;
+  be->impl = sd_xcalloc(1, sizeof(cpu_state), "CPU backend state");
 #ifdef _OPENMP
   if (num_threads > 0) omp_set_num_threads(num_threads);
   be->num_threads = omp_get_max_threads();
@@ -70,4 +87,11 @@ int sd_backend_cpu_init(sd_backend *be, int num_threads) {
   return 0;
 }
 
-void sd_backend_cpu_destroy(sd_backend *be) { memset(be, 0, sizeof *be); }
+void sd_backend_cpu_destroy(sd_backend *be) {
+  cpu_state *st = be->impl;
+  if (st) {
+    free(st->ws);
+    free(st);
+  }
+  memset(be, 0, sizeof *be);
+}

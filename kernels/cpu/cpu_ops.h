@@ -29,4 +29,8 @@ sd_mse_fwd_fn sd_cpu_mse_fwd;
 sd_mse_bwd_fn sd_cpu_mse_bwd;
 sd_sum_squares_fn sd_cpu_sum_squares;
 
+// Reusable scratch memory of at least `bytes`, owned by the CPU backend (valid until the
+// next call; not for use from inside a parallel region).
+void *sd_cpu_workspace(sd_backend *be, size_t bytes);
+
 #endif
