@@ -10,7 +10,9 @@
 
 static inline float sd_expf(float x) {
   x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-  float n = __builtin_roundf(x * 1.44269504088896341f);  // x / ln 2
+  // n = round(x / ln 2): adding and removing 1.5 * 2^23 rounds to nearest (vectorises,
+  // unlike roundf)
+  float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
   float r = x - n * 0.693145751953125f;                  // ln 2, high part
   r = r - n * 1.428606765330187045e-06f;                 // ln 2, low part
   float p = 1.0f / 720.0f;
