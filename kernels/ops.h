@@ -110,6 +110,65 @@ typedef void sd_mse_bwd_fn(sd_backend *be, float *da, const float *a, const floa
 // out[0] = sum of x^2 over n (double accumulation, fp32 result).
 typedef void sd_sum_squares_fn(sd_backend *be, float *out, const float *x, size_t n);
 
+
+// ---- SD-DiT projection head and discriminative loss ------------------------------------
+// out (N, d) = x / max(||x||, 1e-12) row-wise; norms (N) saved (unclamped).
+typedef void sd_l2norm_rows_fwd_fn(sd_backend *be, float *out, float *norms, const float *x,
+                                   int N, int d);
+// dx (N, d) = (dout - out * <dout, out>) / max(norm, 1e-12).
+typedef void sd_l2norm_rows_bwd_fn(sd_backend *be, float *dx, const float *dout,
+                                   const float *out, const float *norms, int N, int d);
+// Teacher-student cross-entropy over N rows of P logits:
+// pt (N, P) = softmax((z_t - center) / tau_t) (saved); loss[0] = mean over rows of
+// -sum_k pt log_softmax(z_s / tau_s) (double accumulation). pt may alias z_t.
+typedef void sd_dino_loss_fwd_fn(sd_backend *be, float *loss, float *pt, const float *z_s,
+                                 const float *z_t, const float *center, float tau_s,
+                                 float tau_t, int N, int P);
+// dz_s (N, P) = scale * (softmax(z_s / tau_s) - pt) / (tau_s * N).
+typedef void sd_dino_loss_bwd_fn(sd_backend *be, float *dz_s, const float *z_s,
+                                 const float *pt, float tau_s, int N, int P, float scale);
+// out (P) = sum over the N rows of x (N, P), each column in row order.
+typedef void sd_sum_rows_fn(sd_backend *be, float *out, const float *x, int N, int P);
+
+// ---- decoder input merge: out = base with the rows idx replaced by sub -----------------
+// out, base (B, T, D); sub (B, Tk, D); idx (B, Tk).
+typedef void sd_merge_tokens_fwd_fn(sd_backend *be, float *out, const float *base,
+                                    const float *sub, const int32_t *idx, int B, int T,
+                                    int Tk, int D);
+// dsub (B, Tk, D) = dout at idx;  dbase (B, T, D) += dout with the rows idx left out.
+typedef void sd_merge_tokens_bwd_fn(sd_backend *be, float *dbase, float *dsub,
+                                    const float *dout, const int32_t *idx, int B, int T,
+                                    int Tk, int D);
+
+// ---- EDM ----------------------------------------------------------------------------------
+// out (B, n) = x0 + sigma[b] * eps   (the noisy latent of a pair member).
+typedef void sd_add_scaled_rows_fn(sd_backend *be, float *out, const float *x0,
+                                   const float *eps, const float *sigma, int B, size_t n);
+// out (B, n) = s[b] * x; may run in place.
+typedef void sd_scale_rows_fn(sd_backend *be, float *out, const float *x, const float *s,
+                              int B, size_t n);
+// D (B, n) = c_skip[b] x[b] + c_out[b] F[b];  loss[0] = mean over b of
+// weight[b] * (sum_i mask (D - x0)^2 / sum_i mask), mask (B, n) or NULL (all ones).
+typedef void sd_edm_loss_fwd_fn(sd_backend *be, float *loss, float *D, const float *F,
+                                const float *x, const float *x0, const float *c_skip,
+                                const float *c_out, const float *weight, const float *mask,
+                                int B, size_t n);
+// dF (B, n) = scale * c_out[b] * weight[b] * 2 mask (D - x0) / (B * sum_i mask).
+typedef void sd_edm_loss_bwd_fn(sd_backend *be, float *dF, const float *D, const float *x0,
+                                const float *c_out, const float *weight, const float *mask,
+                                int B, size_t n, float scale);
+
+// ---- optimizer and moving averages ---------------------------------------------------------
+// AdamW, bias-corrected, t = 1-based step; g is scaled by grad_scale first (clipping).
+// p -= lr (mhat / (sqrt(vhat) + eps) + wd p); m, v updated in place.
+typedef void sd_adamw_fn(sd_backend *be, float *p, const float *g, float *m, float *v,
+                         size_t n, float lr, float beta1, float beta2, float eps, float wd,
+                         long t, float grad_scale);
+// y (n) += a * x.
+typedef void sd_axpy_fn(sd_backend *be, float *y, const float *x, size_t n, float a);
+// dst (n) = decay * dst + (1 - decay) * src.
+typedef void sd_ema_fn(sd_backend *be, float *dst, const float *src, size_t n, float decay);
+
 // ---- memory ----------------------------------------------------------------------------
 typedef void *sd_alloc_fn(sd_backend *be, size_t bytes);
 typedef void sd_free_fn(sd_backend *be, void *p);
@@ -143,6 +202,20 @@ typedef struct sd_ops {
   sd_mse_fwd_fn *mse_fwd;
   sd_mse_bwd_fn *mse_bwd;
   sd_sum_squares_fn *sum_squares;
+  sd_l2norm_rows_fwd_fn *l2norm_rows_fwd;
+  sd_l2norm_rows_bwd_fn *l2norm_rows_bwd;
+  sd_dino_loss_fwd_fn *dino_loss_fwd;
+  sd_dino_loss_bwd_fn *dino_loss_bwd;
+  sd_sum_rows_fn *sum_rows;
+  sd_merge_tokens_fwd_fn *merge_tokens_fwd;
+  sd_merge_tokens_bwd_fn *merge_tokens_bwd;
+  sd_add_scaled_rows_fn *add_scaled_rows;
+  sd_scale_rows_fn *scale_rows;
+  sd_edm_loss_fwd_fn *edm_loss_fwd;
+  sd_edm_loss_bwd_fn *edm_loss_bwd;
+  sd_adamw_fn *adamw;
+  sd_ema_fn *ema;
+  sd_axpy_fn *axpy;
   sd_alloc_fn *alloc;
   sd_free_fn *free;
   sd_memset_fn *memset;

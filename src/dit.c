@@ -22,20 +22,18 @@ void sd_dit_pos_table(const sd_dit_config *cfg, float *pos) {
     }
 }
 
-void sd_dit_create(sd_dit *m, const sd_dit_config *cfg, sd_backend *be) {
+void sd_dit_create_in(sd_dit *m, const sd_dit_config *cfg, sd_backend *be, float *params,
+                      float *grads) {
   char err[256];
   if (sd_dit_config_validate(cfg, err, sizeof err) != 0) SD_FATAL("%s", err);
   memset(m, 0, sizeof *m);
   m->cfg = *cfg;
   m->be = be;
   sd_dit_param_table(cfg, &m->table);
-  size_t bytes = sizeof(float) * m->table.total;
-  m->params = be->ops->alloc(be, bytes);
-  m->grads = be->ops->alloc(be, bytes);
-  be->ops->memset(be, m->params, 0, bytes);
-  be->ops->memset(be, m->grads, 0, bytes);
+  m->params = params;
+  m->grads = grads;
   sd_dit_weights_bind(cfg, m->params, &m->w);
-  sd_dit_weights_bind(cfg, m->grads, &m->g);
+  if (grads) sd_dit_weights_bind(cfg, m->grads, &m->g);
   const int T = sd_dit_tokens(cfg);
   float *pos = sd_xmalloc(sizeof(float) * (size_t)T * cfg->hidden, "position table");
   sd_dit_pos_table(cfg, pos);
@@ -44,10 +42,24 @@ void sd_dit_create(sd_dit *m, const sd_dit_config *cfg, sd_backend *be) {
   free(pos);
 }
 
+void sd_dit_create(sd_dit *m, const sd_dit_config *cfg, sd_backend *be) {
+  sd_param_table t;
+  sd_dit_param_table(cfg, &t);
+  size_t bytes = sizeof(float) * t.total;
+  sd_param_table_free(&t);
+  float *params = be->ops->alloc(be, bytes), *grads = be->ops->alloc(be, bytes);
+  be->ops->memset(be, params, 0, bytes);
+  be->ops->memset(be, grads, 0, bytes);
+  sd_dit_create_in(m, cfg, be, params, grads);
+  m->owns_buffers = 1;
+}
+
 void sd_dit_destroy(sd_dit *m) {
   if (!m->be) return;
-  m->be->ops->free(m->be, m->params);
-  m->be->ops->free(m->be, m->grads);
+  if (m->owns_buffers) {
+    m->be->ops->free(m->be, m->params);
+    m->be->ops->free(m->be, m->grads);
+  }
   m->be->ops->free(m->be, m->pos);
   sd_dit_weights_free(&m->w);
   sd_dit_weights_free(&m->g);

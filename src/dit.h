@@ -20,6 +20,7 @@ typedef struct sd_dit {
   sd_dit_weights w;    // views into params
   sd_dit_weights g;    // views into grads
   float *pos;          // (T, D) fixed 2-D sin-cos position table, backend memory
+  int owns_buffers;    // params/grads allocated by sd_dit_create (not given by the caller)
 } sd_dit;
 
 // Per-block saved activations for Tk tokens.
@@ -67,6 +68,9 @@ typedef struct sd_dit_acts {
 
 // Creates the model on a backend: parameter/gradient buffers (zeroed) and position table.
 void sd_dit_create(sd_dit *m, const sd_dit_config *cfg, sd_backend *be);
+// The same on caller-owned flat buffers (table.total floats each; grads may be NULL).
+void sd_dit_create_in(sd_dit *m, const sd_dit_config *cfg, sd_backend *be, float *params,
+                      float *grads);
 void sd_dit_destroy(sd_dit *m);
 // DiT's initialisation, keyed by seed: xavier-uniform linears (patch embed as a linear),
 // N(0, 0.02) label table and t-MLP weights, zeros for biases, adaLN outputs, final linear.
@@ -98,8 +102,8 @@ void sd_dit_forward(const sd_dit *m, sd_dit_acts *a, int B, const float *x,
 void sd_dit_final_backward(sd_dit *m, sd_dit_acts *a, int B, int l, const float *dout);
 // Blocks l1-1 .. l0: dres = d x[l1] -> d x[l0]; dsilu_c accumulates.
 void sd_dit_blocks_backward(sd_dit *m, sd_dit_acts *a, int B, int l0, int l1);
-// dres = d x[0] -> patch-embedding gradients.
-void sd_dit_embed_backward(sd_dit *m, sd_dit_acts *a, int B);
+// dtok (B, T, D), the gradient of the embedded tokens -> patch-embedding gradients.
+void sd_dit_embed_backward(sd_dit *m, sd_dit_acts *a, int B, const float *dtok);
 // dsilu_c -> t-MLP and label-table gradients.
 void sd_dit_cond_backward(sd_dit *m, sd_dit_acts *a, int B, const int32_t *y);
 // The whole network's backward for dout (B, Cout, H, W) after sd_dit_forward.

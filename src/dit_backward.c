@@ -54,17 +54,11 @@ void sd_dit_blocks_backward(sd_dit *m, sd_dit_acts *a, int B, int l0, int l1) {
   }
 }
 
-void sd_dit_embed_backward(sd_dit *m, sd_dit_acts *a, int B) {
+void sd_dit_embed_backward(sd_dit *m, sd_dit_acts *a, int B, const float *dtok) {
   const sd_ops *op = m->be->ops;
   sd_backend *be = m->be;
   const sd_dit_config *c = &m->cfg;
-  const int D = c->hidden, T = sd_dit_tokens(c), P = c->in_channels * c->patch * c->patch;
-  const float *dtok = a->dres;  // (B, T, D) when every token was in the pass
-  if (a->has_idx) {
-    op->memset(be, a->dtok, 0, sizeof(float) * (size_t)B * T * D);
-    op->scatter_add_tokens(be, a->dtok, a->dres, a->idx, B, T, a->Tk, D);
-    dtok = a->dtok;
-  }
+  const int T = sd_dit_tokens(c), P = c->in_channels * c->patch * c->patch, D = c->hidden;
   op->matmul_bwd(be, NULL, m->g.patch_w, m->g.patch_b, dtok, a->patches, m->w.patch_w, B * T,
                  P, D, 0);
 }
@@ -83,6 +77,13 @@ void sd_dit_cond_backward(sd_dit *m, sd_dit_acts *a, int B, const int32_t *y) {
 void sd_dit_backward(sd_dit *m, sd_dit_acts *a, int B, const int32_t *y, const float *dout) {
   sd_dit_final_backward(m, a, B, m->cfg.depth, dout);
   sd_dit_blocks_backward(m, a, B, 0, m->cfg.depth);
-  sd_dit_embed_backward(m, a, B);
+  const float *dtok = a->dres;  // (B, T, D) when every token was in the pass
+  if (a->has_idx) {
+    const int D = m->cfg.hidden, T = sd_dit_tokens(&m->cfg);
+    m->be->ops->memset(m->be, a->dtok, 0, sizeof(float) * (size_t)B * T * D);
+    m->be->ops->scatter_add_tokens(m->be, a->dtok, a->dres, a->idx, B, T, a->Tk, D);
+    dtok = a->dtok;
+  }
+  sd_dit_embed_backward(m, a, B, dtok);
   sd_dit_cond_backward(m, a, B, y);
 }

@@ -28,6 +28,20 @@ sd_scatter_add_tokens_fn sd_cpu_scatter_add_tokens;
 sd_mse_fwd_fn sd_cpu_mse_fwd;
 sd_mse_bwd_fn sd_cpu_mse_bwd;
 sd_sum_squares_fn sd_cpu_sum_squares;
+sd_l2norm_rows_fwd_fn sd_cpu_l2norm_rows_fwd;
+sd_l2norm_rows_bwd_fn sd_cpu_l2norm_rows_bwd;
+sd_dino_loss_fwd_fn sd_cpu_dino_loss_fwd;
+sd_dino_loss_bwd_fn sd_cpu_dino_loss_bwd;
+sd_sum_rows_fn sd_cpu_sum_rows;
+sd_merge_tokens_fwd_fn sd_cpu_merge_tokens_fwd;
+sd_merge_tokens_bwd_fn sd_cpu_merge_tokens_bwd;
+sd_add_scaled_rows_fn sd_cpu_add_scaled_rows;
+sd_scale_rows_fn sd_cpu_scale_rows;
+sd_edm_loss_fwd_fn sd_cpu_edm_loss_fwd;
+sd_edm_loss_bwd_fn sd_cpu_edm_loss_bwd;
+sd_adamw_fn sd_cpu_adamw;
+sd_ema_fn sd_cpu_ema;
+sd_axpy_fn sd_cpu_axpy;
 
 // Reusable scratch memory of at least `bytes`, owned by the CPU backend (valid until the
 // next call; not for use from inside a parallel region).

@@ -1,0 +1,259 @@
+// The SD-DiT objective and optimizer step (see sddit.h).
+#include "sddit.h"
+#include "error.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static float *balloc(sd_backend *be, size_t n) {
+  float *p = be->ops->alloc(be, sizeof(float) * (n ? n : 1));
+  be->ops->memset(be, p, 0, sizeof(float) * (n ? n : 1));
+  return p;
+}
+
+void sd_sddit_create(sd_sddit *s, const sd_dit_config *dcfg, const sd_head_config *hcfg,
+                     const sd_sddit_opts *opt, sd_backend *be, int B) {
+  memset(s, 0, sizeof *s);
+  s->be = be;
+  s->dcfg = *dcfg;
+  s->hcfg = *hcfg;
+  s->hcfg.in_dim = dcfg->hidden;
+  s->opt = *opt;
+  s->B = B;
+  const int T = sd_dit_tokens(dcfg), Tv = opt->visible_tokens, D = dcfg->hidden;
+  if (opt->encoder_depth < 1 || opt->encoder_depth >= dcfg->depth)
+    SD_FATAL("encoder_depth %d must be in [1, depth-1 = %d]", opt->encoder_depth, dcfg->depth - 1);
+  if (Tv < 1 || Tv > T) SD_FATAL("visible tokens %d must be in [1, %d]", Tv, T);
+  sd_dit_param_table(dcfg, &s->table);
+  s->dit_total = s->table.total;
+  sd_head_append_table(&s->hcfg, &s->table);
+  s->total = s->table.total;
+  s->head_total = s->total - s->dit_total;
+  char name[64];
+  snprintf(name, sizeof name, "blocks.%d.attn.qkv.weight", opt->encoder_depth);
+  int first_dec = sd_param_table_find(&s->table, name);
+  if (first_dec < 0) SD_FATAL("parameter table has no '%s'", name);
+  s->enc_prefix = s->table.items[first_dec].offset;
+  s->params = balloc(be, s->total);
+  s->grads = balloc(be, s->total);
+  s->adam_m = balloc(be, s->total);
+  s->adam_v = balloc(be, s->total);
+  s->teacher = balloc(be, s->total);
+  s->ema = balloc(be, s->dit_total);
+  s->center = balloc(be, (size_t)s->hcfg.prototypes);
+  sd_dit_create_in(&s->student, dcfg, be, s->params, s->grads);
+  sd_dit_create_in(&s->tdit, dcfg, be, s->teacher, NULL);
+  sd_head_bind(&s->hcfg, s->params + s->dit_total, &s->hw);
+  sd_head_bind(&s->hcfg, s->grads + s->dit_total, &s->hg);
+  sd_head_bind(&s->hcfg, s->teacher + s->dit_total, &s->tw);
+  sd_dit_acts_create(&s->sa, &s->student, B, T);
+  sd_dit_acts_create(&s->ta, &s->tdit, B, T);
+  sd_head_acts_create(&s->sh, be, &s->hcfg, B * Tv);
+  sd_head_acts_create(&s->th, be, &s->hcfg, B * Tv);
+  const size_t n = (size_t)dcfg->in_channels * dcfg->input_size * dcfg->input_size;
+  s->x_s = balloc(be, B * n);
+  s->x_t = balloc(be, B * n);
+  s->x_in = balloc(be, B * n);
+  s->D = balloc(be, B * n);
+  s->dF = balloc(be, B * n);
+  s->mask = balloc(be, B * n);
+  s->h_s = balloc(be, (size_t)B * Tv * D);
+  s->dh_s = balloc(be, (size_t)B * Tv * D);
+  s->ht_vis = balloc(be, (size_t)B * Tv * D);
+  s->zt_mean = balloc(be, (size_t)s->hcfg.prototypes);
+  float **per_sample[] = {&s->c_skip, &s->c_out, &s->c_in, &s->c_noise, &s->weight, &s->c_in_t,
+                          &s->c_noise_t};
+  for (size_t i = 0; i < sizeof per_sample / sizeof per_sample[0]; i++)
+    *per_sample[i] = balloc(be, (size_t)B);
+  s->scalars = balloc(be, 16);
+}
+
+void sd_sddit_destroy(sd_sddit *s) {
+  sd_backend *be = s->be;
+  if (!be) return;
+  sd_dit_acts_destroy(&s->sa, &s->student);
+  sd_dit_acts_destroy(&s->ta, &s->tdit);
+  sd_head_acts_destroy(&s->sh, be);
+  sd_head_acts_destroy(&s->th, be);
+  sd_dit_destroy(&s->student);
+  sd_dit_destroy(&s->tdit);
+  float *bufs[] = {s->params, s->grads, s->adam_m, s->adam_v, s->teacher, s->ema, s->center,
+                   s->x_s, s->x_t, s->x_in, s->D, s->dF, s->mask, s->h_s, s->dh_s, s->ht_vis,
+                   s->zt_mean, s->c_skip, s->c_out, s->c_in, s->c_noise, s->weight, s->c_in_t,
+                   s->c_noise_t, s->scalars};
+  for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->ops->free(be, bufs[i]);
+  sd_param_table_free(&s->table);
+  memset(s, 0, sizeof *s);
+}
+
+void sd_sddit_reset_copies(sd_sddit *s) {
+  sd_backend *be = s->be;
+  be->ops->copy(be, s->teacher, s->params, sizeof(float) * s->total);
+  be->ops->copy(be, s->ema, s->params, sizeof(float) * s->dit_total);
+  be->ops->memset(be, s->center, 0, sizeof(float) * (size_t)s->hcfg.prototypes);
+  be->ops->memset(be, s->adam_m, 0, sizeof(float) * s->total);
+  be->ops->memset(be, s->adam_v, 0, sizeof(float) * s->total);
+}
+
+void sd_sddit_init(sd_sddit *s, uint64_t seed) {
+  sd_dit_init_weights(&s->student, seed);
+  float *host = sd_xmalloc(sizeof(float) * s->head_total, "head init");
+  sd_head_init_host(&s->hcfg, host, seed);
+  s->be->ops->to_device(s->be, s->params + s->dit_total, host, sizeof(float) * s->head_total);
+  free(host);
+  sd_sddit_reset_copies(s);
+}
+
+float sd_sddit_tau_t(const sd_sddit_opts *o, long step) {
+  double f = o->teacher_temp_warmup > 0 ? (double)step / o->teacher_temp_warmup : 1.0;
+  if (f > 1.0) f = 1.0;
+  return (float)(o->tau_t_start + (o->tau_t_end - o->tau_t_start) * f);
+}
+
+float sd_sddit_teacher_momentum(const sd_sddit_opts *o, long step) {
+  double f = o->total_steps > 0 ? (double)step / o->total_steps : 1.0;
+  if (f > 1.0) f = 1.0;
+  return (float)(1.0 - (1.0 - o->teacher_momentum) * (cos(M_PI * f) + 1.0) / 2.0);
+}
+
+// EDM preconditioning scalars for B noise levels (backend memory in, backend memory out).
+static void precondition(sd_sddit *s, const float *sigma_dev, int B, float *c_skip,
+                         float *c_out, float *c_in, float *c_noise, float *weight) {
+  sd_backend *be = s->be;
+  const double sd = s->opt.sigma_data;
+  float *buf = sd_xmalloc(sizeof(float) * 6 * (size_t)B, "preconditioning");
+  float *sig = buf, *cs = buf + B, *co = buf + 2 * B, *ci = buf + 3 * B, *cn = buf + 4 * B,
+        *w = buf + 5 * B;
+  be->ops->to_host(be, sig, sigma_dev, sizeof(float) * (size_t)B);
+  for (int b = 0; b < B; b++) {
+    double x = sig[b];
+    if (!(x > 0.0) || !isfinite(x)) SD_FATAL("noise level %g of sample %d is not positive", x, b);
+    cs[b] = (float)(sd * sd / (x * x + sd * sd));
+    co[b] = (float)(x * sd / sqrt(x * x + sd * sd));
+    ci[b] = (float)(1.0 / sqrt(x * x + sd * sd));
+    cn[b] = (float)(log(x) / 4.0);
+    w[b] = (float)((x * x + sd * sd) / ((x * sd) * (x * sd)));
+  }
+  if (c_skip) be->ops->to_device(be, c_skip, cs, sizeof(float) * (size_t)B);
+  if (c_out) be->ops->to_device(be, c_out, co, sizeof(float) * (size_t)B);
+  be->ops->to_device(be, c_in, ci, sizeof(float) * (size_t)B);
+  be->ops->to_device(be, c_noise, cn, sizeof(float) * (size_t)B);
+  if (weight) be->ops->to_device(be, weight, w, sizeof(float) * (size_t)B);
+  free(buf);
+}
+
+void sd_sddit_forward_backward(sd_sddit *s, const sd_step_inputs *in, int B, long step,
+                               sd_step_stats *st) {
+  sd_backend *be = s->be;
+  const sd_ops *op = be->ops;
+  const sd_dit_config *c = &s->dcfg;
+  const int T = sd_dit_tokens(c), Tv = s->opt.visible_tokens, D = c->hidden;
+  const int P = s->hcfg.prototypes, L = c->depth, E = s->opt.encoder_depth, N = B * Tv;
+  const size_t n = (size_t)c->in_channels * c->input_size * c->input_size;
+  if (B > s->B) SD_FATAL("batch %d exceeds the capacity %d", B, s->B);
+  memset(st, 0, sizeof *st);
+  st->tau_t = sd_sddit_tau_t(&s->opt, step);
+  st->teacher_m = sd_sddit_teacher_momentum(&s->opt, step);
+
+  // pair on one trajectory: x_s = x0 + sigma_s eps, x_t = x0 + sigma_t eps
+  op->add_scaled_rows(be, s->x_s, in->x0, in->eps, in->sigma_s, B, n);
+  op->add_scaled_rows(be, s->x_t, in->x0, in->eps, in->sigma_t, B, n);
+  precondition(s, in->sigma_s, B, s->c_skip, s->c_out, s->c_in, s->c_noise, s->weight);
+  precondition(s, in->sigma_t, B, NULL, NULL, s->c_in_t, s->c_noise_t, NULL);
+
+  // teacher: all tokens through the encoder, no gradient; head on the visible positions
+  sd_dit_acts *ta = &s->ta;
+  op->scale_rows(be, s->x_in, s->x_t, s->c_in_t, B, n);
+  sd_dit_cond_forward(&s->tdit, ta, B, s->c_noise_t, in->y);
+  sd_dit_embed_forward(&s->tdit, ta, B, s->x_in);
+  sd_dit_select_tokens(&s->tdit, ta, B, NULL, T);
+  sd_dit_blocks_forward(&s->tdit, ta, B, 0, E);
+  op->gather_tokens(be, s->ht_vis, ta->x[E], in->vis, B, T, Tv, D);  // (B, Tv, D)
+  sd_head_forward(be, &s->hcfg, &s->tw, &s->th, s->ht_vis, N);      // z_t (N, P)
+
+  // student encoder on the visible tokens, head, L_dis
+  sd_dit_acts *sa = &s->sa;
+  op->scale_rows(be, s->x_in, s->x_s, s->c_in, B, n);
+  sd_dit_cond_forward(&s->student, sa, B, s->c_noise, in->y);
+  sd_dit_embed_forward(&s->student, sa, B, s->x_in);
+  sd_dit_select_tokens(&s->student, sa, B, in->vis, Tv);
+  sd_dit_blocks_forward(&s->student, sa, B, 0, E);
+  op->copy(be, s->h_s, sa->x[E], sizeof(float) * (size_t)N * D);      // (B, Tv, D)
+  sd_head_forward(be, &s->hcfg, &s->hw, &s->sh, s->h_s, N);           // z_s (N, P)
+  op->sum_rows(be, s->zt_mean, s->th.z, N, P);  // for the center update, (P)
+  op->dino_loss_fwd(be, s->scalars, s->th.z, s->sh.z, s->th.z, s->center, s->opt.tau_s,
+                    st->tau_t, N, P);  // the teacher probabilities overwrite its logits
+  // decoder on the merged sequence: encoder outputs at visible rows, noisy tokens elsewhere
+  op->merge_tokens_fwd(be, sa->x[E], sa->tok, s->h_s, in->vis, B, T, Tv, D);
+  sa->Tk = T;
+  sa->has_idx = 0;
+  sd_dit_blocks_forward(&s->student, sa, B, E, L);
+  sd_dit_final_forward(&s->student, sa, B, L);  // F (B, C, H, W)
+  const float *mask = NULL;
+  if (s->opt.gen_visible_only) {  // 1 on the pixels of visible tokens
+    op->memset(be, s->dF, 0, sizeof(float) * B * n);
+    float *ones = s->D;  // scratch (B, Tv, p*p*C) of ones
+    size_t cnt = (size_t)N * c->patch * c->patch * c->in_channels;
+    float *host_ones = sd_xmalloc(sizeof(float) * cnt, "mask");
+    for (size_t i = 0; i < cnt; i++) host_ones[i] = 1.0f;
+    op->to_device(be, ones, host_ones, sizeof(float) * cnt);
+    free(host_ones);
+    op->unpatchify_fwd(be, s->mask, ones, in->vis, Tv, B, c->in_channels, c->input_size,
+                       c->input_size, c->patch);
+    mask = s->mask;
+  }
+  op->edm_loss_fwd(be, s->scalars + 1, s->D, sa->out, s->x_s, in->x0, s->c_skip, s->c_out,
+                   s->weight, mask, B, n);
+  float host[2];
+  op->to_host(be, host, s->scalars, sizeof host);
+  st->L_dis = host[0];
+  st->L_gen = host[1];
+  st->L = st->L_gen + s->opt.lambda_dis * st->L_dis;
+
+  // backward: decoder, merge, head, encoder, embeddings, conditioning
+  op->memset(be, s->grads, 0, sizeof(float) * s->total);
+  op->edm_loss_bwd(be, s->dF, s->D, in->x0, s->c_out, s->weight, mask, B, n, 1.0f);
+  sd_dit_final_backward(&s->student, sa, B, L, s->dF);
+  sd_dit_blocks_backward(&s->student, sa, B, E, L);       // dres = d merged (B, T, D)
+  op->memset(be, sa->dtok, 0, sizeof(float) * (size_t)B * T * D);
+  op->merge_tokens_bwd(be, sa->dtok, s->dh_s, sa->dres, in->vis, B, T, Tv, D);
+  if (s->opt.lambda_dis != 0.0f) {
+    float *dz = s->sh.z;  // the student logits are not needed after this point
+    op->dino_loss_bwd(be, dz, s->sh.z, s->th.z, s->opt.tau_s, N, P, s->opt.lambda_dis);
+    sd_head_backward(be, &s->hcfg, &s->hw, &s->hg, &s->sh, s->h_s, dz, s->dh_s, N);
+  }
+  op->copy(be, sa->dres, s->dh_s, sizeof(float) * (size_t)N * D);
+  sa->Tk = Tv;
+  sd_dit_blocks_backward(&s->student, sa, B, 0, E);       // dres = d x[0] (B, Tv, D)
+  op->scatter_add_tokens(be, sa->dtok, sa->dres, in->vis, B, T, Tv, D);
+  sd_dit_embed_backward(&s->student, sa, B, sa->dtok);
+  sd_dit_cond_backward(&s->student, sa, B, in->y);
+
+  op->sum_squares(be, s->scalars + 2, s->grads, s->total);
+  op->to_host(be, host, s->scalars + 2, sizeof(float));
+  st->grad_norm = sqrtf(host[0]);
+  st->skipped = !isfinite(st->L) || !isfinite(st->grad_norm);
+}
+
+void sd_sddit_update(sd_sddit *s, int B, long step, sd_step_stats *st) {
+  sd_backend *be = s->be;
+  const sd_ops *op = be->ops;
+  const sd_sddit_opts *o = &s->opt;
+  if (st->skipped) return;
+  float scale = 1.0f;
+  if (o->grad_clip > 0.0f && st->grad_norm > o->grad_clip) scale = o->grad_clip / st->grad_norm;
+  op->adamw(be, s->params, s->grads, s->adam_m, s->adam_v, s->total, o->lr, o->beta1, o->beta2,
+            o->adam_eps, o->weight_decay, step + 1, scale);
+  // center <- m_c center + (1 - m_c) mean(z_t)   (zt_mean holds the row sums)
+  const int P = s->hcfg.prototypes, N = B * o->visible_tokens;
+  float inv = 1.0f / (float)N;
+  op->to_device(be, s->scalars + 3, &inv, sizeof inv);
+  op->scale_rows(be, s->zt_mean, s->zt_mean, s->scalars + 3, 1, (size_t)P);
+  op->ema(be, s->center, s->zt_mean, (size_t)P, o->center_momentum);
+  // teacher EMA on the embedders + encoder blocks and the head; generation EMA on the DiT
+  op->ema(be, s->teacher, s->params, s->enc_prefix, st->teacher_m);
+  op->ema(be, s->teacher + s->dit_total, s->params + s->dit_total, s->head_total, st->teacher_m);
+  op->ema(be, s->ema, s->params, s->dit_total, o->ema_decay);
+}

@@ -1,0 +1,86 @@
+// The SD-DiT objective and optimizer step on one rank: student (DiT encoder + decoder +
+// projection head) in one flat buffer with its gradients and AdamW moments, the EMA teacher
+// (encoder + head), the generation EMA (DiT) and the center. A step takes the batch and its
+// explicit randomness (eps, sigmas, visible-token sets, labels after dropout), so the trainer
+// draws them from the keyed RNG and the tests feed them from the PyTorch fixture.
+#ifndef SD_SDDIT_H
+#define SD_SDDIT_H
+
+#include "dit.h"
+#include "head.h"
+
+typedef struct sd_sddit_opts {
+  int encoder_depth;      // blocks 0 .. encoder_depth-1 form the encoder
+  int visible_tokens;     // Tv = floor(T * (1 - mask_ratio))
+  int gen_visible_only;   // L_gen over visible tokens only (else all tokens)
+  float sigma_data;       // 0.5
+  float lambda_dis;       // weight of L_dis
+  float tau_s;            // student temperature
+  float tau_t_start, tau_t_end;
+  long teacher_temp_warmup;
+  float center_momentum;
+  float teacher_momentum; // m0 of the cosine schedule to 1
+  long total_steps;       // length of the run, for the cosine schedule
+  float lr, beta1, beta2, adam_eps, weight_decay, grad_clip;  // grad_clip 0: off
+  float ema_decay;        // generation EMA
+} sd_sddit_opts;
+
+// One step's batch and randomness, in backend memory.
+typedef struct sd_step_inputs {
+  const float *x0;        // (B, C, H, W) clean latents
+  const float *eps;       // (B, C, H, W) the pair's shared noise
+  const float *sigma_s;   // (B) student noise levels
+  const float *sigma_t;   // (B) teacher noise levels
+  const int32_t *y;       // (B) labels after dropout (num_classes = null)
+  const int32_t *vis;     // (B, Tv) sorted visible token indices
+} sd_step_inputs;
+
+typedef struct sd_step_stats {
+  float L_gen, L_dis, L;
+  float grad_norm;        // before clipping
+  float tau_t, teacher_m;
+  int skipped;            // non-finite loss or gradients: no update was applied
+} sd_step_stats;
+
+typedef struct sd_sddit {
+  sd_backend *be;
+  sd_dit_config dcfg;
+  sd_head_config hcfg;
+  sd_sddit_opts opt;
+  int B;                  // batch capacity (per rank)
+  sd_param_table table;   // DiT tensors, then the head's
+  size_t dit_total, head_total, total;
+  size_t enc_prefix;      // floats of the embedders + encoder blocks (a prefix of the DiT)
+  float *params, *grads, *adam_m, *adam_v;  // (total) each
+  float *teacher;         // (total): EMA'd on [0, enc_prefix) and the head
+  float *ema;             // (dit_total) generation EMA
+  float *center;          // (P)
+  sd_dit student, tdit;   // views on params / teacher
+  sd_head_weights hw, hg, tw;
+  sd_dit_acts sa, ta;     // student and teacher activations
+  sd_head_acts sh, th;    // student and teacher head activations
+  float *x_s, *x_t, *x_in, *D, *dF, *mask;  // (B, n) each
+  float *h_s, *dh_s, *ht_vis;               // (B, Tv, D) each
+  float *zt_mean;                           // (P)
+  float *c_skip, *c_out, *c_in, *c_noise, *weight, *c_in_t, *c_noise_t;  // (B) each
+  float *scalars;                           // backend scratch for reductions
+} sd_sddit;
+
+void sd_sddit_create(sd_sddit *s, const sd_dit_config *dcfg, const sd_head_config *hcfg,
+                     const sd_sddit_opts *opt, sd_backend *be, int B);
+void sd_sddit_destroy(sd_sddit *s);
+// DiT and head initialisation keyed by seed; teacher and generation EMA start as copies.
+void sd_sddit_init(sd_sddit *s, uint64_t seed);
+// Copies the student into the teacher and the generation EMA; zeroes center and moments.
+void sd_sddit_reset_copies(sd_sddit *s);
+// Teacher temperature and momentum at a step.
+float sd_sddit_tau_t(const sd_sddit_opts *o, long step);
+float sd_sddit_teacher_momentum(const sd_sddit_opts *o, long step);
+// Forward and backward of L = L_gen + lambda_dis L_dis for B samples; gradients in s->grads
+// (overwritten), losses in st.
+void sd_sddit_forward_backward(sd_sddit *s, const sd_step_inputs *in, int B, long step,
+                               sd_step_stats *st);
+// AdamW (skipped when st->skipped), then center, teacher EMA and generation EMA updates.
+void sd_sddit_update(sd_sddit *s, int B, long step, sd_step_stats *st);
+
+#endif
