@@ -32,7 +32,7 @@ struct gc_case {
   void (*fwd)(gc_case *c);
   void (*bwd)(gc_case *c, const float *dout);
   int ints[8];        // sizes for the closures
-  float *aux[4];      // extra buffers (saved stats, fixed inputs)
+  float *aux[6];      // extra buffers (saved stats, fixed inputs)
   int32_t *idx;
 };
 
@@ -305,6 +305,106 @@ static void case_mse(void) {
   run_case(&c);
 }
 
+// ---- L2 normalisation of rows --------------------------------------------------------------
+static void l2_f(gc_case *c) {
+  g_be.ops->l2norm_rows_fwd(&g_be, c->out, c->aux[0], c->in[0].x, c->ints[0], c->ints[1]);
+}
+static void l2_b(gc_case *c, const float *dout) {
+  g_be.ops->l2norm_rows_bwd(&g_be, c->in[0].g, dout, c->out, c->aux[0], c->ints[0], c->ints[1]);
+}
+static void case_l2norm(void) {
+  int N = 4, d = 6;
+  gc_case c = {.name = "l2norm rows", .nin = 1, .fwd = l2_f, .bwd = l2_b, .ints = {N, d}};
+  c.in[0] = (gc_tensor){"x", fbuf(N * d), fbuf(N * d), (size_t)N * d, 0};
+  fill_normal(c.in[0].x, c.in[0].n, 17, 1.0f);
+  c.aux[0] = fbuf(N);
+  c.out = fbuf(N * d);
+  c.nout = (size_t)N * d;
+  run_case(&c);
+}
+
+// ---- teacher-student cross-entropy (gradient w.r.t. the student logits) ------------------
+static void dino_f(gc_case *c) {
+  int N = c->ints[0], P = c->ints[1];
+  g_be.ops->dino_loss_fwd(&g_be, c->out, c->aux[1], c->in[0].x, c->aux[0], c->aux[2], 0.1f,
+                          0.05f, N, P);
+}
+static void dino_b(gc_case *c, const float *dout) {
+  g_be.ops->dino_loss_bwd(&g_be, c->in[0].g, c->in[0].x, c->aux[1], 0.1f, c->ints[0],
+                          c->ints[1], dout[0]);
+}
+static void case_dino(void) {
+  int N = 3, P = 7;
+  gc_case c = {.name = "dino cross-entropy", .nin = 1, .fwd = dino_f, .bwd = dino_b,
+               .ints = {N, P}};
+  c.in[0] = (gc_tensor){"z_s", fbuf(N * P), fbuf(N * P), (size_t)N * P, 0};
+  fill_normal(c.in[0].x, c.in[0].n, 18, 0.3f);
+  c.aux[0] = fbuf(N * P);  // z_t
+  fill_normal(c.aux[0], (size_t)N * P, 19, 0.3f);
+  c.aux[1] = fbuf(N * P);  // pt
+  c.aux[2] = fbuf(P);      // center
+  fill_normal(c.aux[2], (size_t)P, 20, 0.1f);
+  c.out = fbuf(1);
+  c.nout = 1;
+  run_case(&c);
+}
+
+// ---- decoder-input merge ---------------------------------------------------------------------
+static void mg_f(gc_case *c) {
+  g_be.ops->merge_tokens_fwd(&g_be, c->out, c->in[0].x, c->in[1].x, c->idx, c->ints[0],
+                             c->ints[1], c->ints[2], c->ints[3]);
+}
+static void mg_b(gc_case *c, const float *dout) {
+  g_be.ops->merge_tokens_bwd(&g_be, c->in[0].g, c->in[1].g, dout, c->idx, c->ints[0],
+                             c->ints[1], c->ints[2], c->ints[3]);
+}
+static void case_merge(void) {
+  int B = 2, T = 5, Tk = 3, D = 2;
+  static int32_t idx[] = {0, 2, 4, 1, 2, 3};
+  gc_case c = {.name = "merge tokens", .nin = 2, .fwd = mg_f, .bwd = mg_b,
+               .ints = {B, T, Tk, D}, .idx = idx};
+  c.in[0] = (gc_tensor){"base", fbuf(B * T * D), fbuf(B * T * D), (size_t)B * T * D, 1};
+  c.in[1] = (gc_tensor){"sub", fbuf(B * Tk * D), fbuf(B * Tk * D), (size_t)B * Tk * D, 0};
+  fill_normal(c.in[0].x, c.in[0].n, 21, 1.0f);
+  fill_normal(c.in[1].x, c.in[1].n, 22, 1.0f);
+  c.out = fbuf(B * T * D);
+  c.nout = (size_t)B * T * D;
+  run_case(&c);
+}
+
+// ---- EDM denoiser output and weighted loss (with a mask) ---------------------------------------
+static void edm_f(gc_case *c) {
+  int B = c->ints[0];
+  size_t n = (size_t)c->ints[1];
+  g_be.ops->edm_loss_fwd(&g_be, c->out, c->aux[0], c->in[0].x, c->aux[1], c->aux[2], c->aux[3],
+                         c->aux[3] + B, c->aux[3] + 2 * B, c->ints[2] ? c->aux[4] : NULL, B, n);
+}
+static void edm_b(gc_case *c, const float *dout) {
+  int B = c->ints[0];
+  g_be.ops->edm_loss_bwd(&g_be, c->in[0].g, c->aux[0], c->aux[2], c->aux[3] + B,
+                         c->aux[3] + 2 * B, c->ints[2] ? c->aux[4] : NULL, B,
+                         (size_t)c->ints[1], dout[0]);
+}
+static void case_edm(int masked) {
+  int B = 3, n = 8;
+  gc_case c = {.name = masked ? "edm loss (masked)" : "edm loss", .nin = 1, .fwd = edm_f,
+               .bwd = edm_b, .ints = {B, n, masked}};
+  c.in[0] = (gc_tensor){"F", fbuf(B * n), fbuf(B * n), (size_t)B * n, 0};
+  fill_normal(c.in[0].x, c.in[0].n, 23, 1.0f);
+  c.aux[0] = fbuf(B * n);  // D
+  c.aux[1] = fbuf(B * n);  // x
+  fill_normal(c.aux[1], (size_t)B * n, 24, 1.0f);
+  c.aux[2] = fbuf(B * n);  // x0
+  fill_normal(c.aux[2], (size_t)B * n, 25, 1.0f);
+  c.aux[3] = fbuf(3 * B);  // c_skip, c_out, weight
+  fill_uniform(c.aux[3], 3 * (size_t)B, 26, 0.2f, 2.0f);
+  c.aux[4] = fbuf(B * n);  // mask
+  for (int i = 0; i < B * n; i++) c.aux[4][i] = (i % 3) != 0;
+  c.out = fbuf(1);
+  c.nout = 1;
+  run_case(&c);
+}
+
 int main(void) {
   sd_backend_cpu_init(&g_be, 0);
   case_matmul(0);
@@ -319,5 +419,10 @@ int main(void) {
   case_embed_rows();
   case_gather();
   case_mse();
+  case_l2norm();
+  case_dino();
+  case_merge();
+  case_edm(0);
+  case_edm(1);
   return check_exit("test_ops_gradcheck");
 }
