@@ -100,6 +100,20 @@ long long sd_h5_attr_int(hid_t file, const char *path, const char *name) {
   return v;
 }
 
+double sd_h5_attr_double(hid_t file, const char *path, const char *name) {
+  char fname[256];
+  if (H5Aexists_by_name(file, path, name, H5P_DEFAULT) <= 0)
+    SD_FATAL("%s: attribute '%s' of '%s' is missing",
+             sd_h5_file_name(file, fname, sizeof fname), name, path);
+  hid_t at = H5Aopen_by_name(file, path, name, H5P_DEFAULT, H5P_DEFAULT);
+  double v = 0;
+  if (H5Aread(at, H5T_NATIVE_DOUBLE, &v) < 0)
+    SD_FATAL("%s: attribute '%s' of '%s' is not a number",
+             sd_h5_file_name(file, fname, sizeof fname), name, path);
+  H5Aclose(at);
+  return v;
+}
+
 void sd_h5_write_f32(hid_t file, const char *path, const float *data, int ndim,
                      const size_t *dims) {
   hsize_t hd[8];

@@ -23,6 +23,8 @@ int32_t *sd_h5_read_i32(hid_t file, const char *path, sd_h5_shape *shape);
 double sd_h5_read_f64_scalar(hid_t file, const char *path);
 // Integer attribute `name` of the object at path.
 long long sd_h5_attr_int(hid_t file, const char *path, const char *name);
+// Floating-point attribute `name` of the object at path.
+double sd_h5_attr_double(hid_t file, const char *path, const char *name);
 // Writes a float dataset (creating intermediate groups).
 void sd_h5_write_f32(hid_t file, const char *path, const float *data, int ndim,
                      const size_t *dims);

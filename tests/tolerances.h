@@ -17,6 +17,14 @@
 #define PARITY_LOSS_RTOL 1e-4
 #define PARITY_GRAD_RTOL 1e-3
 
+// SD-DiT objective parity (issue requirement): losses and parameters after 5 optimizer steps
+// to 1e-4, gradients to 1e-3. Parameter *changes* (final - initial) are compared too, at 1e-2:
+// AdamW normalises each gradient element, so fp32 rounding in near-zero gradients moves an
+// element's update by a fraction of lr; 1e-2 of the change is still far below any real bug.
+#define PARITY_PARAM_RTOL 1e-4
+#define PARITY_DELTA_RTOL 1e-2
+#define PARITY_MOMENT_RTOL 1e-3
+
 // Random-number sanity: sample mean/std of 2^20 draws within 5 standard errors.
 #define RNG_SIGMAS 5.0
 

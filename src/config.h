@@ -1,0 +1,85 @@
+// The whole run configuration: defaults per model preset, INI files (read with inih),
+// command-line overrides (--section.key=value), cross-key validation, and printing the
+// effective configuration back as an INI file that loads to the same struct.
+#ifndef SD_CONFIG_H
+#define SD_CONFIG_H
+
+#include "dit_config.h"
+
+#include <stddef.h>
+#include <stdio.h>
+
+// Longest string value (data.path, train.out_dir, ...): a printed "key = value" line must fit
+// inih's 200-byte line buffer, or the printed file would not load back.
+#define SD_CONFIG_MAX_STRING 180
+
+typedef struct sd_config {
+  sd_dit_config model;  // [model] keys handled by sd_dit_config_set (preset first)
+  // [model] extra keys. Their defaults follow model.preset; setting depth, hidden or heads
+  // alone does not move them (validation names the key to change).
+  int encoder_depth;   // default: depth - decoder_depth
+  int decoder_depth;   // default: 2 for hidden < 1024 (S, B), 4 for L and XL; tiny: 1
+  int decoder_hidden;  // must equal hidden (other widths are not supported yet)
+  int decoder_heads;   // must equal heads (same)
+  // [sddit]
+  float mask_ratio;             // 0.2, in [0, 1); visible tokens = floor(T * (1 - ratio))
+  char teacher_sigma_mode[16];  // "fixed" (default) or "log_uniform"
+  float teacher_sigma;          // 0.002 (> 0)
+  float lambda_dis;             // 1.0 (>= 0)
+  int head_hidden, head_bottleneck, head_prototypes;  // 2048, 256, 8192; tiny: 64, 16, 32
+  float tau_s;                                        // 0.1
+  float tau_t_start, tau_t_end;                       // 0.04, 0.07
+  int teacher_temp_warmup;                            // steps, 1000 (>= 0)
+  float center_momentum;                              // 0.9, in [0, 1]
+  float teacher_momentum;                             // 0.996, in [0, 1]
+  char gen_loss_tokens[16];                           // "all" (default) or "visible"
+  // [diffusion]
+  float sigma_data, p_mean, p_std, sigma_min, sigma_max, label_dropout;  // 0.5, -1.2, 1.2,
+                                                                         // 0.002, 80, 0.1
+  // [optim]: 1e-4, 0.9, 0.999, 1e-8, 0, 0 (no clipping), 0.9999
+  float lr, beta1, beta2, eps, weight_decay, grad_clip, ema_decay;
+  // [data]
+  char source[16];     // "synthetic" (default) or "hdf5"
+  char path[512];      // HDF5 file (required when source = hdf5)
+  int synthetic_size;  // samples in the synthetic source, 1024
+  // [train]
+  long steps;               // 1000
+  int global_batch;         // 256 (tiny: 16)
+  unsigned long long seed;  // 0
+  int log_every;            // 10
+  int threads;              // 0 = OpenMP default
+  char out_dir[512];        // "runs/default"
+  char metrics[512];        // "" = <out_dir>/metrics.jsonl
+  int max_bad_steps;        // 10: non-finite steps in a row before the run stops
+} sd_config;
+
+// Every default for a model preset (NULL = "S/2"). An unknown preset is a fatal error: pass
+// names from the user through sd_config_set(c, "model", "preset", ...) instead.
+void sd_config_defaults(sd_config *c, const char *preset);
+
+// Applies an INI file on top of c. Sections: model, sddit, diffusion, optim, data, train, and
+// dist, ckpt, log (reserved, no keys yet). [model] preset is applied before the other keys
+// wherever it appears. A key given twice is an error. Returns 0, or -1 with
+// "file:line: section.key: ..." in err; c is unchanged on error.
+int sd_config_load_ini(sd_config *c, const char *path, char *err, size_t errlen);
+
+// Sets one key. model.preset resets the [model] section (model shape and encoder/decoder split)
+// to that preset's defaults and leaves the other sections alone; "custom" keeps the current
+// model. Returns 0, or -1 with "section.key: ..." in err; c is unchanged on error.
+int sd_config_set(sd_config *c, const char *section, const char *key, const char *value,
+                  char *err, size_t errlen);
+
+// Applies one "--section.key=value" argument. Returns 0, or -1 with a message.
+int sd_config_apply_override(sd_config *c, const char *arg, char *err, size_t errlen);
+
+// Checks every key's range and the keys against each other. Returns 0, or -1 with a message
+// naming the keys.
+int sd_config_validate(const sd_config *c, char *err, size_t errlen);
+
+// Writes the effective configuration as an INI file: every key, every section.
+void sd_config_print(const sd_config *c, FILE *f);
+
+// Tokens the student sees per image: floor(T * (1 - mask_ratio)), T = sd_dit_tokens.
+int sd_config_visible_tokens(const sd_config *c);
+
+#endif
