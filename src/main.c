@@ -4,6 +4,7 @@
 #include "dit_params.h"
 #include "error.h"
 #include "sd_build_config.h"
+#include "train.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@ static void usage(FILE *f) {
           "usage: sddit <command> [options]\n"
           "\n"
           "commands:\n"
+          "  train     train SD-DiT (sddit train --help)\n"
           "  params    print the DiT parameter table (names, shapes, counts)\n"
           "  version   print the version and build features\n"
           "  help      this text\n"
@@ -94,6 +96,7 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (strcmp(cmd, "params") == 0) return cmd_params(argc, argv);
+  if (strcmp(cmd, "train") == 0) return sd_cmd_train(argc, argv);
   fprintf(stderr, "sddit: unknown command '%s'\n\n", cmd);
   usage(stderr);
   return 2;

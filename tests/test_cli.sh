@@ -23,5 +23,9 @@ expect "inconsistent shape"      1 "hidden 100 is not divisible by heads 6" -- p
 expect "unknown option"          1 "unknown option '--frobnicate'" -- params --frobnicate
 expect "unknown command"         2 "unknown command 'trian'" -- trian
 expect "error names the rank"    1 "^\[rank 0@[^]]+\] [a-z_]+\.c:[0-9]+ " -- params --model.depth=0
+expect "train: unknown key"      1 "optim\.lrr" -- train --optim.lrr=1
+expect "train: bad value"        1 "optim\.lr.*'abc'" -- train --optim.lr=abc
+expect "train: missing config"   1 "no-such\.ini" -- train --config no-such.ini
+expect "train: inconsistent"     1 "encoder_depth" -- train --model.encoder_depth=7
 echo "test_cli: $pass checks passed, $fail failed"
 [ "$fail" -eq 0 ] && [ "$pass" -gt 0 ]
