@@ -610,7 +610,9 @@ int sd_config_load_ini(sd_config *c, const char *path, char *err, size_t errlen)
     if (r > 0) ini_error(x, r, "syntax error: expected '[section]' or 'key = value'");
     else if (r < 0) ini_error(x, 1, "inih could not allocate its line buffer");
     if (ferror(f)) {
-      ini_error(x, x->line, "read error");
+      char msg[256];
+      snprintf(msg, sizeof msg, "read error: %s", strerror(errno));
+      ini_error(x, x->line + 1, msg);
       break;
     }
   }
@@ -761,7 +763,11 @@ static void print_table_value(const sd_config *c, const key_desc *k, FILE *f) {
       format_float(*(const float *)cfield_of(c, k), text, sizeof text);
       fprintf(f, "%s = %s\n", k->name, text);
       break;
-    case KEY_STRING: fprintf(f, "%s = %s\n", k->name, (const char *)cfield_of(c, k)); break;
+    case KEY_STRING: {
+      const char *v = cfield_of(c, k);
+      fprintf(f, "%s =%s%s\n", k->name, v[0] ? " " : "", v);  // no trailing blank when empty
+      break;
+    }
   }
 }
 
