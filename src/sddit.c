@@ -193,7 +193,6 @@ void sd_sddit_forward_backward(sd_sddit *s, const sd_step_inputs *in, int B, lon
   sd_dit_final_forward(&s->student, sa, B, L);  // F (B, C, H, W)
   const float *mask = NULL;
   if (s->opt.gen_visible_only) {  // 1 on the pixels of visible tokens
-    op->memset(be, s->dF, 0, sizeof(float) * B * n);
     float *ones = s->D;  // scratch (B, Tv, p*p*C) of ones
     size_t cnt = (size_t)N * c->patch * c->patch * c->in_channels;
     float *host_ones = sd_xmalloc(sizeof(float) * cnt, "mask");

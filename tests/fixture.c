@@ -24,13 +24,7 @@ void fixture_read_tensor(hid_t f, const char *path, float *dst, size_t numel) {
 
 static int cfg_int(hid_t f, const char *name) { return (int)sd_h5_attr_int(f, "/config", name); }
 
-void fixture_load(fixture *fx, const char *path) {
-  memset(fx, 0, sizeof *fx);
-  fx->file = sd_h5_open_read(path);
-  hid_t f = fx->file;
-  if (sd_h5_attr_int(f, "/", "format_version") != 1)
-    SD_FATAL("%s: unsupported fixture format_version", path);
-  sd_dit_config *c = &fx->cfg;
+void fixture_read_dit_config(hid_t f, sd_dit_config *c) {
   sd_dit_config_preset(c, "tiny");
   snprintf(c->preset, sizeof c->preset, "fixture");
   c->input_size = cfg_int(f, "input_size");
@@ -44,6 +38,16 @@ void fixture_load(fixture *fx, const char *path) {
   c->out_channels = cfg_int(f, "out_channels");
   c->freq_dim = cfg_int(f, "freq_dim");
   c->max_period = (float)cfg_int(f, "max_period");
+}
+
+void fixture_load(fixture *fx, const char *path) {
+  memset(fx, 0, sizeof *fx);
+  fx->file = sd_h5_open_read(path);
+  hid_t f = fx->file;
+  if (sd_h5_attr_int(f, "/", "format_version") != 1)
+    SD_FATAL("%s: unsupported fixture format_version", path);
+  sd_dit_config *c = &fx->cfg;
+  fixture_read_dit_config(f, c);
   int B = cfg_int(f, "batch");
   sd_param_table t;
   sd_dit_param_table(c, &t);

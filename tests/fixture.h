@@ -28,6 +28,8 @@ typedef struct fixture {
 // Path of a fixture file: $SD_FIXTURES/name, else tests/fixtures/name.
 const char *fixture_path(const char *name, char *buf, size_t len);
 void fixture_load(fixture *fx, const char *path);
+// Reads the DiT shape from the integer attributes of /config.
+void fixture_read_dit_config(hid_t f, sd_dit_config *c);
 // Reads a tensor by name into dst in our layout, checking its element count.
 void fixture_read_tensor(hid_t f, const char *path, float *dst, size_t numel);
 

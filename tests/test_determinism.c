@@ -25,8 +25,6 @@ static void run_once(sd_backend *be, const sd_dit_config *cfg, int masked, float
   float cn[3] = {-1.1f, 0.0f, 0.8f};
   int32_t y[3] = {1, cfg->num_classes, 3};
   int32_t *idx = sd_xmalloc(sizeof(int32_t) * (size_t)B * Tk, "idx");
-  for (int b = 0; b < B; b++)
-    for (int k = 0; k < Tk; k++) idx[b * Tk + k] = (k * 3 + b) % T;  // distinct within a row? see below
   for (int b = 0; b < B; b++)  // a distinct, sorted subset per sample: drop every 4th after b
     for (int k = 0, t = 0; k < Tk; t++)
       if ((t + b) % 4 != 0 || t >= T - (T - Tk)) idx[b * Tk + k++] = t;

@@ -58,18 +58,7 @@ int main(int argc, char **argv) {
   else fixture_path("sddit_tiny.h5", path, sizeof path);
   hid_t f = sd_h5_open_read(path);
   sd_dit_config dc;
-  sd_dit_config_preset(&dc, "tiny");
-  dc.input_size = ai(f, "input_size");
-  dc.in_channels = ai(f, "in_channels");
-  dc.patch = ai(f, "patch");
-  dc.hidden = ai(f, "hidden");
-  dc.depth = ai(f, "depth");
-  dc.heads = ai(f, "heads");
-  dc.mlp_ratio = ai(f, "mlp_ratio");
-  dc.num_classes = ai(f, "num_classes");
-  dc.out_channels = ai(f, "out_channels");
-  dc.freq_dim = ai(f, "freq_dim");
-  dc.max_period = (float)ai(f, "max_period");
+  fixture_read_dit_config(f, &dc);
   sd_head_config hc = {.in_dim = dc.hidden, .hidden = ai(f, "head_hidden"),
                        .bottleneck = ai(f, "head_bottleneck"),
                        .prototypes = ai(f, "head_prototypes")};
