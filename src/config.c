@@ -13,7 +13,7 @@
 
 // ---- the key table: every key outside sd_dit_config, in print order ----
 
-typedef enum key_type { KEY_INT, KEY_LONG, KEY_U64, KEY_FLOAT, KEY_STRING } key_type;
+typedef enum key_type { KEY_INT, KEY_LONG, KEY_U64, KEY_FLOAT, KEY_BOOL, KEY_STRING } key_type;
 
 // Allowed values of a number.
 typedef enum key_range {
@@ -38,6 +38,7 @@ typedef struct key_desc {
 static const char *const k_sigma_modes[] = {"fixed", "log_uniform", NULL};
 static const char *const k_gen_tokens[] = {"all", "visible", NULL};
 static const char *const k_sources[] = {"synthetic", "hdf5", NULL};
+static const char *const k_validate[] = {"full", "quick", NULL};
 
 static const char *const k_sections[] = {"model", "sddit", "diffusion", "optim", "data",
                                          "train", "dist", "ckpt", "log"};
@@ -110,6 +111,11 @@ static const key_desc k_keys[] = {
      sizeof(((sd_config *)0)->path)},
     {"data", "synthetic_size", KEY_INT, offsetof(sd_config, synthetic_size), RANGE_AT_LEAST_1,
      NULL, 0},
+    {"data", "hflip", KEY_BOOL, offsetof(sd_config, hflip), RANGE_ANY, NULL, 0},
+    {"data", "in_memory", KEY_BOOL, offsetof(sd_config, in_memory), RANGE_ANY, NULL, 0},
+    {"data", "prefetch", KEY_INT, offsetof(sd_config, prefetch), RANGE_NONNEG, NULL, 0},
+    {"data", "validate", KEY_STRING, offsetof(sd_config, validate), RANGE_ANY, k_validate,
+     sizeof(((sd_config *)0)->validate)},
 
     {"train", "steps", KEY_LONG, offsetof(sd_config, steps), RANGE_NONNEG, NULL, 0},
     {"train", "global_batch", KEY_INT, offsetof(sd_config, global_batch), RANGE_AT_LEAST_1,
@@ -123,6 +129,13 @@ static const key_desc k_keys[] = {
      sizeof(((sd_config *)0)->metrics)},
     {"train", "max_bad_steps", KEY_INT, offsetof(sd_config, max_bad_steps), RANGE_AT_LEAST_1,
      NULL, 0},
+
+    {"ckpt", "dir", KEY_STRING, offsetof(sd_config, ckpt_dir), RANGE_ANY, NULL,
+     sizeof(((sd_config *)0)->ckpt_dir)},
+    {"ckpt", "every", KEY_LONG, offsetof(sd_config, ckpt_every), RANGE_NONNEG, NULL, 0},
+    {"ckpt", "keep", KEY_INT, offsetof(sd_config, ckpt_keep), RANGE_NONNEG, NULL, 0},
+    {"ckpt", "resume", KEY_STRING, offsetof(sd_config, resume), RANGE_ANY, NULL,
+     sizeof(((sd_config *)0)->resume)},
 };
 #define N_KEYS (sizeof k_keys / sizeof k_keys[0])
 
@@ -327,6 +340,17 @@ static int set_table_key(sd_config *c, const key_desc *k, const char *value, cha
       *p = v;
       return 0;
     }
+    case KEY_BOOL: {
+      static const char *const yes[] = {"true", "1", "yes", "on"};
+      static const char *const no[] = {"false", "0", "no", "off"};
+      for (int i = 0; i < 4; i++)
+        if (strcmp(value, yes[i]) == 0 || strcmp(value, no[i]) == 0) {
+          int *p = field_of(c, k);
+          *p = strcmp(value, yes[i]) == 0;
+          return 0;
+        }
+      return bad_value(err, errlen, k, value, "is not a boolean (true or false)");
+    }
     case KEY_STRING: {
       char why[160];
       const char *problem = string_problem(k, value, why, sizeof why);
@@ -447,6 +471,10 @@ void sd_config_defaults(sd_config *c, const char *preset) {
 
   snprintf(c->source, sizeof c->source, "synthetic");
   c->synthetic_size = 1024;
+  c->hflip = 0;
+  c->in_memory = 0;
+  c->prefetch = 2;
+  snprintf(c->validate, sizeof c->validate, "full");
 
   c->steps = 1000;
   c->global_batch = tiny ? 16 : 256;
@@ -455,6 +483,10 @@ void sd_config_defaults(sd_config *c, const char *preset) {
   c->threads = 0;
   snprintf(c->out_dir, sizeof c->out_dir, "runs/default");
   c->max_bad_steps = 10;
+
+  c->ckpt_every = 1000;
+  c->ckpt_keep = 3;
+  snprintf(c->resume, sizeof c->resume, "none");
 }
 
 int sd_config_set(sd_config *c, const char *section, const char *key, const char *value,
@@ -656,6 +688,7 @@ static int check_table_value(const sd_config *c, const key_desc *k, char *err, s
       break;
     }
     case KEY_U64: return 0;
+    case KEY_BOOL: return 0;
     case KEY_FLOAT: {
       const float *p = cfield_of(c, k);
       v = *p;
@@ -762,6 +795,9 @@ static void print_table_value(const sd_config *c, const key_desc *k, FILE *f) {
     case KEY_FLOAT:
       format_float(*(const float *)cfield_of(c, k), text, sizeof text);
       fprintf(f, "%s = %s\n", k->name, text);
+      break;
+    case KEY_BOOL:
+      fprintf(f, "%s = %s\n", k->name, *(const int *)cfield_of(c, k) ? "true" : "false");
       break;
     case KEY_STRING: {
       const char *v = cfield_of(c, k);

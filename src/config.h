@@ -42,6 +42,11 @@ typedef struct sd_config {
   char source[16];     // "synthetic" (default) or "hdf5"
   char path[512];      // HDF5 file (required when source = hdf5)
   int synthetic_size;  // samples in the synthetic source, 1024
+  int hflip;           // keyed random horizontal flips (false; no use for digits)
+  int in_memory;       // read the whole dataset into memory at start (false)
+  int prefetch;        // batches read ahead by the loader thread (2; 0 = read in the step)
+  char validate[8];    // "full": scan every latent for non-finite values at start (default);
+                       // "quick": check each batch as it is read
   // [train]
   long steps;               // 1000
   int global_batch;         // 256 (tiny: 16)
@@ -51,6 +56,11 @@ typedef struct sd_config {
   char out_dir[512];        // "runs/default"
   char metrics[512];        // "" = <out_dir>/metrics.jsonl
   int max_bad_steps;        // 10: non-finite steps in a row before the run stops
+  // [ckpt]
+  char ckpt_dir[512];       // "" = <out_dir>/checkpoints
+  long ckpt_every;          // steps between checkpoints (1000; 0 = only at the end)
+  int ckpt_keep;            // newest checkpoints kept (3; 0 = all)
+  char resume[512];         // "none" (default), "auto" (newest that verifies) or a file
 } sd_config;
 
 // Every default for a model preset (NULL = "S/2"). An unknown preset is a fatal error: pass
@@ -58,7 +68,7 @@ typedef struct sd_config {
 void sd_config_defaults(sd_config *c, const char *preset);
 
 // Applies an INI file on top of c. Sections: model, sddit, diffusion, optim, data, train, and
-// dist, ckpt, log (reserved, no keys yet). [model] preset is applied before the other keys
+// ckpt, and dist, log (reserved, no keys yet). [model] preset is applied before the other keys
 // wherever it appears. A key given twice is an error. Returns 0, or -1 with
 // "file:line: section.key: ..." in err; c is unchanged on error.
 int sd_config_load_ini(sd_config *c, const char *path, char *err, size_t errlen);

@@ -3,6 +3,7 @@
 #include "dit_config.h"
 #include "dit_params.h"
 #include "error.h"
+#include "inspect.h"
 #include "sd_build_config.h"
 #include "train.h"
 
@@ -16,6 +17,7 @@ static void usage(FILE *f) {
           "\n"
           "commands:\n"
           "  train     train SD-DiT (sddit train --help)\n"
+          "  inspect   summarise and check a dataset or checkpoint (sddit inspect FILE...)\n"
           "  params    print the DiT parameter table (names, shapes, counts)\n"
           "  version   print the version and build features\n"
           "  help      this text\n"
@@ -97,6 +99,7 @@ int main(int argc, char **argv) {
   }
   if (strcmp(cmd, "params") == 0) return cmd_params(argc, argv);
   if (strcmp(cmd, "train") == 0) return sd_cmd_train(argc, argv);
+  if (strcmp(cmd, "inspect") == 0) return sd_cmd_inspect(argc, argv);
   fprintf(stderr, "sddit: unknown command '%s'\n\n", cmd);
   usage(stderr);
   return 2;

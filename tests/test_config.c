@@ -407,8 +407,10 @@ static void test_file_errors(void) {
                     "unknown_key.ini:3: optim.lrr: unknown key (known: lr, beta1");
   expect_load_error("unknown_model_key.ini", "[model]\nhiddn = 4\n",
                     "unknown_model_key.ini:2: model.hiddn: unknown key");
-  expect_load_error("reserved_key.ini", "[ckpt]\nevery = 4\n",
-                    "reserved_key.ini:2: ckpt.every: unknown key (the [ckpt] section has no keys");
+  expect_load_error("reserved_key.ini", "[log]\nevery = 4\n",
+                    "reserved_key.ini:2: log.every: unknown key (the [log] section has no keys");
+  expect_load_error("bad_bool.ini", "[data]\nhflip = maybe\n",
+                    "bad_bool.ini:2: data.hflip: 'maybe' is not a boolean (true or false)");
   expect_load_error("bad_number.ini",
                     "# optimiser\n[optim]\nbeta1 = 0.9\nbeta2 = 0.999\n\n; the next is wrong\n"
                     "lr = abc\n",
