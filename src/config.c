@@ -129,6 +129,7 @@ static const key_desc k_keys[] = {
      sizeof(((sd_config *)0)->metrics)},
     {"train", "max_bad_steps", KEY_INT, offsetof(sd_config, max_bad_steps), RANGE_AT_LEAST_1,
      NULL, 0},
+    {"train", "stop_at", KEY_LONG, offsetof(sd_config, stop_at), RANGE_NONNEG, NULL, 0},
 
     {"ckpt", "dir", KEY_STRING, offsetof(sd_config, ckpt_dir), RANGE_ANY, NULL,
      sizeof(((sd_config *)0)->ckpt_dir)},

@@ -56,6 +56,8 @@ typedef struct sd_config {
   char out_dir[512];        // "runs/default"
   char metrics[512];        // "" = <out_dir>/metrics.jsonl
   int max_bad_steps;        // 10: non-finite steps in a row before the run stops
+  long stop_at;             // 0 (off): end this run after that step with a checkpoint, as a
+                            // preempted job would; --resume auto continues the same schedule
   // [ckpt]
   char ckpt_dir[512];       // "" = <out_dir>/checkpoints
   long ckpt_every;          // steps between checkpoints (1000; 0 = only at the end)

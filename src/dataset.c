@@ -1,5 +1,6 @@
 // Format-version-1 dataset checks, row reads and summaries (see dataset.h).
 #include "dataset.h"
+#include "h5io.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -97,43 +98,6 @@ static int root_attr_double(hid_t f, const char *name, double *out) {
   return ok ? 0 : -1;
 }
 
-// String attribute (fixed or variable length) into buf: 0, or -1 if missing / not a string.
-static int root_attr_string(hid_t f, const char *name, char *buf, size_t len) {
-  buf[0] = '\0';
-  if (H5Aexists(f, name) <= 0) return -1;
-  hid_t a = H5Aopen(f, name, H5P_DEFAULT);
-  if (a < 0) return -1;
-  hid_t t = H5Aget_type(a);
-  int rc = -1;
-  if (H5Tget_class(t) == H5T_STRING) {
-    if (H5Tis_variable_str(t) > 0) {
-      char *v = NULL;
-      hid_t mt = H5Tcopy(H5T_C_S1);
-      H5Tset_size(mt, H5T_VARIABLE);
-      if (H5Aread(a, mt, &v) >= 0 && v) {
-        snprintf(buf, len, "%s", v);
-        H5free_memory(v);
-        rc = 0;
-      }
-      H5Tclose(mt);
-    } else {
-      size_t n = H5Tget_size(t);
-      char *v = calloc(n + 1, 1);
-      hid_t mt = H5Tcopy(H5T_C_S1);
-      H5Tset_size(mt, n + 1);
-      if (v && H5Aread(a, mt, v) >= 0) {
-        snprintf(buf, len, "%s", v);
-        rc = 0;
-      }
-      H5Tclose(mt);
-      free(v);
-    }
-  }
-  H5Tclose(t);
-  H5Aclose(a);
-  return rc;
-}
-
 static const char *type_name(hid_t t, char *buf, size_t len) {
   size_t sz = H5Tget_size(t);
   switch (H5Tget_class(t)) {
@@ -209,7 +173,7 @@ int sd_dataset_read_rows(const sd_dataset_info *info, long first, long count, fl
 static int check_attributes(hid_t f, sd_dataset_info *info, char *err, size_t errlen) {
   const char *p = info->path;
   char fmt[64];
-  if (root_attr_string(f, "format", fmt, sizeof fmt) != 0)
+  if (sd_h5_attr_string(f, "format", fmt, sizeof fmt) != 0)
     return fail(err, errlen,
                 "%s: root attribute 'format' is missing or not a string (a format-1 dataset "
                 "has format = \"sddit-latents\"; write one with data-prep/)", p);
@@ -241,9 +205,9 @@ static int check_attributes(hid_t f, sd_dataset_info *info, char *err, size_t er
   if (!isfinite(info->scale_factor) || info->scale_factor <= 0)
     return fail(err, errlen, "%s: root attribute scale_factor = %g must be positive", p,
                 info->scale_factor);
-  if (root_attr_string(f, "encoder", info->encoder, sizeof info->encoder) != 0)
+  if (sd_h5_attr_string(f, "encoder", info->encoder, sizeof info->encoder) != 0)
     snprintf(info->encoder, sizeof info->encoder, "unknown");
-  if (root_attr_string(f, "source", info->source, sizeof info->source) != 0)
+  if (sd_h5_attr_string(f, "source", info->source, sizeof info->source) != 0)
     snprintf(info->source, sizeof info->source, "unknown");
   return 0;
 }

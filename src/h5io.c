@@ -129,3 +129,42 @@ void sd_h5_write_f32(hid_t file, const char *path, const float *data, int ndim,
   H5Sclose(sp);
   H5Pclose(lcpl);
 }
+
+int sd_h5_attr_string(hid_t f, const char *name, char *buf, size_t len) {
+  buf[0] = '\0';
+  if (H5Aexists(f, name) <= 0) return -1;
+  hid_t a = H5Aopen(f, name, H5P_DEFAULT);
+  if (a < 0) return -1;
+  hid_t t = H5Aget_type(a);
+  int rc = -1;
+  if (H5Tget_class(t) == H5T_STRING) {
+    if (H5Tis_variable_str(t) > 0) {
+      char *v = NULL;
+      hid_t mt = H5Tcopy(H5T_C_S1);
+      H5Tset_size(mt, H5T_VARIABLE);
+      H5Tset_cset(mt, H5Tget_cset(t));  // HDF5 does not convert between ASCII and UTF-8
+      if (H5Aread(a, mt, &v) >= 0 && v) {
+        snprintf(buf, len, "%s", v);
+        H5free_memory(v);
+        rc = 0;
+      }
+      H5Tclose(mt);
+    } else {
+      size_t n = H5Tget_size(t);
+      char *v = calloc(n + 1, 1);
+      hid_t mt = H5Tcopy(H5T_C_S1);
+      H5Tset_size(mt, n + 1);
+      H5Tset_cset(mt, H5Tget_cset(t));
+      if (v && H5Aread(a, mt, v) >= 0) {
+        snprintf(buf, len, "%s", v);
+        rc = 0;
+      }
+      H5Tclose(mt);
+      free(v);
+    }
+  }
+  H5Tclose(t);
+  H5Aclose(a);
+  return rc;
+}
+

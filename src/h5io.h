@@ -25,6 +25,9 @@ double sd_h5_read_f64_scalar(hid_t file, const char *path);
 long long sd_h5_attr_int(hid_t file, const char *path, const char *name);
 // Floating-point attribute `name` of the object at path.
 double sd_h5_attr_double(hid_t file, const char *path, const char *name);
+// String attribute (fixed or variable length, ASCII or UTF-8) of the object f (a file or
+// group) into buf; never fatal: 0, or -1 if missing or not a string.
+int sd_h5_attr_string(hid_t f, const char *name, char *buf, size_t len);
 // Writes a float dataset (creating intermediate groups).
 void sd_h5_write_f32(hid_t file, const char *path, const float *data, int ndim,
                      const size_t *dims);

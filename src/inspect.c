@@ -2,6 +2,7 @@
 #include "inspect.h"
 #include "ckpt.h"
 #include "dataset.h"
+#include "h5io.h"
 
 #include <errno.h>
 #include <hdf5.h>
@@ -16,28 +17,7 @@ static void file_format(const char *path, char *buf, size_t len) {
   if (H5Fis_hdf5(path) <= 0) return;
   hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
   if (f < 0) return;
-  if (H5Aexists(f, "format") > 0) {
-    hid_t a = H5Aopen(f, "format", H5P_DEFAULT);
-    hid_t t = H5Aget_type(a);
-    if (H5Tget_class(t) == H5T_STRING) {
-      hid_t mt = H5Tcopy(H5T_C_S1);
-      if (H5Tis_variable_str(t) > 0) {
-        char *v = NULL;
-        H5Tset_size(mt, H5T_VARIABLE);
-        if (H5Aread(a, mt, &v) >= 0 && v) {
-          snprintf(buf, len, "%s", v);
-          H5free_memory(v);
-        }
-      } else {
-        char v[128] = "";
-        H5Tset_size(mt, sizeof v - 1);
-        if (H5Aread(a, mt, v) >= 0) snprintf(buf, len, "%s", v);
-      }
-      H5Tclose(mt);
-    }
-    H5Tclose(t);
-    H5Aclose(a);
-  }
+  sd_h5_attr_string(f, "format", buf, len);
   H5Fclose(f);
 }
 

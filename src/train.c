@@ -1,13 +1,18 @@
-// `sddit train` (see train.h): configuration, the synthetic data source, keyed randomness,
-// the step loop, the progress line and the JSON-lines metrics file.
+// `sddit train` (see train.h): configuration, the data source, resuming from a checkpoint,
+// keyed randomness, the step loop, the progress line, the JSON-lines metrics file and the
+// periodic checkpoints.
 #include "train.h"
+#include "batch_source.h"
+#include "ckpt.h"
 #include "config.h"
 #include "error.h"
 #include "rng.h"
 #include "sddit.h"
 #include "step_random.h"
+#include "sd_git_rev.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,16 +65,6 @@ static void opts_from_config(const sd_config *c, sd_sddit_opts *o) {
   o->ema_decay = c->ema_decay;
 }
 
-// Synthetic sample i: a class-dependent pattern plus keyed noise, label keyed too.
-static void synthetic_sample(const sd_config *c, long i, float *x, int32_t *y) {
-  const int n = c->model.in_channels * c->model.input_size * c->model.input_size;
-  uint32_t idx = (uint32_t)(i % c->synthetic_size);
-  *y = (int32_t)sd_rng_below(c->seed, SD_RNG_SYNTHETIC, 1, idx, 0, (uint32_t)c->model.num_classes);
-  sd_rng_normal(c->seed, SD_RNG_SYNTHETIC, 0, idx, 0, (size_t)n, x);
-  for (int k = 0; k < n; k++)
-    x[k] = 0.3f * x[k] + 0.5f * sinf(0.37f * (float)k * (float)(*y + 1));
-}
-
 static void format_eta(double s, char *buf, size_t len) {
   if (!isfinite(s) || s < 0) s = 0;
   long t = (long)s;
@@ -78,13 +73,102 @@ static void format_eta(double s, char *buf, size_t len) {
 }
 
 static const char *k_usage =
-    "usage: sddit train [--config FILE.ini] [--SECTION.KEY=VALUE ...]\n"
+    "usage: sddit train [--config FILE.ini] [--resume auto|none|FILE] [--SECTION.KEY=VALUE ...]\n"
     "  defaults: the tiny preset; presets in launch/configs/; every key is listed by\n"
-    "  the effective configuration printed at start (and saved as OUT_DIR/config.ini)\n";
+    "  the effective configuration printed at start (and saved as OUT_DIR/config.ini)\n"
+    "  --resume auto: continue from the newest checkpoint in ckpt.dir that verifies\n"
+    "  (start from step 0 when there is none); --resume FILE: from that checkpoint\n";
+
+// The effective configuration as INI text (malloc'ed).
+static char *config_text(const sd_config *c) {
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  if (!f) SD_FATAL("open_memstream failed");
+  sd_config_print(c, f);
+  fclose(f);
+  return buf;
+}
+
+// Lines of `now` missing from `then` (config keys that changed since the checkpoint),
+// ignoring ckpt.resume and train.stop_at, which differ between the parts of a run.
+static void warn_config_changes(const char *then, const char *now) {
+  const char *section = "";
+  char sect[64] = "";
+  for (const char *p = now; *p;) {
+    const char *e = strchr(p, '\n');
+    size_t n = e ? (size_t)(e - p) : strlen(p);
+    if (n && p[0] == '[') {
+      snprintf(sect, sizeof sect, "%.*s", (int)n, p);
+      section = sect;
+    } else if (n && p[0] != '#' && strncmp(p, "resume", 6) != 0 &&
+               strncmp(p, "stop_at", 7) != 0) {
+      int found = 0;
+      for (const char *q = then; *q && !found;) {
+        const char *f = strchr(q, '\n');
+        size_t m = f ? (size_t)(f - q) : strlen(q);
+        found = m == n && strncmp(p, q, n) == 0;
+        q = f ? f + 1 : q + m;
+      }
+      if (!found)
+        fprintf(stderr, "warning: %s %.*s differs from the checkpoint's configuration\n",
+                section, (int)n, p);
+    }
+    p = e ? e + 1 : p + n;
+  }
+}
+
+// Resolves ckpt.resume; returns the step to start from (0 when not resuming).
+static long resume_if_asked(const sd_config *cfg, const char *dir, sd_sddit *s,
+                            const char *cfg_text) {
+  char path[1100], err[1024];
+  if (strcmp(cfg->resume, "none") == 0) return 0;
+  if (strcmp(cfg->resume, "auto") == 0) {
+    int found = sd_ckpt_find_latest(dir, path, sizeof path, err, sizeof err);
+    if (found < 0) SD_FATAL("%s", err);
+    if (found == 0) {
+      printf("# resume auto: no valid checkpoint in %s; starting at step 0\n", dir);
+      return 0;
+    }
+  } else {
+    snprintf(path, sizeof path, "%s", cfg->resume);
+  }
+  sd_ckpt_info info;
+  memset(&info, 0, sizeof info);
+  if (sd_ckpt_load(path, s, &info, err, sizeof err) != 0)
+    SD_FATAL_HINT("`sddit inspect FILE` shows what a checkpoint holds; --resume auto skips "
+                  "damaged ones", "cannot resume: %s", err);
+  if (info.seed != cfg->seed)
+    fprintf(stderr, "warning: train.seed is %llu but the checkpoint was trained with %llu\n",
+            cfg->seed, info.seed);
+  if (info.config_text) warn_config_changes(info.config_text, cfg_text);
+  free(info.config_text);
+  printf("# resumed from %s at step %ld\n", path, info.step);
+  return info.step;
+}
+
+// Writes a checkpoint; on failure says so and that the previous one is intact. 0 or -1.
+static int save_checkpoint(const sd_config *cfg, const char *dir, const sd_sddit *s, long step,
+                           const char *cfg_text, char *last, size_t last_len) {
+  sd_ckpt_info info = {.step = step, .seed = cfg->seed,
+                       .data_cursor = step * (long)cfg->global_batch, .world_size = 1};
+  snprintf(info.git_rev, sizeof info.git_rev, "%s", SD_GIT_REV);
+  info.config_text = (char *)cfg_text;
+  char path[1100], err[1024];
+  if (sd_ckpt_save(dir, s, &info, cfg->ckpt_keep, path, sizeof path, err, sizeof err) != 0) {
+    fprintf(stderr, "error: checkpoint at step %ld not written: %s\n", step, err);
+    if (last[0]) fprintf(stderr, "       the previous checkpoint %s is intact\n", last);
+    return -1;
+  }
+  snprintf(last, last_len, "%s", path);
+  printf("# checkpoint %s\n", path);
+  fflush(stdout);
+  return 0;
+}
 
 int sd_cmd_train(int argc, char **argv) {
   sd_config cfg;
-  char err[512];
+  char err[1024];
   sd_config_defaults(&cfg, "tiny");
   for (int i = 2; i < argc; i++) {
     if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -97,14 +181,29 @@ int sd_cmd_train(int argc, char **argv) {
       if (sd_config_load_ini(&cfg, path, err, sizeof err) != 0) SD_FATAL("%s", err);
       continue;
     }
+    if (!strcmp(argv[i], "--resume") || !strncmp(argv[i], "--resume=", 9)) {
+      const char *v = argv[i][8] == '=' ? argv[i] + 9 : (i + 1 < argc ? argv[++i] : NULL);
+      if (!v) SD_FATAL_HINT(k_usage, "--resume needs auto, none or a checkpoint file");
+      if (sd_config_set(&cfg, "ckpt", "resume", v, err, sizeof err) != 0) SD_FATAL("%s", err);
+      continue;
+    }
     if (sd_config_apply_override(&cfg, argv[i], err, sizeof err) != 0)
-      SD_FATAL_HINT("options are --config FILE and --section.key=value", "%s", err);
+      SD_FATAL_HINT("options are --config FILE, --resume auto|none|FILE and --section.key=value",
+                    "%s", err);
   }
   if (sd_config_validate(&cfg, err, sizeof err) != 0) SD_FATAL("%s", err);
-  if (strcmp(cfg.source, "synthetic") != 0)
-    SD_FATAL_HINT("use data.source=synthetic", "data.source=%s is not available yet", cfg.source);
+  signal(SIGXFSZ, SIG_IGN);  // a file-size limit fails the write (EFBIG) instead of killing us
+
+  // Check the data before anything is written.
+  sd_batch_source src;
+  if (sd_batch_source_open(&src, &cfg, 0, 1, err, sizeof err) != 0)
+    SD_FATAL_HINT("`sddit inspect FILE` reports a dataset's layout and first problem; "
+                  "data-prep/ writes valid files", "%s", err);
 
   make_dirs(cfg.out_dir);
+  char ckdir[1100];
+  if (cfg.ckpt_dir[0]) snprintf(ckdir, sizeof ckdir, "%s", cfg.ckpt_dir);
+  else snprintf(ckdir, sizeof ckdir, "%s/checkpoints", cfg.out_dir);
   char path[1100];
   snprintf(path, sizeof path, "%s/config.ini", cfg.out_dir);
   FILE *fc = fopen(path, "w");
@@ -113,14 +212,7 @@ int sd_cmd_train(int argc, char **argv) {
   fclose(fc);
   printf("# effective configuration (also in %s)\n", path);
   sd_config_print(&cfg, stdout);
-  const char *mpath = cfg.metrics[0] ? cfg.metrics : NULL;
-  char mbuf[1100];
-  if (!mpath) {
-    snprintf(mbuf, sizeof mbuf, "%s/metrics.jsonl", cfg.out_dir);
-    mpath = mbuf;
-  }
-  FILE *mf = fopen(mpath, "w");
-  if (!mf) SD_FATAL("cannot write the metrics file '%s': %s", mpath, strerror(errno));
+  char *cfg_text = config_text(&cfg);
 
   sd_backend be;
   sd_backend_cpu_init(&be, cfg.threads);
@@ -132,9 +224,33 @@ int sd_cmd_train(int argc, char **argv) {
   sd_sddit s;
   sd_sddit_create(&s, &cfg.model, &hc, &o, &be, B);
   sd_sddit_init(&s, cfg.seed);
+  const long start = resume_if_asked(&cfg, ckdir, &s, cfg_text);
+  char desc[1024];
+  sd_batch_source_describe(&src, desc, sizeof desc);
+  printf("# data: %s\n", desc);
   printf("# model %s: %zu DiT + %zu head parameters, %d tokens (%d visible), batch %d, "
          "%d threads\n", cfg.model.preset, s.dit_total, s.head_total, T, Tv, B, be.num_threads);
+  printf("# checkpoints every %ld steps and at the end into %s (newest %d kept)\n",
+         cfg.ckpt_every, ckdir, cfg.ckpt_keep);
   fflush(stdout);
+  if (start >= cfg.steps) {
+    printf("# the checkpoint is at step %ld and train.steps = %ld: nothing to do\n", start,
+           cfg.steps);
+    free(cfg_text);
+    sd_batch_source_close(&src);
+    sd_sddit_destroy(&s);
+    sd_backend_cpu_destroy(&be);
+    return 0;
+  }
+
+  const char *mpath = cfg.metrics[0] ? cfg.metrics : NULL;
+  char mbuf[1100];
+  if (!mpath) {
+    snprintf(mbuf, sizeof mbuf, "%s/metrics.jsonl", cfg.out_dir);
+    mpath = mbuf;
+  }
+  FILE *mf = fopen(mpath, start > 0 ? "a" : "w");  // a resumed run continues the file
+  if (!mf) SD_FATAL("cannot write the metrics file '%s': %s", mpath, strerror(errno));
 
   const int n = cfg.model.in_channels * cfg.model.input_size * cfg.model.input_size;
   float *x0 = sd_xmalloc(sizeof(float) * (size_t)B * n, "x0");
@@ -148,11 +264,16 @@ int sd_cmd_train(int argc, char **argv) {
                        .teacher_sigma = cfg.teacher_sigma, .sigma_min = cfg.sigma_min,
                        .label_dropout = cfg.label_dropout, .num_classes = cfg.model.num_classes,
                        .tokens = T, .visible_tokens = Tv, .elements = n};
-  double t_start = now_s(), t_log = t_start;
-  long bad_in_row = 0, skipped_total = 0, last_log_step = 0;
-  for (long step = 0; step < cfg.steps; step++) {
-    long first = step * (long)B;
-    for (int b = 0; b < B; b++) synthetic_sample(&cfg, first + b, x0 + (size_t)b * n, &y[b]);
+  double t_start = now_s(), t_log = t_start, wait_log = 0;
+  long bad_in_row = 0, skipped_total = 0, last_log_step = start;
+  char last_ckpt[1100] = "";
+  int last_save_failed = 0;
+  long end = cfg.steps;
+  for (long step = start; step < cfg.steps; step++) {
+    if (sd_batch_source_get(&src, step, x0, y, err, sizeof err) != 0)
+      SD_FATAL_HINT("`sddit inspect FILE` checks the whole dataset", "step %ld: %s", step, err);
+    wait_log += sd_batch_source_take_wait(&src);
+    const long first = step * (long)B;
     sd_step_random(&ro, step, first, B, eps, ss, st, vis, y);
     sd_step_inputs in = {x0, eps, ss, st, y, vis};
     sd_step_stats stats;
@@ -171,27 +292,50 @@ int sd_cmd_train(int argc, char **argv) {
     if ((step + 1) % cfg.log_every == 0 || step + 1 == cfg.steps) {
       double now = now_s();
       double ips = (double)B * (step + 1 - last_log_step) / (now - t_log);
-      double eta = (now - t_start) / (step + 1) * (cfg.steps - step - 1);
+      double eta = (now - t_start) / (step + 1 - start) * (cfg.steps - step - 1);
+      double data_ms = 1e3 * wait_log / (double)(step + 1 - last_log_step);
       char etab[32];
       format_eta(eta, etab, sizeof etab);
       printf("step %6ld/%ld | L_gen %.4f L_dis %.4f | grad %.3g | lr %.1e | %.1f img/s | "
-             "ETA %s%s\n", step + 1, cfg.steps, stats.L_gen, stats.L_dis, stats.grad_norm,
-             cfg.lr, ips, etab, skipped_total ? " | skipped steps" : "");
+             "data %.2f ms | ETA %s%s\n", step + 1, cfg.steps, stats.L_gen, stats.L_dis,
+             stats.grad_norm, cfg.lr, ips, data_ms, etab,
+             skipped_total ? " | skipped steps" : "");
       fflush(stdout);
       fprintf(mf, "{\"step\": %ld, \"L_gen\": %.6g, \"L_dis\": %.6g, \"L\": %.6g, "
                   "\"grad_norm\": %.6g, \"lr\": %.6g, \"tau_t\": %.6g, \"teacher_m\": %.8g, "
-                  "\"img_per_s\": %.4g, \"skipped_total\": %ld, \"elapsed_s\": %.3f}\n",
+                  "\"img_per_s\": %.4g, \"data_wait_ms\": %.4g, \"skipped_total\": %ld, "
+                  "\"elapsed_s\": %.3f}\n",
               step + 1, stats.L_gen, stats.L_dis, stats.L, stats.grad_norm, cfg.lr, stats.tau_t,
-              stats.teacher_m, ips, skipped_total, now - t_start);
+              stats.teacher_m, ips, data_ms, skipped_total, now - t_start);
       fflush(mf);
       t_log = now;
+      wait_log = 0;
       last_log_step = step + 1;
+    }
+    const int stop_here = cfg.stop_at > 0 && step + 1 == cfg.stop_at;
+    if (step + 1 == cfg.steps || stop_here ||
+        (cfg.ckpt_every > 0 && (step + 1) % cfg.ckpt_every == 0))
+      last_save_failed = save_checkpoint(&cfg, ckdir, &s, step + 1, cfg_text, last_ckpt,
+                                         sizeof last_ckpt) != 0;
+    if (stop_here && step + 1 < cfg.steps) {
+      printf("# stopped after step %ld (train.stop_at); continue with --resume auto\n", step + 1);
+      end = step + 1;
+      break;
     }
   }
   fclose(mf);
-  printf("# done: %ld steps in %.1f s; metrics in %s\n", cfg.steps, now_s() - t_start, mpath);
+  printf("# done: steps %ld..%ld in %.1f s\n", start, end, now_s() - t_start);
+  printf("# outputs: configuration %s/config.ini, metrics %s, checkpoints %s/\n", cfg.out_dir,
+         mpath, ckdir);
   free(x0); free(eps); free(ss); free(st); free(y); free(vis);
+  free(cfg_text);
+  sd_batch_source_close(&src);
   sd_sddit_destroy(&s);
   sd_backend_cpu_destroy(&be);
+  if (last_save_failed) {
+    fprintf(stderr, "error: the final checkpoint was not written%s%s\n",
+            last_ckpt[0] ? "; the newest intact one is " : "", last_ckpt);
+    return 1;
+  }
   return 0;
 }
