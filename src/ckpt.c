@@ -1,8 +1,10 @@
 // Training checkpoints (see ckpt.h). One HDF5 file (v1.8 object format, readable from h5py)
 // per save; every dataset is contiguous and carries a uint64 attribute "checksum", the FNV-1a
 // 64 hash (offset basis 0xcbf29ce484222325, prime 0x100000001b3) of its raw little-endian
-// bytes. HDF5's own error printing is silenced while this module runs; its error stack is
-// turned into one line (the errno text where there is one) in our messages.
+// bytes. A save builds the file in memory with HDF5's core driver and writes the image with
+// plain write/fsync/rename, so every disk error is ours to report (see build_image); it needs
+// host memory for the whole file. HDF5's own error printing is silenced while this module
+// runs; its error stack is turned into one line (the errno text where there is one).
 #include "ckpt.h"
 #include "error.h"
 #include "h5io.h"
@@ -192,20 +194,15 @@ static int make_dirs(const char *dir, char *err, size_t errlen) {
   return 0;
 }
 
-static int fsync_path(const char *path, int is_dir, char *err, size_t errlen) {
-  int fd = open(path, is_dir ? O_RDONLY | O_DIRECTORY : O_WRONLY);
-  if (fd < 0) {
-    set_err(err, errlen, "%s: cannot open for fsync: %s", path, strerror(errno));
+static int fsync_dir(const char *dir, char *err, size_t errlen) {
+  int fd = open(dir, O_RDONLY | O_DIRECTORY);
+  if (fd < 0 || fsync(fd) != 0) {
+    set_err(err, errlen, "%s: cannot fsync the directory: %s", dir, strerror(errno));
+    if (fd >= 0) close(fd);
     return -1;
   }
-  int rc = fsync(fd);
-  int e = errno;
-  if (close(fd) != 0 && rc == 0) {
-    rc = -1;
-    e = errno;
-  }
-  if (rc != 0) set_err(err, errlen, "%s: fsync failed: %s", path, strerror(e));
-  return rc;
+  close(fd);
+  return 0;
 }
 
 typedef struct ckpt_entry {
@@ -447,30 +444,116 @@ static int write_table(writer *w, const sd_param_table *t, const ds_spec *sp) {
   return rc;
 }
 
-// Writes the whole checkpoint to tmp, flushed and closed. -1 with the message in err.
-static int write_tmp(const char *tmp, const sd_sddit *s, const sd_ckpt_info *info, char *err,
-                     size_t errlen) {
+// The in-memory file image. HDF5 builds the file with the core driver (no disk I/O); these
+// callbacks own its buffer and keep it past H5Fclose, and we write it out ourselves. (HDF5
+// 1.10 cannot recover from a failed H5Fclose: the file id stays behind and the library crashes
+// at exit. So HDF5 must never meet a full disk or a file-size limit.)
+typedef struct image {
+  unsigned char *mem;
+  size_t size;
+} image;
+
+static void *img_realloc(void *ptr, size_t size, H5FD_file_image_op_t op, void *udata) {
+  image *im = udata;
+  void *p = realloc(ptr, size ? size : 1);
+  if (p && (op == H5FD_FILE_IMAGE_OP_FILE_OPEN || op == H5FD_FILE_IMAGE_OP_FILE_RESIZE)) {
+    im->mem = p;
+    im->size = size;
+  }
+  return p;
+}
+
+static void *img_malloc(size_t size, H5FD_file_image_op_t op, void *udata) {
+  return img_realloc(NULL, size, op, udata);
+}
+
+static void *img_memcpy(void *dst, const void *src, size_t size, H5FD_file_image_op_t op,
+                        void *udata) {
+  return memcpy(dst, src, size);
+}
+
+static herr_t img_free(void *ptr, H5FD_file_image_op_t op, void *udata) {
+  image *im = udata;
+  if (ptr != im->mem) free(ptr);  // the file's buffer outlives H5Fclose (save_quiet frees it)
+  return 0;
+}
+
+static void *img_udata_copy(void *udata) { return udata; }
+static herr_t img_udata_free(void *udata) { return 0; }
+
+// A file access list for an in-memory file whose buffer ends up in im.
+static hid_t image_fapl(image *im) {
+  hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+  H5FD_file_image_callbacks_t cb = {img_malloc, img_memcpy, img_realloc, img_free,
+                                    img_udata_copy, img_udata_free, im};
+  H5Pset_fapl_core(fapl, 16u << 20, 0);
+  H5Pset_file_image_callbacks(fapl, &cb);
+  H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_V18);
+  return fapl;
+}
+
+// Builds the whole checkpoint in memory: im receives the buffer, *len the file's length.
+static int build_image(const char *tmp, const sd_sddit *s, const sd_ckpt_info *info, image *im,
+                       size_t *len, char *err, size_t errlen) {
   writer w = {.file = -1, .tmp = tmp};
   ds_spec sp[NUM_DATASETS];
   layout(sp, s->total, s->dit_total, (unsigned long long)s->hcfg.prototypes,
          (unsigned long long)s->table.count);
-  hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-  H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_V18);
+  hid_t fapl = image_fapl(im);
   errno = 0;
   w.file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
-  if (w.file < 0) w_fail(&w, "cannot create the file", errno);
+  if (w.file < 0) w_fail(&w, "cannot create the in-memory file", errno);
   H5Pclose(fapl);
   if (w.file >= 0) {
     if (write_attrs(&w, s, info) == 0 && write_families(&w, s, sp) == 0 &&
         write_table(&w, &s->table, sp) == 0) {
       errno = 0;
-      if (H5Fflush(w.file, H5F_SCOPE_GLOBAL) < 0) w_fail(&w, "cannot flush the file", errno);
+      ssize_t n = -1;
+      if (H5Fflush(w.file, H5F_SCOPE_GLOBAL) >= 0) n = H5Fget_file_image(w.file, NULL, 0);
+      if (n <= 0) w_fail(&w, "cannot flush the in-memory file", errno);
+      else *len = (size_t)n;
     }
     errno = 0;
-    if (H5Fclose(w.file) < 0) w_fail(&w, "cannot close the file", errno);
+    if (H5Fclose(w.file) < 0) w_fail(&w, "cannot close the in-memory file", errno);
+  }
+  if (!w.failed && (!im->mem || im->size < *len)) {
+    w.failed = 1;
+    snprintf(w.what, sizeof w.what, "the in-memory file is incomplete");
+    snprintf(w.reason, sizeof w.reason, "%zu of %zu bytes", im->size, *len);
   }
   if (w.failed) set_err(err, errlen, "%s: %s: %s", tmp, w.what, w.reason);
   return w.failed ? -1 : 0;
+}
+
+// Writes n bytes to path (created or truncated) and fsyncs it.
+static int write_file(const char *path, const unsigned char *p, size_t n, char *err,
+                      size_t errlen) {
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+  if (fd < 0) {
+    set_err(err, errlen, "%s: cannot create: %s", path, strerror(errno));
+    return -1;
+  }
+  size_t done = 0;
+  int e = 0;
+  const char *what = "write failed";
+  while (done < n && !e) {
+    size_t chunk = n - done < (1u << 30) ? n - done : (1u << 30);
+    ssize_t k = write(fd, p + done, chunk);
+    if (k > 0) done += (size_t)k;
+    else if (k == 0) e = EIO;
+    else if (errno != EINTR) e = errno;
+  }
+  if (!e && fsync(fd) != 0) {
+    e = errno;
+    what = "fsync failed";
+  }
+  if (close(fd) != 0 && !e) {
+    e = errno;
+    what = "close failed";
+  }
+  if (e) set_err(err, errlen, "%s: %s after %zu of %zu bytes: %s", path, what, done, n,
+                 strerror(e));
+  return e ? -1 : 0;
 }
 
 static int save_quiet(const char *dir, const sd_sddit *s, const sd_ckpt_info *info, int keep,
@@ -484,17 +567,21 @@ static int save_quiet(const char *dir, const sd_sddit *s, const sd_ckpt_info *in
   }
   snprintf(tmp, sizeof tmp, "%s.tmp", final);
   if (make_dirs(dir, err, errlen) != 0) return -1;
-  if (write_tmp(tmp, s, info, err, errlen) != 0 || fsync_path(tmp, 0, err, errlen) != 0) {
-    unlink(tmp);
-    return -1;
-  }
-  if (rename(tmp, final) != 0) {
+  image im = {NULL, 0};
+  size_t len = 0;
+  int rc = build_image(tmp, s, info, &im, &len, err, errlen);
+  if (rc == 0) rc = write_file(tmp, im.mem, len, err, errlen);
+  free(im.mem);
+  if (rc == 0 && rename(tmp, final) != 0) {
     set_err(err, errlen, "cannot rename %s to %s: %s", tmp, final, strerror(errno));
+    rc = -1;
+  }
+  if (rc != 0) {
     unlink(tmp);
     return -1;
   }
   // the file is complete and in place; a failure here means its name may not be durable yet
-  if (fsync_path(dir, 1, err, errlen) != 0) return -1;
+  if (fsync_dir(dir, err, errlen) != 0) return -1;
   if (path_out) snprintf(path_out, path_len, "%s", final);
   prune(dir, keep, base);
   return 0;
@@ -777,16 +864,16 @@ static hid_t open_dataset(reader *r, const ds_spec *sp, char *shape, size_t shap
   else snprintf(shape, shape_len, "rank %d", nd);
   int ok = 1;
   if (!type_matches(ft, sp->kind)) {
-    ok = r_fail(r, "dataset %s has the wrong element type (want %s)", sp->name,
-                kind_name(sp->kind)) == 0;
+    ok = 0;
+    r_fail(r, "dataset %s has the wrong element type (want %s)", sp->name, kind_name(sp->kind));
   } else if (nd != sp->ndim || dims[0] != sp->dims[0] ||
              (nd == 2 && dims[1] != sp->dims[1])) {
     char want[64];
     if (sp->ndim == 2) snprintf(want, sizeof want, "(%llu, %llu)",
                                 (unsigned long long)sp->dims[0], (unsigned long long)sp->dims[1]);
     else snprintf(want, sizeof want, "(%llu)", (unsigned long long)sp->dims[0]);
-    ok = r_fail(r, "dataset %s has shape %s, want %s (from %s)", sp->name, shape, want,
-                sp->size_from) == 0;
+    ok = 0;
+    r_fail(r, "dataset %s has shape %s, want %s (from %s)", sp->name, shape, want, sp->size_from);
   }
   H5Tclose(ft);
   H5Sclose(fsp);

@@ -31,7 +31,9 @@ typedef struct sd_ckpt_info {
 // git_rev, config, total, dit_total, head_total, prototypes. Every dataset carries a uint64
 // attribute "checksum": FNV-1a 64 of its raw little-endian bytes. On failure the .tmp file is
 // removed, existing checkpoints are untouched, and -1 comes back with a message naming the
-// path and the errno text. path_out (if non-NULL) gets the final path.
+// path and the errno text. path_out (if non-NULL) gets the final path. The file is built in
+// host memory (HDF5 core driver) and then written with write/fsync, so a save needs host
+// memory for the whole checkpoint plus one family buffer.
 int sd_ckpt_save(const char *dir, const sd_sddit *s, const sd_ckpt_info *info, int keep,
                  char *path_out, size_t path_len, char *err, size_t errlen);
 

@@ -7,6 +7,7 @@
 #include "sd_build_config.h"
 #include "train.h"
 
+#include <hdf5.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,6 +84,9 @@ static int cmd_params(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+  // HDF5 1.10 can crash at exit while closing a file whose write failed (a full disk); every
+  // file we open is closed explicitly, so the library's exit-time cleanup is not needed.
+  H5dont_atexit();
   if (argc < 2) {
     usage(stderr);
     return 2;

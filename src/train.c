@@ -120,7 +120,7 @@ static void warn_config_changes(const char *then, const char *now) {
 
 // Resolves ckpt.resume; returns the step to start from (0 when not resuming).
 static long resume_if_asked(const sd_config *cfg, const char *dir, sd_sddit *s,
-                            const char *cfg_text) {
+                            const char *cfg_text, char *loaded, size_t loaded_len) {
   char path[1100], err[1024];
   if (strcmp(cfg->resume, "none") == 0) return 0;
   if (strcmp(cfg->resume, "auto") == 0) {
@@ -144,6 +144,7 @@ static long resume_if_asked(const sd_config *cfg, const char *dir, sd_sddit *s,
   if (info.config_text) warn_config_changes(info.config_text, cfg_text);
   free(info.config_text);
   printf("# resumed from %s at step %ld\n", path, info.step);
+  snprintf(loaded, loaded_len, "%s", path);
   return info.step;
 }
 
@@ -224,7 +225,8 @@ int sd_cmd_train(int argc, char **argv) {
   sd_sddit s;
   sd_sddit_create(&s, &cfg.model, &hc, &o, &be, B);
   sd_sddit_init(&s, cfg.seed);
-  const long start = resume_if_asked(&cfg, ckdir, &s, cfg_text);
+  char last_ckpt[1100] = "";  // the newest checkpoint known to be intact
+  const long start = resume_if_asked(&cfg, ckdir, &s, cfg_text, last_ckpt, sizeof last_ckpt);
   char desc[1024];
   sd_batch_source_describe(&src, desc, sizeof desc);
   printf("# data: %s\n", desc);
@@ -266,7 +268,6 @@ int sd_cmd_train(int argc, char **argv) {
                        .tokens = T, .visible_tokens = Tv, .elements = n};
   double t_start = now_s(), t_log = t_start, wait_log = 0;
   long bad_in_row = 0, skipped_total = 0, last_log_step = start;
-  char last_ckpt[1100] = "";
   int last_save_failed = 0;
   long end = cfg.steps;
   for (long step = start; step < cfg.steps; step++) {

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Checkpoints and data through the command line: a run stopped and resumed (--resume auto)
+# ends bitwise equal to an uninterrupted one, on the synthetic source and on an HDF5 file read
+# with prefetching; damaged checkpoints are refused (and skipped by auto); a write failure
+# (file-size limit, like a full disk) leaves the previous checkpoint intact; bad data is
+# refused before anything is written.
+# Usage: test_train_ckpt.sh SDDIT SOURCE_ROOT
+set -u
+sddit="$1"; root="$2"
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/sd_test_train_ckpt.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+pass=0; fail=0
+ok()  { echo "ok   $*"; pass=$((pass+1)); }
+bad() { echo "FAIL $*"; fail=$((fail+1)); }
+families="/student/params /student/adam_m /student/adam_v /teacher /ema /center"
+
+same_state() {  # same_state NAME A.h5 B.h5: every family bitwise equal (h5diff, no tolerance)
+  local name="$1" a="$2" b="$3" d diffs=""
+  for d in $families; do
+    h5diff -q "$a" "$b" "$d" "$d" >/dev/null 2>&1 || diffs="$diffs $d"
+  done
+  if [ -z "$diffs" ]; then ok "$name: all six families bitwise equal"
+  else bad "$name: differ in$diffs"; h5diff -c "$a" "$b" /student/params | head -5; fi
+}
+
+run() {  # run LOG ARGS...: sddit train, output in LOG, returns its exit code
+  local log="$1"; shift
+  "$sddit" train --train.log_every=5 "$@" >"$log" 2>&1
+}
+
+# ---- resume equality, synthetic source ----
+common=(--train.steps=30 --ckpt.every=10 --train.global_batch=8)
+run "$tmp/a.log" "${common[@]}" --train.out_dir="$tmp/a" || bad "uninterrupted run failed: $(tail -3 "$tmp/a.log")"
+run "$tmp/b1.log" "${common[@]}" --train.out_dir="$tmp/b" --train.stop_at=17 || bad "stopped run failed"
+grep -q "stopped after step 17" "$tmp/b1.log" && ok "stop_at 17 stops with a checkpoint" || bad "no stop message"
+[ -f "$tmp/b/checkpoints/ckpt-00000017.h5" ] && ok "ckpt-00000017.h5 written" || bad "no checkpoint at 17"
+run "$tmp/b2.log" "${common[@]}" --train.out_dir="$tmp/b" --resume auto || bad "resume failed: $(tail -3 "$tmp/b2.log")"
+grep -q "resumed from .*ckpt-00000017.h5 at step 17" "$tmp/b2.log" && ok "resume auto takes the newest" || bad "resume message missing"
+same_state "synthetic: stop at 17 + resume == uninterrupted" "$tmp/a/checkpoints/ckpt-00000030.h5" "$tmp/b/checkpoints/ckpt-00000030.h5"
+la=$(grep '"step": 30' "$tmp/a/metrics.jsonl" | sed 's/"img_per_s.*//')
+lb=$(grep '"step": 30' "$tmp/b/metrics.jsonl" | sed 's/"img_per_s.*//')
+[ -n "$la" ] && [ "$la" = "$lb" ] && ok "step-30 losses equal in metrics.jsonl" || bad "metrics differ: '$la' vs '$lb'"
+n=$(ls "$tmp/b/checkpoints" | wc -l)
+[ "$n" -eq 3 ] && ok "ckpt.keep = 3 keeps 3 files" || bad "$n checkpoint files kept: $(ls "$tmp/b/checkpoints")"
+
+# ---- resume equality on an HDF5 dataset with prefetching (digits) ----
+data="$tmp/digits.h5"
+if /usr/bin/python3 "$root/data-prep/digits.py" --out "$data" >/dev/null 2>&1; then
+  dcommon=(--data.source=hdf5 --data.path="$data" --data.prefetch=2 --model.in_channels=1
+           --model.out_channels=1 --train.steps=24 --ckpt.every=0 --train.global_batch=8)
+  run "$tmp/c.log" "${dcommon[@]}" --train.out_dir="$tmp/c" || bad "digits run failed: $(tail -3 "$tmp/c.log")"
+  run "$tmp/d1.log" "${dcommon[@]}" --train.out_dir="$tmp/d" --train.stop_at=9 || bad "digits stop failed"
+  run "$tmp/d2.log" "${dcommon[@]}" --train.out_dir="$tmp/d" --resume auto || bad "digits resume failed"
+  same_state "hdf5 + prefetch: stop at 9 + resume == uninterrupted" "$tmp/c/checkpoints/ckpt-00000024.h5" "$tmp/d/checkpoints/ckpt-00000024.h5"
+  # data errors are reported before anything is written
+  out=$("$sddit" train --data.source=hdf5 --data.path="$data" --train.out_dir="$tmp/e" 2>&1); rc=$?
+  if [ $rc -ne 0 ] && grep -q "set model.in_channels = 1" <<<"$out" && [ ! -e "$tmp/e" ]; then
+    ok "model/data mismatch refused, nothing written"
+  else bad "mismatch: rc $rc, $(echo "$out" | tail -2)"; fi
+else
+  bad "data-prep/digits.py failed (python3-sklearn and python3-h5py are installed by launch/install-deps.sh)"
+fi
+out=$("$sddit" train --data.source=hdf5 --data.path="$tmp/none.h5" --train.out_dir="$tmp/f" 2>&1); rc=$?
+if [ $rc -ne 0 ] && grep -q "none.h5: cannot open the dataset: No such file" <<<"$out" && [ ! -e "$tmp/f" ]; then
+  ok "missing dataset refused, nothing written"
+else bad "missing dataset: rc $rc, $(echo "$out" | tail -2)"; fi
+
+# ---- damaged checkpoints ----
+ck="$tmp/b/checkpoints"
+cp "$ck/ckpt-00000030.h5" "$tmp/good30.h5"
+/usr/bin/python3 - "$ck/ckpt-00000030.h5" <<'PY' || bad "could not corrupt the file"
+import sys, h5py
+path = sys.argv[1]
+with h5py.File(path, "r") as f:
+    off = f["/teacher"].id.get_offset()
+with open(path, "r+b") as g:
+    g.seek(off + 1000); b = g.read(1); g.seek(off + 1000); g.write(bytes([b[0] ^ 0x10]))
+PY
+out=$("$sddit" train "${common[@]}" --train.out_dir="$tmp/b" --train.steps=40 --resume "$ck/ckpt-00000030.h5" 2>&1); rc=$?
+[ $rc -ne 0 ] && grep -q "teacher" <<<"$out" && grep -qi "checksum" <<<"$out" && ok "corrupted checkpoint refused: $(grep -i checksum <<<"$out" | head -1 | cut -c1-150)" || bad "corrupt resume: rc $rc $(echo "$out" | tail -2)"
+"$sddit" inspect "$ck/ckpt-00000030.h5" >"$tmp/inspect.log" 2>&1 && bad "inspect accepted a corrupted checkpoint" || ok "inspect reports the corrupted checkpoint (exit 1)"
+run "$tmp/b3.log" "${common[@]}" --train.out_dir="$tmp/b" --train.steps=40 --resume auto || bad "auto after corruption failed: $(tail -3 "$tmp/b3.log")"
+grep -q "warning: skipping .*ckpt-00000030.h5" "$tmp/b3.log" && grep -q "resumed from .*ckpt-00000020.h5 at step 20" "$tmp/b3.log" \
+  && ok "resume auto skips the corrupted newest and takes step 20" || bad "auto did not skip: $(grep -E 'skipping|resumed' "$tmp/b3.log")"
+head -c 100000 "$tmp/good30.h5" > "$tmp/trunc.h5"
+out=$("$sddit" train "${common[@]}" --train.out_dir="$tmp/g" --resume "$tmp/trunc.h5" 2>&1); rc=$?
+[ $rc -ne 0 ] && grep -q "trunc.h5.*truncated" <<<"$out" && ok "truncated checkpoint refused" || bad "truncated: rc $rc $(echo "$out" | tail -2)"
+
+# ---- a failing write keeps the previous checkpoint ----
+rm -rf "$tmp/h"
+run "$tmp/h1.log" "${common[@]}" --train.out_dir="$tmp/h" --train.stop_at=10 || bad "run h failed"
+before=$(md5sum < "$tmp/h/checkpoints/ckpt-00000010.h5")
+( ulimit -f 400; "$sddit" train --train.log_every=5 "${common[@]}" --train.out_dir="$tmp/h" --resume auto --train.steps=20 ) >"$tmp/h2.log" 2>&1; rc=$?
+after=$(md5sum < "$tmp/h/checkpoints/ckpt-00000010.h5")
+left=$(ls "$tmp/h/checkpoints")
+if [ $rc -ne 0 ] && grep -q "checkpoint at step 20 not written" "$tmp/h2.log" && grep -q "ckpt-00000010.h5 is intact" "$tmp/h2.log" \
+   && [ "$before" = "$after" ] && [ "$left" = "ckpt-00000010.h5" ] && "$sddit" inspect "$tmp/h/checkpoints/ckpt-00000010.h5" >/dev/null; then
+  ok "write failure (file-size limit): exit $rc, message, previous checkpoint unchanged and verifies, no temporary left"
+else
+  bad "write failure: rc $rc, files '$left', $(grep -E 'error|intact' "$tmp/h2.log" | head -3)"
+fi
+
+echo "test_train_ckpt: $pass checks passed, $fail failed"
+[ "$fail" -eq 0 ] && [ "$pass" -gt 0 ]
