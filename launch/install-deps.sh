@@ -26,7 +26,9 @@ pkgs=(build-essential pkg-config meson ninja-build
       libopenmpi-dev openmpi-bin libinih-dev)
 # reference, fixtures, data preparation and benchmarks (system python3)
 if [ "$want_python" = 1 ]; then
-  pkgs+=(python3 python3-numpy python3-torch python3-h5py python3-sklearn)
+  pkgs+=(python3 python3-numpy python3-torch python3-h5py python3-sklearn
+         python3-pip python3-pil python3-requests python3-filelock python3-regex
+         python3-tqdm python3-packaging python3-yaml python3-typing-extensions)
 fi
 
 missing=()
@@ -35,10 +37,29 @@ for p in "${pkgs[@]}"; do
 done
 if [ "${#missing[@]}" -eq 0 ]; then
   echo "install-deps.sh: all ${#pkgs[@]} packages already installed"
-  exit 0
+else
+  echo "install-deps.sh: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-echo "install-deps.sh: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+
+# data-prep/imagenet_latents.py needs diffusers, which Debian lacks: pinned PyPI wheels (no
+# dependencies; Debian's packages above supply the rest) go to .pydeps/ in the repository,
+# where the data-prep tools find them. diffusers 0.32+ needs torch 2 (Debian has 1.13).
+if [ "$want_python" = 1 ]; then
+  pydeps="$(cd "$(dirname "$0")/.." && pwd)/.pydeps"
+  pins=(diffusers==0.31.0 huggingface-hub==0.26.5 safetensors==0.4.5)
+  if [ "$(cat "$pydeps/.pins" 2>/dev/null)" != "${pins[*]}" ]; then
+    echo "install-deps.sh: installing ${pins[*]} into $pydeps"
+    rm -rf "$pydeps.tmp"
+    /usr/bin/python3 -m pip install --quiet --no-deps --no-input --disable-pip-version-check \
+      --root-user-action=ignore --target "$pydeps.tmp" "${pins[@]}"
+    echo "${pins[*]}" > "$pydeps.tmp/.pins"
+    rm -rf "$pydeps"
+    mv "$pydeps.tmp" "$pydeps"
+  else
+    echo "install-deps.sh: ${pins[*]} already in $pydeps"
+  fi
+fi
 echo "install-deps.sh: done"
