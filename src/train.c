@@ -201,18 +201,9 @@ int sd_cmd_train(int argc, char **argv) {
     SD_FATAL_HINT("`sddit inspect FILE` reports a dataset's layout and first problem; "
                   "data-prep/ writes valid files", "%s", err);
 
-  make_dirs(cfg.out_dir);
   char ckdir[1100];
   if (cfg.ckpt_dir[0]) snprintf(ckdir, sizeof ckdir, "%s", cfg.ckpt_dir);
   else snprintf(ckdir, sizeof ckdir, "%s/checkpoints", cfg.out_dir);
-  char path[1100];
-  snprintf(path, sizeof path, "%s/config.ini", cfg.out_dir);
-  FILE *fc = fopen(path, "w");
-  if (!fc) SD_FATAL("cannot write '%s': %s", path, strerror(errno));
-  sd_config_print(&cfg, fc);
-  fclose(fc);
-  printf("# effective configuration (also in %s)\n", path);
-  sd_config_print(&cfg, stdout);
   char *cfg_text = config_text(&cfg);
 
   sd_backend be;
@@ -225,8 +216,18 @@ int sd_cmd_train(int argc, char **argv) {
   sd_sddit s;
   sd_sddit_create(&s, &cfg.model, &hc, &o, &be, B);
   sd_sddit_init(&s, cfg.seed);
+  // Resume before writing anything, so a refused checkpoint leaves the run directory as it was.
   char last_ckpt[1100] = "";  // the newest checkpoint known to be intact
   const long start = resume_if_asked(&cfg, ckdir, &s, cfg_text, last_ckpt, sizeof last_ckpt);
+
+  make_dirs(cfg.out_dir);
+  char path[1100];
+  snprintf(path, sizeof path, "%s/config.ini", cfg.out_dir);
+  FILE *fc = fopen(path, "w");
+  if (!fc) SD_FATAL("cannot write '%s': %s", path, strerror(errno));
+  fputs(cfg_text, fc);
+  if (fclose(fc) != 0) SD_FATAL("cannot write '%s': %s", path, strerror(errno));
+  printf("# effective configuration (also in %s)\n%s", path, cfg_text);
   char desc[1024];
   sd_batch_source_describe(&src, desc, sizeof desc);
   printf("# data: %s\n", desc);

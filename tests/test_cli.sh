@@ -27,5 +27,10 @@ expect "train: unknown key"      1 "optim\.lrr" -- train --optim.lrr=1
 expect "train: bad value"        1 "optim\.lr.*'abc'" -- train --optim.lr=abc
 expect "train: missing config"   1 "no-such\.ini" -- train --config no-such.ini
 expect "train: inconsistent"     1 "encoder_depth" -- train --model.encoder_depth=7
+expect "train: --resume no file"  1 "cannot resume: .*no-such-ckpt\.h5.*No such file" -- train --resume no-such-ckpt.h5 --train.out_dir="${TMPDIR:-/tmp}/sd_cli_never_written"
+[ ! -e "${TMPDIR:-/tmp}/sd_cli_never_written" ] && { echo "ok   refused resume wrote nothing"; pass=$((pass+1)); } || { echo "FAIL refused resume created its out_dir"; fail=$((fail+1)); }
+expect "train: --resume no value" 1 "--resume needs auto, none or a checkpoint file" -- train --resume
+expect "inspect: missing file"   1 "problem: .*nothing\.h5: No such file" -- inspect nothing.h5
+expect "inspect: no argument"    2 "usage: sddit inspect" -- inspect
 echo "test_cli: $pass checks passed, $fail failed"
 [ "$fail" -eq 0 ] && [ "$pass" -gt 0 ]
