@@ -1,5 +1,6 @@
 // Format-version-1 dataset checks, row reads and summaries (see dataset.h).
 #include "dataset.h"
+#include "error.h"
 #include "h5io.h"
 
 #include <errno.h>
@@ -59,16 +60,6 @@ uint16_t sd_float_to_half(float f) {
 
 // ---- helpers that report instead of exiting ----
 
-#if defined(__GNUC__)
-__attribute__((format(printf, 3, 4)))
-#endif
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-  return -1;
-}
 
 // Integer attribute of the root group: 0, or -1 if missing / not an integer.
 static int root_attr_long(hid_t f, const char *name, long *out) {
@@ -150,7 +141,7 @@ static int read_rows_open(hid_t ds, const sd_dataset_info *info, long first, lon
   H5Sclose(ms);
   H5Sclose(fs);
   if (rc)
-    return fail(err, errlen, "%s: cannot read %s rows %ld..%ld (file truncated or corrupt?)",
+    return sd_errorf(err, errlen, "%s: cannot read %s rows %ld..%ld (file truncated or corrupt?)",
                 info->path, info->var, first, first + count - 1);
   return 0;
 }
@@ -159,9 +150,9 @@ int sd_dataset_read_rows(const sd_dataset_info *info, long first, long count, fl
                          char *err, size_t errlen) {
   H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
   hid_t f = H5Fopen(info->path, H5F_ACC_RDONLY, H5P_DEFAULT);
-  if (f < 0) return fail(err, errlen, "%s: cannot open (truncated or not HDF5?)", info->path);
+  if (f < 0) return sd_errorf(err, errlen, "%s: cannot open (truncated or not HDF5?)", info->path);
   hid_t ds = H5Dopen2(f, info->var, H5P_DEFAULT);
-  int rc = ds < 0 ? fail(err, errlen, "%s: cannot open %s", info->path, info->var)
+  int rc = ds < 0 ? sd_errorf(err, errlen, "%s: cannot open %s", info->path, info->var)
                   : read_rows_open(ds, info, first, count, out, err, errlen);
   if (ds >= 0) H5Dclose(ds);
   H5Fclose(f);
@@ -170,40 +161,66 @@ int sd_dataset_read_rows(const sd_dataset_info *info, long first, long count, fl
 
 // ---- the checks ----
 
+// An open dataset with its type, rank, dims and printed shape (close with close_probe).
+typedef struct probe {
+  hid_t ds, space, type;
+  int nd;
+  hsize_t d[8];
+  char shape[128];
+} probe;
+
+static int open_probe(hid_t f, const char *name, probe *pr) {
+  memset(pr, 0, sizeof *pr);
+  pr->ds = H5Dopen2(f, name, H5P_DEFAULT);
+  if (pr->ds < 0) return -1;
+  pr->space = H5Dget_space(pr->ds);
+  pr->type = H5Dget_type(pr->ds);
+  pr->nd = H5Sget_simple_extent_ndims(pr->space);
+  if (pr->nd > 0 && pr->nd <= 8) H5Sget_simple_extent_dims(pr->space, pr->d, NULL);
+  shape_text(pr->d, pr->nd > 0 && pr->nd <= 8 ? pr->nd : 0, pr->shape, sizeof pr->shape);
+  return 0;
+}
+
+static void close_probe(probe *pr) {
+  H5Tclose(pr->type);
+  H5Sclose(pr->space);
+  H5Dclose(pr->ds);
+}
+
 static int check_attributes(hid_t f, sd_dataset_info *info, char *err, size_t errlen) {
   const char *p = info->path;
   char fmt[64];
   if (sd_h5_attr_string(f, "format", fmt, sizeof fmt) != 0)
-    return fail(err, errlen,
+    return sd_errorf(err, errlen,
                 "%s: root attribute 'format' is missing or not a string (a format-1 dataset "
                 "has format = \"sddit-latents\"; write one with data-prep/)", p);
   if (strcmp(fmt, "sddit-checkpoint") == 0)
-    return fail(err, errlen, "%s: is a checkpoint, not a dataset (format = \"%s\")", p, fmt);
+    return sd_errorf(err, errlen, "%s: is a checkpoint, not a dataset (format = \"%s\")", p, fmt);
   if (strcmp(fmt, "sddit-latents") != 0)
-    return fail(err, errlen, "%s: root attribute format is \"%s\", expected \"sddit-latents\"",
+    return sd_errorf(err, errlen, "%s: root attribute format is \"%s\", expected \"sddit-latents\"",
                 p, fmt);
   long version = 0;
   if (root_attr_long(f, "format_version", &version) != 0)
-    return fail(err, errlen, "%s: root attribute 'format_version' is missing or not an integer",
+    return sd_errorf(err, errlen, "%s: root attribute 'format_version' is missing or not an integer",
                 p);
   if (version != 1)
-    return fail(err, errlen, "%s: format_version is %ld; this build reads version 1", p,
+    return sd_errorf(err, errlen, "%s: format_version is %ld; this build reads version 1", p,
                 version);
   const char *ints[] = {"num_classes", "image_size", "latent_channels"};
   int *dst[] = {&info->num_classes, &info->image_size, &info->latent_channels};
   for (int i = 0; i < 3; i++) {
     long v = 0;
     if (root_attr_long(f, ints[i], &v) != 0)
-      return fail(err, errlen, "%s: root attribute '%s' is missing or not an integer", p,
+      return sd_errorf(err, errlen, "%s: root attribute '%s' is missing or not an integer", p,
                   ints[i]);
     if (v < 1 || v > (1L << 30))
-      return fail(err, errlen, "%s: root attribute %s = %ld must be positive", p, ints[i], v);
+      return sd_errorf(err, errlen, "%s: root attribute %s = %ld must be positive", p, ints[i], v);
     *dst[i] = (int)v;
   }
   if (root_attr_double(f, "scale_factor", &info->scale_factor) != 0)
-    return fail(err, errlen, "%s: root attribute 'scale_factor' is missing or not a number", p);
+    return sd_errorf(err, errlen, "%s: root attribute 'scale_factor' is missing or not a number", p);
   if (!isfinite(info->scale_factor) || info->scale_factor <= 0)
-    return fail(err, errlen, "%s: root attribute scale_factor = %g must be positive", p,
+    return sd_errorf(err, errlen, "%s: root attribute scale_factor = %g must be positive", p,
                 info->scale_factor);
   if (sd_h5_attr_string(f, "encoder", info->encoder, sizeof info->encoder) != 0)
     snprintf(info->encoder, sizeof info->encoder, "unknown");
@@ -217,34 +234,34 @@ static int check_values_layout(hid_t f, sd_dataset_info *info, char *err, size_t
   int has_lat = H5Lexists(f, "latents", H5P_DEFAULT) > 0;
   int has_mom = H5Lexists(f, "moments", H5P_DEFAULT) > 0;
   if (!has_lat && !has_mom)
-    return fail(err, errlen, "%s: has neither /latents nor /moments", p);
+    return sd_errorf(err, errlen, "%s: has neither /latents nor /moments", p);
   if (has_lat && has_mom)
-    return fail(err, errlen, "%s: has both /latents and /moments; keep one", p);
+    return sd_errorf(err, errlen, "%s: has both /latents and /moments; keep one", p);
   info->moments = has_mom;
   snprintf(info->var, sizeof info->var, "%s", has_mom ? "/moments" : "/latents");
-  hid_t ds = H5Dopen2(f, info->var, H5P_DEFAULT);
-  if (ds < 0) return fail(err, errlen, "%s: %s is not a dataset", p, info->var);
-  hid_t sp = H5Dget_space(ds), t = H5Dget_type(ds);
-  int nd = H5Sget_simple_extent_ndims(sp);
-  hsize_t d[8] = {0};
-  if (nd > 0 && nd <= 8) H5Sget_simple_extent_dims(sp, d, NULL);
-  char shape[128], tn[32];
-  shape_text(d, nd > 0 && nd <= 8 ? nd : 0, shape, sizeof shape);
+  probe pr;
+  if (open_probe(f, info->var, &pr) != 0)
+    return sd_errorf(err, errlen, "%s: %s is not a dataset", p, info->var);
+  const hid_t t = pr.type;
+  const int nd = pr.nd;
+  const hsize_t *d = pr.d;
+  const char *shape = pr.shape;
+  char tn[32];
   int rc = 0;
   size_t sz = H5Tget_size(t);
   const char *want = has_mom ? "(N, 2C, H, W)" : "(N, C, H, W)";
   if (nd != 4) {
-    rc = fail(err, errlen, "%s: %s has shape %s but must be %s", p, info->var, shape, want);
+    rc = sd_errorf(err, errlen, "%s: %s has shape %s but must be %s", p, info->var, shape, want);
   } else if (H5Tget_class(t) != H5T_FLOAT || (sz != 2 && sz != 4)) {
-    rc = fail(err, errlen, "%s: %s has type %s but must be float16 or float32", p, info->var,
+    rc = sd_errorf(err, errlen, "%s: %s has type %s but must be float16 or float32", p, info->var,
               type_name(t, tn, sizeof tn));
   } else if (d[0] < 1) {
-    rc = fail(err, errlen, "%s: %s has no samples (shape %s)", p, info->var, shape);
+    rc = sd_errorf(err, errlen, "%s: %s has no samples (shape %s)", p, info->var, shape);
   } else if (d[2] != d[3]) {
-    rc = fail(err, errlen, "%s: %s has shape %s: samples must be square (H = W)", p, info->var,
+    rc = sd_errorf(err, errlen, "%s: %s has shape %s: samples must be square (H = W)", p, info->var,
               shape);
   } else if (has_mom && d[1] % 2) {
-    rc = fail(err, errlen, "%s: /moments has shape %s: axis 1 must be even (mean, log-variance)",
+    rc = sd_errorf(err, errlen, "%s: /moments has shape %s: axis 1 must be even (mean, log-variance)",
               p, shape);
   } else {
     info->n = (long)d[0];
@@ -255,54 +272,50 @@ static int check_values_layout(hid_t f, sd_dataset_info *info, char *err, size_t
     info->half = sz == 2;
     info->little_endian = H5Tget_order(t) == H5T_ORDER_LE;
     if (info->half && !info->little_endian)
-      rc = fail(err, errlen, "%s: %s is big-endian float16; rewrite it little-endian", p,
+      rc = sd_errorf(err, errlen, "%s: %s is big-endian float16; rewrite it little-endian", p,
                 info->var);
     else if (info->c != info->latent_channels)
-      rc = fail(err, errlen, "%s: %s has shape %s, so %d latent channels, but the root "
+      rc = sd_errorf(err, errlen, "%s: %s has shape %s, so %d latent channels, but the root "
                 "attribute latent_channels is %d", p, info->var, shape, info->c,
                 info->latent_channels);
   }
-  H5Tclose(t);
-  H5Sclose(sp);
-  H5Dclose(ds);
+  close_probe(&pr);
   return rc;
 }
 
 static int check_labels(hid_t f, sd_dataset_info *info, char *err, size_t errlen) {
   const char *p = info->path;
   if (H5Lexists(f, "labels", H5P_DEFAULT) <= 0)
-    return fail(err, errlen, "%s: /labels is missing", p);
-  hid_t ds = H5Dopen2(f, "/labels", H5P_DEFAULT);
-  if (ds < 0) return fail(err, errlen, "%s: /labels is not a dataset", p);
-  hid_t sp = H5Dget_space(ds), t = H5Dget_type(ds);
-  int nd = H5Sget_simple_extent_ndims(sp);
-  hsize_t d[8] = {0};
-  if (nd > 0 && nd <= 8) H5Sget_simple_extent_dims(sp, d, NULL);
-  char shape[128], tn[32];
-  shape_text(d, nd > 0 && nd <= 8 ? nd : 0, shape, sizeof shape);
+    return sd_errorf(err, errlen, "%s: /labels is missing", p);
+  probe pr;
+  if (open_probe(f, "/labels", &pr) != 0)
+    return sd_errorf(err, errlen, "%s: /labels is not a dataset", p);
+  const hid_t t = pr.type;
+  const int nd = pr.nd;
+  const hsize_t *d = pr.d;
+  const char *shape = pr.shape;
+  char tn[32];
   int rc = 0;
   if (nd != 1) {
-    rc = fail(err, errlen, "%s: /labels has shape %s but must be (N,)", p, shape);
+    rc = sd_errorf(err, errlen, "%s: /labels has shape %s but must be (N,)", p, shape);
   } else if (H5Tget_class(t) != H5T_INTEGER) {
-    rc = fail(err, errlen, "%s: /labels has type %s but must be int32", p,
+    rc = sd_errorf(err, errlen, "%s: /labels has type %s but must be int32", p,
               type_name(t, tn, sizeof tn));
   } else if ((long)d[0] != info->n) {
-    rc = fail(err, errlen, "%s: /labels has %llu entries but %s has %ld samples", p,
+    rc = sd_errorf(err, errlen, "%s: /labels has %llu entries but %s has %ld samples", p,
               (unsigned long long)d[0], info->var, info->n);
   } else {
     long long *y = malloc(sizeof(long long) * (size_t)info->n);
-    if (!y) rc = fail(err, errlen, "%s: out of memory reading /labels", p);
-    else if (H5Dread(ds, H5T_NATIVE_LLONG, H5S_ALL, H5S_ALL, H5P_DEFAULT, y) < 0)
-      rc = fail(err, errlen, "%s: cannot read /labels (truncated or corrupt?)", p);
+    if (!y) rc = sd_errorf(err, errlen, "%s: out of memory reading /labels", p);
+    else if (H5Dread(pr.ds, H5T_NATIVE_LLONG, H5S_ALL, H5S_ALL, H5P_DEFAULT, y) < 0)
+      rc = sd_errorf(err, errlen, "%s: cannot read /labels (truncated or corrupt?)", p);
     for (long i = 0; rc == 0 && i < info->n; i++)
       if (y[i] < 0 || y[i] >= info->num_classes)
-        rc = fail(err, errlen, "%s: /labels[%ld] = %lld is outside [0, num_classes = %d)", p, i,
+        rc = sd_errorf(err, errlen, "%s: /labels[%ld] = %lld is outside [0, num_classes = %d)", p, i,
                   y[i], info->num_classes);
     free(y);
   }
-  H5Tclose(t);
-  H5Sclose(sp);
-  H5Dclose(ds);
+  close_probe(&pr);
   return rc;
 }
 
@@ -312,7 +325,7 @@ static int scan_values(hid_t f, const sd_dataset_info *info, char *err, size_t e
   long block = (long)((64u << 20) / (row * sizeof(float)));
   if (block < 1) block = 1;
   float *buf = malloc(sizeof(float) * row * (size_t)(block < info->n ? block : info->n));
-  if (!buf) return fail(err, errlen, "%s: out of memory scanning %s", info->path, info->var);
+  if (!buf) return sd_errorf(err, errlen, "%s: out of memory scanning %s", info->path, info->var);
   hid_t ds = H5Dopen2(f, info->var, H5P_DEFAULT);
   double t0 = now_s(), last = t0;
   int rc = 0, printed = 0;
@@ -324,7 +337,7 @@ static int scan_values(hid_t f, const sd_dataset_info *info, char *err, size_t e
       size_t k = i % row;
       int ch = (int)(k / ((size_t)info->h * info->w));
       int yy = (int)(k / (size_t)info->w % (size_t)info->h), xx = (int)(k % (size_t)info->w);
-      rc = fail(err, errlen, "%s: %s[%ld, %d, %d, %d] is %s (sample %ld); data.validate = full "
+      rc = sd_errorf(err, errlen, "%s: %s[%ld, %d, %d, %d] is %s (sample %ld); data.validate = full "
                 "checks every value", info->path, info->var, first + (long)(i / row), ch, yy,
                 xx, isnan(buf[i]) ? "nan" : "inf", first + (long)(i / row));
     }
@@ -349,12 +362,12 @@ int sd_dataset_check(const char *path, int scan, sd_dataset_info *info, char *er
   H5Eset_auto2(H5E_DEFAULT, NULL, NULL);  // our messages replace HDF5's error stack
   struct stat st;
   if (stat(path, &st) != 0)
-    return fail(err, errlen, "%s: cannot open the dataset: %s", path, strerror(errno));
-  if (!S_ISREG(st.st_mode)) return fail(err, errlen, "%s: is not a regular file", path);
+    return sd_errorf(err, errlen, "%s: cannot open the dataset: %s", path, strerror(errno));
+  if (!S_ISREG(st.st_mode)) return sd_errorf(err, errlen, "%s: is not a regular file", path);
   if (H5Fis_hdf5(path) <= 0)
-    return fail(err, errlen, "%s: is not an HDF5 file (or is truncated)", path);
+    return sd_errorf(err, errlen, "%s: is not an HDF5 file (or is truncated)", path);
   hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-  if (f < 0) return fail(err, errlen, "%s: cannot open as HDF5 (truncated or corrupt?)", path);
+  if (f < 0) return sd_errorf(err, errlen, "%s: cannot open as HDF5 (truncated or corrupt?)", path);
   int rc = check_attributes(f, info, err, errlen);
   if (rc == 0) rc = check_values_layout(f, info, err, errlen);
   if (rc == 0) rc = check_labels(f, info, err, errlen);
@@ -366,14 +379,14 @@ int sd_dataset_check(const char *path, int scan, sd_dataset_info *info, char *er
 int sd_dataset_check_model(const sd_dataset_info *info, int in_channels, int input_size,
                            int num_classes, char *err, size_t errlen) {
   if (in_channels != info->c)
-    return fail(err, errlen, "model.in_channels = %d but %s has %d channels per sample "
+    return sd_errorf(err, errlen, "model.in_channels = %d but %s has %d channels per sample "
                 "(%s is (%ld, %d, %d, %d)): set model.in_channels = %d", in_channels, info->path,
                 info->c, info->var, info->n, info->stored_channels, info->h, info->w, info->c);
   if (input_size != info->h)
-    return fail(err, errlen, "model.input_size = %d but the samples of %s are %dx%d: set "
+    return sd_errorf(err, errlen, "model.input_size = %d but the samples of %s are %dx%d: set "
                 "model.input_size = %d", input_size, info->path, info->h, info->w, info->h);
   if (num_classes != info->num_classes)
-    return fail(err, errlen, "model.num_classes = %d but %s has num_classes = %d: set "
+    return sd_errorf(err, errlen, "model.num_classes = %d but %s has num_classes = %d: set "
                 "model.num_classes = %d", num_classes, info->path, info->num_classes,
                 info->num_classes);
   return 0;

@@ -1,6 +1,7 @@
 // The training data loader (see loader.h): epoch permutations, the three read paths (memory,
 // pread, HDF5), per-position flips and moment sampling, and the prefetch thread.
 #include "loader.h"
+#include "error.h"
 #include "rng.h"
 
 #include <errno.h>
@@ -65,16 +66,6 @@ struct sd_loader {
   double wait_s;
 };
 
-#if defined(__GNUC__)
-__attribute__((format(printf, 3, 4)))
-#endif
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-  return -1;
-}
 
 static double now_s(void) {
   struct timespec ts;
@@ -146,7 +137,7 @@ static int read_stored(sd_loader *l, long idx, char *err, size_t errlen) {
       ssize_t r = pread(l->fd, l->raw + done, bytes - done, off + (off_t)done);
       if (r < 0 && errno == EINTR) continue;
       if (r <= 0)
-        return fail(err, errlen, "%s: cannot read sample %ld of %s: %s", l->info.path, idx,
+        return sd_errorf(err, errlen, "%s: cannot read sample %ld of %s: %s", l->info.path, idx,
                     l->info.var, r < 0 ? strerror(errno) : "file is truncated");
       done += (size_t)r;
     }
@@ -162,7 +153,7 @@ static int read_stored(sd_loader *l, long idx, char *err, size_t errlen) {
     H5Sclose(ms);
     H5Sclose(fs);
     if (!ok)
-      return fail(err, errlen, "%s: cannot read sample %ld of %s (truncated or corrupt?)",
+      return sd_errorf(err, errlen, "%s: cannot read sample %ld of %s (truncated or corrupt?)",
                   l->info.path, idx, l->info.var);
   }
   if (l->el == 2) {
@@ -203,7 +194,7 @@ static int make_sample(sd_loader *l, long p, long idx, float *out, char *err, si
   if (l->o.check_values)
     for (size_t i = 0; i < l->out_row; i++)
       if (!isfinite(out[i]))
-        return fail(err, errlen, "%s: sample %ld of %s holds %s at value %zu (data.validate = "
+        return sd_errorf(err, errlen, "%s: sample %ld of %s holds %s at value %zu (data.validate = "
                     "quick checks each batch; run `sddit inspect %s` for the whole file)",
                     l->info.path, idx, l->info.var, isnan(out[i]) ? "nan" : "inf", i,
                     l->info.path);
@@ -284,7 +275,7 @@ int sd_loader_get(sd_loader *l, long step, float *x, int32_t *y, char *err, size
     pthread_cond_wait(&l->cv, &l->mu);
   int rc = 0;
   if (sl->state == SLOT_ERROR) {
-    rc = fail(err, errlen, "%s", sl->err);
+    rc = sd_errorf(err, errlen, "%s", sl->err);
     l->consume_next = -1;
   } else {
     memcpy(x, sl->x, sizeof(float) * l->out_row * (size_t)l->Bl);
@@ -323,7 +314,7 @@ static int setup_direct(sd_loader *l, char *err, size_t errlen) {
   if (layout == H5D_CONTIGUOUS) {
     haddr_t a = H5Dget_offset(l->ds);
     if (a == HADDR_UNDEF)
-      return fail(err, errlen, "%s: %s has no data written", l->info.path, l->info.var);
+      return sd_errorf(err, errlen, "%s: %s has no data written", l->info.path, l->info.var);
     l->base = (off_t)a;
     l->mode = MODE_PREAD;
     return 0;
@@ -334,7 +325,7 @@ static int setup_direct(sd_loader *l, char *err, size_t errlen) {
   l->chunk_rows = (long)cd[0];
   long nchunks = (l->info.n + l->chunk_rows - 1) / l->chunk_rows;
   l->chunk_addr = malloc(sizeof(off_t) * (size_t)nchunks);
-  if (!l->chunk_addr) return fail(err, errlen, "%s: out of memory", l->info.path);
+  if (!l->chunk_addr) return sd_errorf(err, errlen, "%s: out of memory", l->info.path);
   for (long j = 0; j < nchunks; j++) {
     hsize_t off[4] = {(hsize_t)(j * l->chunk_rows), 0, 0, 0}, size = 0;
     unsigned mask = 0;
@@ -344,7 +335,7 @@ static int setup_direct(sd_loader *l, char *err, size_t errlen) {
       return 0;
     }
     if (a == HADDR_UNDEF)
-      return fail(err, errlen, "%s: %s rows %ld..%ld were never written", l->info.path,
+      return sd_errorf(err, errlen, "%s: %s rows %ld..%ld were never written", l->info.path,
                   l->info.var, j * l->chunk_rows, (j + 1) * l->chunk_rows - 1);
     l->chunk_addr[j] = (off_t)a;
   }
@@ -356,12 +347,12 @@ static int load_memory(sd_loader *l, char *err, size_t errlen) {
   const size_t bytes = l->row * l->el;
   l->mem = malloc(bytes * (size_t)l->info.n);
   if (!l->mem)
-    return fail(err, errlen, "%s: data.in_memory needs %.1f GB and the allocation failed",
+    return sd_errorf(err, errlen, "%s: data.in_memory needs %.1f GB and the allocation failed",
                 l->info.path, bytes * (double)l->info.n / 1e9);
   hid_t mt = l->info.half ? H5Dget_type(l->ds) : H5Tcopy(H5T_NATIVE_FLOAT);
   int ok = H5Dread(l->ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, l->mem) >= 0;
   H5Tclose(mt);
-  if (!ok) return fail(err, errlen, "%s: cannot read %s into memory", l->info.path, l->info.var);
+  if (!ok) return sd_errorf(err, errlen, "%s: cannot read %s into memory", l->info.path, l->info.var);
   l->mode = MODE_MEMORY;
   return 0;
 }
@@ -369,13 +360,13 @@ static int load_memory(sd_loader *l, char *err, size_t errlen) {
 sd_loader *sd_loader_open(const sd_dataset_info *info, const sd_loader_opts *o, char *err,
                           size_t errlen) {
   if (o->world < 1 || o->rank < 0 || o->rank >= o->world || o->global_batch % o->world) {
-    fail(err, errlen, "train.global_batch (%d) must divide evenly over %d ranks",
+    sd_errorf(err, errlen, "train.global_batch (%d) must divide evenly over %d ranks",
          o->global_batch, o->world);
     return NULL;
   }
   sd_loader *l = calloc(1, sizeof *l);
   if (!l) {
-    fail(err, errlen, "out of memory");
+    sd_errorf(err, errlen, "out of memory");
     return NULL;
   }
   l->info = *info;
@@ -393,9 +384,9 @@ sd_loader *sd_loader_open(const sd_dataset_info *info, const sd_loader_opts *o, 
   int rc = 0;
   H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
   l->file = H5Fopen(info->path, H5F_ACC_RDONLY, H5P_DEFAULT);
-  if (l->file < 0) rc = fail(err, errlen, "%s: cannot open (truncated or not HDF5?)", info->path);
+  if (l->file < 0) rc = sd_errorf(err, errlen, "%s: cannot open (truncated or not HDF5?)", info->path);
   if (rc == 0 && (l->ds = H5Dopen2(l->file, info->var, H5P_DEFAULT)) < 0)
-    rc = fail(err, errlen, "%s: cannot open %s", info->path, info->var);
+    rc = sd_errorf(err, errlen, "%s: cannot open %s", info->path, info->var);
   l->labels = malloc(sizeof(int32_t) * (size_t)info->n);
   for (int i = 0; i < 2; i++) l->perm[i] = malloc(sizeof(int32_t) * (size_t)info->n);
   l->raw = malloc(l->row * l->el);
@@ -404,34 +395,34 @@ sd_loader *sd_loader_open(const sd_dataset_info *info, const sd_loader_opts *o, 
   l->order = malloc(sizeof(long) * 2 * (size_t)l->Bl);
   if (rc == 0 && !(l->labels && l->perm[0] && l->perm[1] && l->raw && l->val && l->eps &&
                    l->order))
-    rc = fail(err, errlen, "%s: out of memory for the loader", info->path);
+    rc = sd_errorf(err, errlen, "%s: out of memory for the loader", info->path);
   if (rc == 0) {
     hid_t ls = H5Dopen2(l->file, "/labels", H5P_DEFAULT);
     if (ls < 0 || H5Dread(ls, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, l->labels) < 0)
-      rc = fail(err, errlen, "%s: cannot read /labels", info->path);
+      rc = sd_errorf(err, errlen, "%s: cannot read /labels", info->path);
     if (ls >= 0) H5Dclose(ls);
     for (long i = 0; rc == 0 && i < info->n; i++)
       if (l->labels[i] < 0 || l->labels[i] >= info->num_classes)
-        rc = fail(err, errlen, "%s: /labels[%ld] = %d is outside [0, num_classes = %d)",
+        rc = sd_errorf(err, errlen, "%s: /labels[%ld] = %d is outside [0, num_classes = %d)",
                   info->path, i, l->labels[i], info->num_classes);
   }
   if (rc == 0) rc = o->in_memory ? load_memory(l, err, errlen) : setup_direct(l, err, errlen);
   if (rc == 0 && l->mode == MODE_PREAD && (l->fd = open(info->path, O_RDONLY | O_CLOEXEC)) < 0)
-    rc = fail(err, errlen, "%s: cannot open: %s", info->path, strerror(errno));
+    rc = sd_errorf(err, errlen, "%s: cannot open: %s", info->path, strerror(errno));
   if (rc == 0 && o->prefetch > 0) {
     l->K = o->prefetch;
     l->slots = calloc((size_t)l->K, sizeof(slot));
     for (int k = 0; rc == 0 && l->slots && k < l->K; k++) {
       l->slots[k].x = malloc(sizeof(float) * l->out_row * (size_t)l->Bl);
       l->slots[k].y = malloc(sizeof(int32_t) * (size_t)l->Bl);
-      if (!l->slots[k].x || !l->slots[k].y) rc = fail(err, errlen, "out of memory (prefetch)");
+      if (!l->slots[k].x || !l->slots[k].y) rc = sd_errorf(err, errlen, "out of memory (prefetch)");
     }
-    if (!l->slots) rc = fail(err, errlen, "out of memory (prefetch)");
+    if (!l->slots) rc = sd_errorf(err, errlen, "out of memory (prefetch)");
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->cv, NULL);
     if (rc == 0) {
       if (pthread_create(&l->thread, NULL, prefetch_main, l) != 0)
-        rc = fail(err, errlen, "cannot start the prefetch thread");
+        rc = sd_errorf(err, errlen, "cannot start the prefetch thread");
       else
         l->thread_started = 1;
     }

@@ -45,3 +45,11 @@ void *sd_xcalloc(size_t count, size_t size, const char *what) {
   if (!p) SD_FATAL("out of memory allocating %zu x %zu bytes for %s", count, size, what);
   return p;
 }
+
+int sd_errorf(char *err, size_t errlen, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  if (err && errlen) vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
+  return -1;
+}

@@ -25,6 +25,10 @@ void sd_error_set_abort_hook(void (*hook)(int code));
 void sd_error_set_rank(int rank);
 int sd_error_rank(void);
 
+// For functions that report instead of exiting: formats the message into err (errlen bytes)
+// and returns -1, so `return sd_errorf(err, errlen, "...", ...);` ends the function.
+int sd_errorf(char *err, size_t errlen, const char *fmt, ...) SD_PRINTF(3, 4);
+
 // Allocation that cannot fail silently.
 void *sd_xmalloc(size_t bytes, const char *what);
 void *sd_xcalloc(size_t count, size_t size, const char *what);
