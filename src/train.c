@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 static double now_s(void) {
   struct timespec ts;
@@ -221,6 +222,10 @@ int sd_cmd_train(int argc, char **argv) {
   const long start = resume_if_asked(&cfg, ckdir, &s, cfg_text, last_ckpt, sizeof last_ckpt);
 
   make_dirs(cfg.out_dir);
+  make_dirs(ckdir);
+  if (access(ckdir, W_OK) != 0)
+    SD_FATAL_HINT("set ckpt.dir to a writable directory", "checkpoints cannot be written to "
+                  "'%s': %s", ckdir, strerror(errno));
   char path[1100];
   snprintf(path, sizeof path, "%s/config.ini", cfg.out_dir);
   FILE *fc = fopen(path, "w");
