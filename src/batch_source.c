@@ -40,7 +40,13 @@ int sd_batch_source_open(sd_batch_source *src, const sd_config *cfg, int rank, i
                       .prefetch = cfg->prefetch,
                       .check_values = strcmp(cfg->validate, "quick") == 0};
   src->loader = sd_loader_open(&src->info, &o, err, errlen);
-  return src->loader ? 0 : -1;
+  if (!src->loader) return -1;
+  if (rank == 0 && strcmp(sd_loader_mode(src->loader), "hdf5") == 0)
+    fprintf(stderr, "warning: %s is compressed (or its chunks split samples), so every random "
+            "read goes through HDF5 and decompresses a whole chunk (about 1300 samples/s in "
+            "benchmarks/RESULTS.md); set data.in_memory = true, or rewrite it uncompressed "
+            "with one or a few samples per chunk as data-prep/ does\n", cfg->path);
+  return 0;
 }
 
 int sd_batch_source_get(sd_batch_source *src, long step, float *x, int32_t *y, char *err,
