@@ -131,6 +131,13 @@ static const key_desc k_keys[] = {
      NULL, 0},
     {"train", "stop_at", KEY_LONG, offsetof(sd_config, stop_at), RANGE_NONNEG, NULL, 0},
 
+    {"dist", "timeout", KEY_FLOAT, offsetof(sd_config, dist_timeout), RANGE_NONNEG, NULL, 0},
+    {"dist", "teacher_sync_every", KEY_INT, offsetof(sd_config, teacher_sync_every),
+     RANGE_AT_LEAST_1, NULL, 0},
+    {"dist", "overlap", KEY_BOOL, offsetof(sd_config, overlap), RANGE_ANY, NULL, 0},
+    {"dist", "check_replicas", KEY_BOOL, offsetof(sd_config, check_replicas), RANGE_ANY, NULL,
+     0},
+
     {"ckpt", "dir", KEY_STRING, offsetof(sd_config, ckpt_dir), RANGE_ANY, NULL,
      sizeof(((sd_config *)0)->ckpt_dir)},
     {"ckpt", "every", KEY_LONG, offsetof(sd_config, ckpt_every), RANGE_NONNEG, NULL, 0},
@@ -484,6 +491,11 @@ void sd_config_defaults(sd_config *c, const char *preset) {
   c->threads = 0;
   snprintf(c->out_dir, sizeof c->out_dir, "runs/default");
   c->max_bad_steps = 10;
+
+  c->dist_timeout = 300.0f;
+  c->teacher_sync_every = 1;
+  c->overlap = 1;
+  c->check_replicas = 0;
 
   c->ckpt_every = 1000;
   c->ckpt_keep = 3;

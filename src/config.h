@@ -58,6 +58,12 @@ typedef struct sd_config {
   int max_bad_steps;        // 10: non-finite steps in a row before the run stops
   long stop_at;             // 0 (off): end this run after that step with a checkpoint, as a
                             // preempted job would; --resume auto continues the same schedule
+  // [dist]
+  float dist_timeout;       // seconds a collective or a silent rank may take before the job
+                            // ends with a message naming it (300; 0 = no watchdog)
+  int teacher_sync_every;   // rank 0 broadcasts the teacher EMA every so many steps (1)
+  int overlap;              // gradient all-reduce overlapped with the backward (true)
+  int check_replicas;       // compare weights across ranks after every step (false; tests)
   // [ckpt]
   char ckpt_dir[512];       // "" = <out_dir>/checkpoints
   long ckpt_every;          // steps between checkpoints (1000; 0 = only at the end)
@@ -70,7 +76,7 @@ typedef struct sd_config {
 void sd_config_defaults(sd_config *c, const char *preset);
 
 // Applies an INI file on top of c. Sections: model, sddit, diffusion, optim, data, train, and
-// ckpt, and dist, log (reserved, no keys yet). [model] preset is applied before the other keys
+// dist, ckpt, and log (reserved, no keys yet). [model] preset is applied before the other keys
 // wherever it appears. A key given twice is an error. Returns 0, or -1 with
 // "file:line: section.key: ..." in err; c is unchanged on error.
 int sd_config_load_ini(sd_config *c, const char *path, char *err, size_t errlen);

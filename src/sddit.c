@@ -36,6 +36,16 @@ void sd_sddit_create(sd_sddit *s, const sd_dit_config *dcfg, const sd_head_confi
   int first_dec = sd_param_table_find(&s->table, name);
   if (first_dec < 0) SD_FATAL("parameter table has no '%s'", name);
   s->enc_prefix = s->table.items[first_dec].offset;
+  // gradient ranges reported to the comm hooks: block l is [block_start[l], block_start[l+1]),
+  // the final layer [block_start[depth], dit_total)
+  s->block_start = sd_xmalloc(sizeof(size_t) * (size_t)(dcfg->depth + 1), "block offsets");
+  for (int l = 0; l <= dcfg->depth; l++) {
+    if (l < dcfg->depth) snprintf(name, sizeof name, "blocks.%d.attn.qkv.weight", l);
+    else snprintf(name, sizeof name, "final_layer.adaLN_modulation.1.weight");
+    int k = sd_param_table_find(&s->table, name);
+    if (k < 0) SD_FATAL("parameter table has no '%s'", name);
+    s->block_start[l] = s->table.items[k].offset;
+  }
   s->params = balloc(be, s->total);
   s->grads = balloc(be, s->total);
   s->adam_m = balloc(be, s->total);
@@ -85,6 +95,7 @@ void sd_sddit_destroy(sd_sddit *s) {
                    s->c_noise_t, s->scalars};
   for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->ops->free(be, bufs[i]);
   sd_param_table_free(&s->table);
+  free(s->block_start);
   memset(s, 0, sizeof *s);
 }
 
@@ -142,6 +153,12 @@ static void precondition(sd_sddit *s, const float *sigma_dev, int B, float *c_sk
   be->ops->to_device(be, c_noise, cn, sizeof(float) * (size_t)B);
   if (weight) be->ops->to_device(be, weight, w, sizeof(float) * (size_t)B);
   free(buf);
+}
+
+// Gradients [begin, end) of the flat buffer are final for this step: hand them to the comm hook.
+static void grads_final(sd_sddit *s, size_t begin, size_t end) {
+  if (s->comm.grad_ready && end > begin)
+    s->comm.grad_ready(s->comm.ctx, s->grads + begin, end - begin);
 }
 
 void sd_sddit_forward_backward(sd_sddit *s, const sd_step_inputs *in, int B, long step,
@@ -215,7 +232,11 @@ void sd_sddit_forward_backward(sd_sddit *s, const sd_step_inputs *in, int B, lon
   op->memset(be, s->grads, 0, sizeof(float) * s->total);
   op->edm_loss_bwd(be, s->dF, s->D, in->x0, s->c_out, s->weight, mask, B, n, 1.0f);
   sd_dit_final_backward(&s->student, sa, B, L, s->dF);
-  sd_dit_blocks_backward(&s->student, sa, B, E, L);       // dres = d merged (B, T, D)
+  grads_final(s, s->block_start[L], s->dit_total);
+  for (int l = L - 1; l >= E; l--) {  // decoder blocks, one reduction range each
+    sd_dit_blocks_backward(&s->student, sa, B, l, l + 1);  // dres = d merged (B, T, D)
+    grads_final(s, s->block_start[l], s->block_start[l + 1]);
+  }
   op->memset(be, sa->dtok, 0, sizeof(float) * (size_t)B * T * D);
   op->merge_tokens_bwd(be, sa->dtok, s->dh_s, sa->dres, in->vis, B, T, Tv, D);
   if (s->opt.lambda_dis != 0.0f) {
@@ -223,17 +244,65 @@ void sd_sddit_forward_backward(sd_sddit *s, const sd_step_inputs *in, int B, lon
     op->dino_loss_bwd(be, dz, s->sh.z, s->th.z, s->opt.tau_s, N, P, s->opt.lambda_dis);
     sd_head_backward(be, &s->hcfg, &s->hw, &s->hg, &s->sh, s->h_s, dz, s->dh_s, N);
   }
+  grads_final(s, s->dit_total, s->total);  // the head
   op->copy(be, sa->dres, s->dh_s, sizeof(float) * (size_t)N * D);
   sa->Tk = Tv;
-  sd_dit_blocks_backward(&s->student, sa, B, 0, E);       // dres = d x[0] (B, Tv, D)
+  for (int l = E - 1; l >= 0; l--) {  // encoder blocks
+    sd_dit_blocks_backward(&s->student, sa, B, l, l + 1);  // dres = d x[l] (B, Tv, D)
+    grads_final(s, s->block_start[l], s->block_start[l + 1]);
+  }
   op->scatter_add_tokens(be, sa->dtok, sa->dres, in->vis, B, T, Tv, D);
   sd_dit_embed_backward(&s->student, sa, B, sa->dtok);
   sd_dit_cond_backward(&s->student, sa, B, in->y);
+  grads_final(s, 0, s->block_start[0]);  // embedders (their gradients gather from every block)
+  if (s->comm.grad_wait) s->comm.grad_wait(s->comm.ctx);
 
+  if (s->comm.sum) {  // losses: mean over ranks (a non-finite loss anywhere reaches every rank)
+    float l2[2] = {st->L_gen / (float)s->comm.world, st->L_dis / (float)s->comm.world};
+    s->comm.sum(s->comm.ctx, l2, 2);
+    st->L_gen = l2[0];
+    st->L_dis = l2[1];
+    st->L = st->L_gen + s->opt.lambda_dis * st->L_dis;
+  }
   op->sum_squares(be, s->scalars + 2, s->grads, s->total);
   op->to_host(be, host, s->scalars + 2, sizeof(float));
   st->grad_norm = sqrtf(host[0]);
   st->skipped = !isfinite(st->L) || !isfinite(st->grad_norm);
+}
+
+// Teacher EMA on the embedders + encoder blocks and the head. On broadcast steps rank 0
+// computes it and sends it to every rank; otherwise every rank applies the same update.
+static void teacher_ema(sd_sddit *s, float *teacher, float m) {
+  const sd_ops *op = s->be->ops;
+  op->ema(s->be, teacher, s->params, s->enc_prefix, m);
+  op->ema(s->be, teacher + s->dit_total, s->params + s->dit_total, s->head_total, m);
+}
+
+static void teacher_update(sd_sddit *s, long step, float m) {
+  const sd_sddit_comm *c = &s->comm;
+  const int every = c->teacher_sync_every > 0 ? c->teacher_sync_every : 1;
+  if (!c->bcast0 || c->world <= 1 || (step + 1) % every != 0) {
+    teacher_ema(s, s->teacher, m);
+    return;
+  }
+  if (c->rank == 0) {
+    teacher_ema(s, s->teacher, m);
+  } else if (c->check_teacher) {  // compute it here too, to compare with rank 0's
+    teacher_ema(s, s->teacher, m);
+    s->be->ops->copy(s->be, s->grads, s->teacher, sizeof(float) * s->total);  // grads: scratch
+  }
+  // the whole buffer: the decoder part of the teacher is never read, and one broadcast is
+  // simpler than two
+  c->bcast0(c->ctx, s->teacher, s->total);
+  if (c->rank != 0 && c->check_teacher) {
+    float *a = sd_xmalloc(sizeof(float) * s->total, "teacher check");
+    float *b = sd_xmalloc(sizeof(float) * s->total, "teacher check");
+    s->be->ops->to_host(s->be, a, s->grads, sizeof(float) * s->total);
+    s->be->ops->to_host(s->be, b, s->teacher, sizeof(float) * s->total);
+    if (memcmp(a, b, sizeof(float) * s->total) != 0) s->teacher_mismatches++;
+    free(a);
+    free(b);
+  }
 }
 
 void sd_sddit_update(sd_sddit *s, int B, long step, sd_step_stats *st) {
@@ -245,14 +314,15 @@ void sd_sddit_update(sd_sddit *s, int B, long step, sd_step_stats *st) {
   if (o->grad_clip > 0.0f && st->grad_norm > o->grad_clip) scale = o->grad_clip / st->grad_norm;
   op->adamw(be, s->params, s->grads, s->adam_m, s->adam_v, s->total, o->lr, o->beta1, o->beta2,
             o->adam_eps, o->weight_decay, step + 1, scale);
-  // center <- m_c center + (1 - m_c) mean(z_t)   (zt_mean holds the row sums)
-  const int P = s->hcfg.prototypes, N = B * o->visible_tokens;
+  // center <- m_c center + (1 - m_c) mean(z_t) over the global batch (zt_mean: row sums)
+  const int P = s->hcfg.prototypes, world = s->comm.world > 0 ? s->comm.world : 1;
+  const long N = (long)B * o->visible_tokens * world;
+  if (s->comm.sum) s->comm.sum(s->comm.ctx, s->zt_mean, (size_t)P);  // device memory = host on CPU
   float inv = 1.0f / (float)N;
   op->to_device(be, s->scalars + 3, &inv, sizeof inv);
   op->scale_rows(be, s->zt_mean, s->zt_mean, s->scalars + 3, 1, (size_t)P);
   op->ema(be, s->center, s->zt_mean, (size_t)P, o->center_momentum);
-  // teacher EMA on the embedders + encoder blocks and the head; generation EMA on the DiT
-  op->ema(be, s->teacher, s->params, s->enc_prefix, st->teacher_m);
-  op->ema(be, s->teacher + s->dit_total, s->params + s->dit_total, s->head_total, st->teacher_m);
-  op->ema(be, s->ema, s->params, s->dit_total, o->ema_decay);
+  teacher_update(s, step, st->teacher_m);
+  // generation EMA of the DiT: kept by rank 0 only
+  if (s->comm.rank == 0) op->ema(be, s->ema, s->params, s->dit_total, o->ema_decay);
 }

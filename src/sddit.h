@@ -42,6 +42,25 @@ typedef struct sd_step_stats {
   int skipped;            // non-finite loss or gradients: no update was applied
 } sd_step_stats;
 
+// Data-parallel hooks, all optional (zeroed = one rank). The trainer fills them from the
+// distributed layer; the model stays free of MPI.
+typedef struct sd_sddit_comm {
+  void *ctx;
+  int rank, world;
+  int teacher_sync_every;  // rank 0 computes the teacher EMA and broadcasts it every so many
+                           // steps (between broadcasts every rank applies the same update)
+  int check_teacher;       // non-zero ranks also compute the teacher EMA on broadcast steps and
+                           // compare it bitwise with what they receive (a test of replicas)
+  // A gradient range is final: reduce it (mean over ranks), possibly in the background.
+  void (*grad_ready)(void *ctx, float *grads, size_t count);
+  // Every range reported so far is reduced (blocks until done).
+  void (*grad_wait)(void *ctx);
+  // In-place sum over ranks (blocking).
+  void (*sum)(void *ctx, float *buf, size_t count);
+  // Broadcast from rank 0 (blocking).
+  void (*bcast0)(void *ctx, float *buf, size_t count);
+} sd_sddit_comm;
+
 typedef struct sd_sddit {
   sd_backend *be;
   sd_dit_config dcfg;
@@ -64,6 +83,9 @@ typedef struct sd_sddit {
   float *zt_mean;                           // (P)
   float *c_skip, *c_out, *c_in, *c_noise, *weight, *c_in_t, *c_noise_t;  // (B) each
   float *scalars;                           // backend scratch for reductions
+  sd_sddit_comm comm;                       // zeroed: one rank
+  size_t *block_start;                      // (depth + 1) flat offsets: blocks, then final
+  long teacher_mismatches;                  // check_teacher: broadcasts that differed
 } sd_sddit;
 
 void sd_sddit_create(sd_sddit *s, const sd_dit_config *dcfg, const sd_head_config *hcfg,
@@ -76,11 +98,14 @@ void sd_sddit_reset_copies(sd_sddit *s);
 // Teacher temperature and momentum at a step.
 float sd_sddit_tau_t(const sd_sddit_opts *o, long step);
 float sd_sddit_teacher_momentum(const sd_sddit_opts *o, long step);
-// Forward and backward of L = L_gen + lambda_dis L_dis for B samples; gradients in s->grads
-// (overwritten), losses in st.
+// Forward and backward of L = L_gen + lambda_dis L_dis for B samples (this rank's share);
+// gradients in s->grads (overwritten), losses in st. With comm hooks the gradients are the mean
+// over ranks (reduced range by range as the backward finishes them) and the losses are the
+// mean over ranks; grad_norm and skipped are then the same on every rank.
 void sd_sddit_forward_backward(sd_sddit *s, const sd_step_inputs *in, int B, long step,
                                sd_step_stats *st);
-// AdamW (skipped when st->skipped), then center, teacher EMA and generation EMA updates.
+// AdamW (skipped when st->skipped), then center (batch mean over all ranks), teacher EMA
+// (rank 0 broadcasts it every teacher_sync_every steps) and generation EMA (rank 0 only).
 void sd_sddit_update(sd_sddit *s, int B, long step, sd_step_stats *st);
 
 #endif

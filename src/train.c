@@ -9,6 +9,8 @@
 #include "rng.h"
 #include "sddit.h"
 #include "step_random.h"
+#include "train_dist.h"
+#include "watchdog.h"
 #include "sd_git_rev.h"
 
 #include <errno.h>
@@ -119,7 +121,8 @@ static void warn_config_changes(const char *then, const char *now) {
   }
 }
 
-// Resolves ckpt.resume; returns the step to start from (0 when not resuming).
+// Resolves ckpt.resume on rank 0 and loads the checkpoint there; returns the step to start
+// from (0 when not resuming). The caller broadcasts the state to the other ranks.
 static long resume_if_asked(const sd_config *cfg, const char *dir, sd_sddit *s,
                             const char *cfg_text, char *loaded, size_t loaded_len) {
   char path[1100], err[1024];
@@ -144,16 +147,17 @@ static long resume_if_asked(const sd_config *cfg, const char *dir, sd_sddit *s,
             cfg->seed, info.seed);
   if (info.config_text) warn_config_changes(info.config_text, cfg_text);
   free(info.config_text);
-  printf("# resumed from %s at step %ld\n", path, info.step);
+  printf("# resumed from %s at step %ld (written by %d rank%s)\n", path, info.step,
+         info.world_size, info.world_size == 1 ? "" : "s");
   snprintf(loaded, loaded_len, "%s", path);
   return info.step;
 }
 
-// Writes a checkpoint; on failure says so and that the previous one is intact. 0 or -1.
+// Writes a checkpoint (rank 0); on failure says so and that the previous one is intact.
 static int save_checkpoint(const sd_config *cfg, const char *dir, const sd_sddit *s, long step,
-                           const char *cfg_text, char *last, size_t last_len) {
+                           int world, const char *cfg_text, char *last, size_t last_len) {
   sd_ckpt_info info = {.step = step, .seed = cfg->seed,
-                       .data_cursor = step * (long)cfg->global_batch, .world_size = 1};
+                       .data_cursor = step * (long)cfg->global_batch, .world_size = world};
   snprintf(info.git_rev, sizeof info.git_rev, "%s", SD_GIT_REV);
   info.config_text = (char *)cfg_text;
   char path[1100], err[1024];
@@ -168,13 +172,22 @@ static int save_checkpoint(const sd_config *cfg, const char *dir, const sd_sddit
   return 0;
 }
 
+// Per-interval time accounting (seconds), printed as ms per step.
+typedef struct step_times {
+  double data, compute, comm, exposed, optim;
+} step_times;
+
 int sd_cmd_train(int argc, char **argv) {
+  sd_dist dist;
+  sd_dist_init(&dist, &argc, &argv);
+  const int rank = dist.rank, world = dist.world, lead = rank == 0;
   sd_config cfg;
   char err[1024];
   sd_config_defaults(&cfg, "tiny");
   for (int i = 2; i < argc; i++) {
     if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-      fputs(k_usage, stdout);
+      if (lead) fputs(k_usage, stdout);
+      sd_dist_finalize(&dist);
       return 0;
     }
     if (!strcmp(argv[i], "--config") || !strncmp(argv[i], "--config=", 9)) {
@@ -195,10 +208,12 @@ int sd_cmd_train(int argc, char **argv) {
   }
   if (sd_config_validate(&cfg, err, sizeof err) != 0) SD_FATAL("%s", err);
   signal(SIGXFSZ, SIG_IGN);  // a file-size limit fails the write (EFBIG) instead of killing us
+  sd_train_signals_install();
+  sd_watchdog_start(&dist, cfg.dist_timeout);
 
   // Check the data before anything is written.
   sd_batch_source src;
-  if (sd_batch_source_open(&src, &cfg, 0, 1, err, sizeof err) != 0)
+  if (sd_batch_source_open(&src, &cfg, rank, world, err, sizeof err) != 0)
     SD_FATAL_HINT("`sddit inspect FILE` reports a dataset's layout and first problem; "
                   "data-prep/ writes valid files", "%s", err);
 
@@ -213,52 +228,60 @@ int sd_cmd_train(int argc, char **argv) {
   opts_from_config(&cfg, &o);
   sd_head_config hc = {.in_dim = cfg.model.hidden, .hidden = cfg.head_hidden,
                        .bottleneck = cfg.head_bottleneck, .prototypes = cfg.head_prototypes};
-  const int B = cfg.global_batch, T = sd_dit_tokens(&cfg.model), Tv = o.visible_tokens;
+  const int G = cfg.global_batch, B = src.Bl, T = sd_dit_tokens(&cfg.model);
+  const int Tv = o.visible_tokens;
   sd_sddit s;
   sd_sddit_create(&s, &cfg.model, &hc, &o, &be, B);
   sd_sddit_init(&s, cfg.seed);
+  sd_train_comm tcomm;
+  sd_train_comm_bind(&tcomm, &dist, &cfg, &s);
   // Resume before writing anything, so a refused checkpoint leaves the run directory as it was.
-  char last_ckpt[1100] = "";  // the newest checkpoint known to be intact
-  const long start = resume_if_asked(&cfg, ckdir, &s, cfg_text, last_ckpt, sizeof last_ckpt);
+  char last_ckpt[1100] = "";  // the newest checkpoint known to be intact (rank 0)
+  long start = lead ? resume_if_asked(&cfg, ckdir, &s, cfg_text, last_ckpt, sizeof last_ckpt)
+                    : 0;
+  sd_train_bcast_state(&dist, &s, &start);
 
-  make_dirs(cfg.out_dir);
-  make_dirs(ckdir);
-  if (access(ckdir, W_OK) != 0)
-    SD_FATAL_HINT("set ckpt.dir to a writable directory", "checkpoints cannot be written to "
-                  "'%s': %s", ckdir, strerror(errno));
-  char path[1100];
-  snprintf(path, sizeof path, "%s/config.ini", cfg.out_dir);
-  FILE *fc = fopen(path, "w");
-  if (!fc) SD_FATAL("cannot write '%s': %s", path, strerror(errno));
-  fputs(cfg_text, fc);
-  if (fclose(fc) != 0) SD_FATAL("cannot write '%s': %s", path, strerror(errno));
-  printf("# effective configuration (also in %s)\n%s", path, cfg_text);
-  char desc[1024];
-  sd_batch_source_describe(&src, desc, sizeof desc);
-  printf("# data: %s\n", desc);
-  printf("# model %s: %zu DiT + %zu head parameters, %d tokens (%d visible), batch %d, "
-         "%d threads\n", cfg.model.preset, s.dit_total, s.head_total, T, Tv, B, be.num_threads);
-  printf("# checkpoints every %ld steps and at the end into %s (newest %d kept)\n",
-         cfg.ckpt_every, ckdir, cfg.ckpt_keep);
-  fflush(stdout);
-  if (start >= cfg.steps) {
-    printf("# the checkpoint is at step %ld and train.steps = %ld: nothing to do\n", start,
-           cfg.steps);
-    free(cfg_text);
-    sd_batch_source_close(&src);
-    sd_sddit_destroy(&s);
-    sd_backend_cpu_destroy(&be);
-    return 0;
-  }
-
+  FILE *mf = NULL;
   const char *mpath = cfg.metrics[0] ? cfg.metrics : NULL;
   char mbuf[1100];
   if (!mpath) {
     snprintf(mbuf, sizeof mbuf, "%s/metrics.jsonl", cfg.out_dir);
     mpath = mbuf;
   }
-  FILE *mf = fopen(mpath, start > 0 ? "a" : "w");  // a resumed run continues the file
-  if (!mf) SD_FATAL("cannot write the metrics file '%s': %s", mpath, strerror(errno));
+  if (lead) {
+    make_dirs(cfg.out_dir);
+    make_dirs(ckdir);
+    if (access(ckdir, W_OK) != 0)
+      SD_FATAL_HINT("set ckpt.dir to a writable directory", "checkpoints cannot be written to "
+                    "'%s': %s", ckdir, strerror(errno));
+    char path[1100];
+    snprintf(path, sizeof path, "%s/config.ini", cfg.out_dir);
+    FILE *fc = fopen(path, "w");
+    if (!fc) SD_FATAL("cannot write '%s': %s", path, strerror(errno));
+    fputs(cfg_text, fc);
+    if (fclose(fc) != 0) SD_FATAL("cannot write '%s': %s", path, strerror(errno));
+    printf("# effective configuration (also in %s)\n%s", path, cfg_text);
+    char desc[1024];
+    sd_batch_source_describe(&src, desc, sizeof desc);
+    printf("# data: %s\n", desc);
+    printf("# model %s: %zu DiT + %zu head parameters, %d tokens (%d visible), global batch %d "
+           "= %d rank%s x %d, %d threads per rank\n", cfg.model.preset, s.dit_total,
+           s.head_total, T, Tv, G, world, world == 1 ? "" : "s", B, be.num_threads);
+    printf("# checkpoints every %ld steps and at the end into %s (newest %d kept)\n",
+           cfg.ckpt_every, ckdir, cfg.ckpt_keep);
+    fflush(stdout);
+  }
+  int rc = 0;
+  if (start >= cfg.steps) {
+    if (lead)
+      printf("# the checkpoint is at step %ld and train.steps = %ld: nothing to do\n", start,
+             cfg.steps);
+    goto done;
+  }
+  if (lead) {
+    mf = fopen(mpath, start > 0 ? "a" : "w");  // a resumed run continues the file
+    if (!mf) SD_FATAL("cannot write the metrics file '%s': %s", mpath, strerror(errno));
+  }
 
   const int n = cfg.model.in_channels * cfg.model.input_size * cfg.model.input_size;
   float *x0 = sd_xmalloc(sizeof(float) * (size_t)B * n, "x0");
@@ -272,77 +295,109 @@ int sd_cmd_train(int argc, char **argv) {
                        .teacher_sigma = cfg.teacher_sigma, .sigma_min = cfg.sigma_min,
                        .label_dropout = cfg.label_dropout, .num_classes = cfg.model.num_classes,
                        .tokens = T, .visible_tokens = Tv, .elements = n};
-  double t_start = now_s(), t_log = t_start, wait_log = 0;
+  double t_start = now_s(), t_log = t_start;
+  step_times tt = {0};
   long bad_in_row = 0, skipped_total = 0, last_log_step = start;
   int last_save_failed = 0;
   long end = cfg.steps;
   for (long step = start; step < cfg.steps; step++) {
+    sd_watchdog_set_step(step);
     if (sd_batch_source_get(&src, step, x0, y, err, sizeof err) != 0)
       SD_FATAL_HINT("`sddit inspect FILE` checks the whole dataset", "step %ld: %s", step, err);
-    wait_log += sd_batch_source_take_wait(&src);
-    const long first = step * (long)B;
+    tt.data += sd_batch_source_take_wait(&src);
+    const long first = step * (long)G + (long)rank * B;  // this rank's stream positions
     sd_step_random(&ro, step, first, B, eps, ss, st, vis, y);
     sd_step_inputs in = {x0, eps, ss, st, y, vis};
     sd_step_stats stats;
+    double t1 = now_s();
     sd_sddit_forward_backward(&s, &in, B, step, &stats);
+    double t2 = now_s();
     sd_sddit_update(&s, B, step, &stats);
-    if (stats.skipped) {
+    double t3 = now_s();
+    double comm = 0, exposed = 0;
+    sd_grad_sync_take_times(tcomm.sync, &comm, &exposed);
+    tt.compute += (t2 - t1) - exposed;
+    tt.exposed += exposed;
+    tt.comm += comm;
+    tt.optim += t3 - t2;
+    if (cfg.check_replicas) sd_train_check_replicas(&dist, &s, step);
+    if (stats.skipped) {  // the same decision on every rank: losses and gradients are global
       skipped_total++;
       if (++bad_in_row > cfg.max_bad_steps)
         SD_FATAL_HINT("lower optim.lr or set optim.grad_clip",
                       "%ld non-finite steps in a row (limit train.max_bad_steps = %d) at step %ld",
                       bad_in_row, cfg.max_bad_steps, step);
-      fprintf(stderr, "warning: step %ld skipped: non-finite loss or gradients\n", step);
+      if (lead) fprintf(stderr, "warning: step %ld skipped on every rank: non-finite loss or "
+                        "gradients\n", step);
     } else {
       bad_in_row = 0;
     }
-    if ((step + 1) % cfg.log_every == 0 || step + 1 == cfg.steps) {
+    if (lead && ((step + 1) % cfg.log_every == 0 || step + 1 == cfg.steps)) {
       double now = now_s();
-      double ips = (double)B * (step + 1 - last_log_step) / (now - t_log);
+      const double k = (double)(step + 1 - last_log_step);
+      double ips = (double)G * k / (now - t_log);
       double eta = (now - t_start) / (step + 1 - start) * (cfg.steps - step - 1);
-      double data_ms = 1e3 * wait_log / (double)(step + 1 - last_log_step);
       char etab[32];
       format_eta(eta, etab, sizeof etab);
       printf("step %6ld/%ld | L_gen %.4f L_dis %.4f | grad %.3g | lr %.1e | %.1f img/s | "
-             "data %.2f ms | ETA %s%s\n", step + 1, cfg.steps, stats.L_gen, stats.L_dis,
-             stats.grad_norm, cfg.lr, ips, data_ms, etab,
-             skipped_total ? " | skipped steps" : "");
+             "ms/step data %.2f compute %.1f comm %.1f opt %.1f | ETA %s%s\n", step + 1,
+             cfg.steps, stats.L_gen, stats.L_dis, stats.grad_norm, cfg.lr, ips,
+             1e3 * tt.data / k, 1e3 * tt.compute / k, 1e3 * tt.exposed / k, 1e3 * tt.optim / k,
+             etab, skipped_total ? " | skipped steps" : "");
       fflush(stdout);
       fprintf(mf, "{\"step\": %ld, \"L_gen\": %.6g, \"L_dis\": %.6g, \"L\": %.6g, "
                   "\"grad_norm\": %.6g, \"lr\": %.6g, \"tau_t\": %.6g, \"teacher_m\": %.8g, "
-                  "\"img_per_s\": %.4g, \"data_wait_ms\": %.4g, \"skipped_total\": %ld, "
-                  "\"elapsed_s\": %.3f}\n",
+                  "\"img_per_s\": %.4g, \"ms_data\": %.4g, \"ms_compute\": %.4g, "
+                  "\"ms_comm_exposed\": %.4g, \"ms_comm_total\": %.4g, \"ms_optim\": %.4g, "
+                  "\"ranks\": %d, \"skipped_total\": %ld, \"elapsed_s\": %.3f}\n",
               step + 1, stats.L_gen, stats.L_dis, stats.L, stats.grad_norm, cfg.lr, stats.tau_t,
-              stats.teacher_m, ips, data_ms, skipped_total, now - t_start);
+              stats.teacher_m, ips, 1e3 * tt.data / k, 1e3 * tt.compute / k,
+              1e3 * tt.exposed / k, 1e3 * tt.comm / k, 1e3 * tt.optim / k, world, skipped_total,
+              now - t_start);
       fflush(mf);
       t_log = now;
-      wait_log = 0;
+      memset(&tt, 0, sizeof tt);
       last_log_step = step + 1;
     }
-    const int stop_here = cfg.stop_at > 0 && step + 1 == cfg.stop_at;
-    if (step + 1 == cfg.steps || stop_here ||
-        (cfg.ckpt_every > 0 && (step + 1) % cfg.ckpt_every == 0))
-      last_save_failed = save_checkpoint(&cfg, ckdir, &s, step + 1, cfg_text, last_ckpt,
+    const int sig = sd_train_stop_agreed(&dist);  // every rank, every step boundary
+    const int stop_here = sig || (cfg.stop_at > 0 && step + 1 == cfg.stop_at);
+    if (lead && (step + 1 == cfg.steps || stop_here ||
+                 (cfg.ckpt_every > 0 && (step + 1) % cfg.ckpt_every == 0)))
+      last_save_failed = save_checkpoint(&cfg, ckdir, &s, step + 1, world, cfg_text, last_ckpt,
                                          sizeof last_ckpt) != 0;
     if (stop_here && step + 1 < cfg.steps) {
-      printf("# stopped after step %ld (train.stop_at); continue with --resume auto\n", step + 1);
+      if (lead && sig)
+        printf("# %s received: stopped after step %ld with a checkpoint; continue with "
+               "--resume auto\n", sig == SIGTERM ? "SIGTERM" : "SIGUSR1", step + 1);
+      else if (lead)
+        printf("# stopped after step %ld (train.stop_at); continue with --resume auto\n",
+               step + 1);
       end = step + 1;
       break;
     }
   }
-  fclose(mf);
-  printf("# done: steps %ld..%ld in %.1f s\n", start, end, now_s() - t_start);
-  printf("# outputs: configuration %s/config.ini, metrics %s, checkpoints %s/\n", cfg.out_dir,
-         mpath, ckdir);
+  if (lead) {
+    fclose(mf);
+    printf("# done: steps %ld..%ld in %.1f s\n", start, end, now_s() - t_start);
+    printf("# outputs: configuration %s/config.ini, metrics %s, checkpoints %s/\n", cfg.out_dir,
+           mpath, ckdir);
+  }
   free(x0); free(eps); free(ss); free(st); free(y); free(vis);
-  free(cfg_text);
-  sd_batch_source_close(&src);
-  sd_sddit_destroy(&s);
-  sd_backend_cpu_destroy(&be);
   if (last_save_failed) {
     fprintf(stderr, "error: the final checkpoint was not written%s%s\n",
             last_ckpt[0] ? "; the newest intact one is " : "", last_ckpt);
-    return 1;
+    rc = 1;
   }
-  return 0;
+done:
+  free(cfg_text);
+  sd_train_comm_release(&tcomm);
+  sd_batch_source_close(&src);
+  sd_sddit_destroy(&s);
+  sd_backend_cpu_destroy(&be);
+  // every rank agrees on the exit code, so no rank leaves while another is still in MPI
+  int64_t code = rc;
+  sd_dist_allreduce_max_i64(&dist, &code, 1, "exit status");
+  sd_watchdog_stop();
+  sd_dist_finalize(&dist);
+  return (int)code;
 }

@@ -370,8 +370,9 @@ static void test_overrides(void) {
                         "sddit.gen_loss_tokens: 'some' is not one of: all, visible");
   expect_override_error(&c, "--train.out_dir=runs/x ", "has blanks at its start or end");
   expect_override_error(&c, "--data.path=a ;b", "contains ';' or a control character");
-  expect_override_error(&c, "--dist.world=4",
-                        "dist.world: unknown key (the [dist] section has no keys yet)");
+  expect_override_error(&c, "--dist.world=4", "dist.world: unknown key (known: timeout");
+  expect_override_error(&c, "--log.every=4",
+                        "log.every: unknown key (the [log] section has no keys yet)");
 }
 
 // ---- error messages from files ----

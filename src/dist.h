@@ -1,0 +1,41 @@
+// The distributed layer: MPI processes (ranks), their node-local numbering and typed
+// collectives that take element counts (never bytes) and split counts above INT_MAX into
+// chunks. A process started without a launcher (no mpirun/srun environment) runs as a world of
+// one without touching MPI, so single-rank runs and tests need no MPI runtime.
+//
+// Every collective here is host memory over MPI. Collectives are announced to the watchdog
+// (watchdog.h) so that one that does not complete within dist.timeout ends the job with a
+// message instead of hanging.
+#ifndef SD_DIST_H
+#define SD_DIST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct sd_dist {
+  int rank, world;            // in MPI_COMM_WORLD
+  int local_rank, local_size; // on this node (MPI_COMM_TYPE_SHARED)
+  int active;                 // 1 when MPI is initialised (world may still be 1)
+  int thread_multiple;        // MPI granted MPI_THREAD_MULTIPLE
+  char host[64];
+  size_t chunk;               // elements per MPI call (INT_MAX; smaller in tests)
+  void *comm;                 // MPI_Comm (opaque here so callers need no mpi.h)
+  void *diag_comm;            // a duplicate for the watchdog's heartbeats
+} sd_dist;
+
+// Starts MPI when a launcher is detected (Open MPI, PMIx, PMI, Slurm with several tasks) or
+// when SD_FORCE_MPI=1; installs the fatal-error hook (MPI_Abort) and the rank in messages.
+void sd_dist_init(sd_dist *d, int *argc, char ***argv);
+// MPI_Finalize when active. Call once, on every rank, at a clean exit.
+void sd_dist_finalize(sd_dist *d);
+
+// In-place sum over ranks of count floats / doubles / int64s.
+void sd_dist_allreduce_sum_f32(sd_dist *d, float *buf, size_t count, const char *what);
+void sd_dist_allreduce_sum_f64(sd_dist *d, double *buf, size_t count, const char *what);
+void sd_dist_allreduce_max_i64(sd_dist *d, int64_t *buf, size_t count, const char *what);
+// Broadcast of count floats / bytes from root.
+void sd_dist_bcast_f32(sd_dist *d, float *buf, size_t count, int root, const char *what);
+void sd_dist_bcast_bytes(sd_dist *d, void *buf, size_t bytes, int root, const char *what);
+void sd_dist_barrier(sd_dist *d, const char *what);
+
+#endif

@@ -1,0 +1,121 @@
+// Gradient reduction on a communication thread (see grad_sync.h).
+#include "grad_sync.h"
+#include "error.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <time.h>
+
+#define MAX_RANGES 4096  // more than any model has layers
+
+typedef struct range {
+  float *p;
+  size_t n;
+} range;
+
+struct sd_grad_sync {
+  sd_dist *d;
+  int overlap;
+  pthread_t thread;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  range queue[MAX_RANGES];
+  int head, tail;  // ranges [head, tail) are waiting; the thread works on queue[head]
+  int busy, stop;
+  double comm_s, exposed_s;
+};
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+// Mean over ranks of one range, in place.
+static void reduce(sd_grad_sync *g, range r) {
+  sd_dist_allreduce_sum_f32(g->d, r.p, r.n, "gradient all-reduce");
+  const float inv = 1.0f / (float)g->d->world;
+  for (size_t i = 0; i < r.n; i++) r.p[i] *= inv;
+}
+
+static void *comm_main(void *arg) {
+  sd_grad_sync *g = arg;
+  pthread_mutex_lock(&g->mu);
+  for (;;) {
+    while (g->head == g->tail && !g->stop) pthread_cond_wait(&g->cv, &g->mu);
+    if (g->head == g->tail && g->stop) break;
+    range r = g->queue[g->head];
+    g->busy = 1;
+    pthread_mutex_unlock(&g->mu);
+    double t0 = now_s();
+    reduce(g, r);
+    double dt = now_s() - t0;
+    pthread_mutex_lock(&g->mu);
+    g->comm_s += dt;
+    g->head++;
+    g->busy = 0;
+    pthread_cond_broadcast(&g->cv);
+  }
+  pthread_mutex_unlock(&g->mu);
+  return NULL;
+}
+
+sd_grad_sync *sd_grad_sync_create(sd_dist *d, int overlap) {
+  sd_grad_sync *g = sd_xcalloc(1, sizeof *g, "gradient sync");
+  g->d = d;
+  g->overlap = overlap && d->world > 1;
+  pthread_mutex_init(&g->mu, NULL);
+  pthread_cond_init(&g->cv, NULL);
+  if (g->overlap && pthread_create(&g->thread, NULL, comm_main, g) != 0)
+    SD_FATAL("cannot start the gradient communication thread");
+  return g;
+}
+
+void sd_grad_sync_destroy(sd_grad_sync *g) {
+  if (!g) return;
+  if (g->overlap) {
+    pthread_mutex_lock(&g->mu);
+    g->stop = 1;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+    pthread_join(g->thread, NULL);
+  }
+  pthread_mutex_destroy(&g->mu);
+  pthread_cond_destroy(&g->cv);
+  free(g);
+}
+
+void sd_grad_sync_ready(sd_grad_sync *g, float *grads, size_t count) {
+  if (g->d->world <= 1) return;
+  range r = {grads, count};
+  if (!g->overlap) {
+    double t0 = now_s();
+    reduce(g, r);
+    g->comm_s += now_s() - t0;
+    g->exposed_s += now_s() - t0;
+    return;
+  }
+  pthread_mutex_lock(&g->mu);
+  if (g->tail == MAX_RANGES) SD_FATAL("more than %d gradient ranges in one step", MAX_RANGES);
+  g->queue[g->tail++] = r;
+  pthread_cond_broadcast(&g->cv);
+  pthread_mutex_unlock(&g->mu);
+}
+
+void sd_grad_sync_wait(sd_grad_sync *g) {
+  if (!g->overlap) return;
+  double t0 = now_s();
+  pthread_mutex_lock(&g->mu);
+  while (g->head != g->tail || g->busy) pthread_cond_wait(&g->cv, &g->mu);
+  g->head = g->tail = 0;
+  pthread_mutex_unlock(&g->mu);
+  g->exposed_s += now_s() - t0;
+}
+
+void sd_grad_sync_take_times(sd_grad_sync *g, double *comm_s, double *exposed_s) {
+  pthread_mutex_lock(&g->mu);
+  *comm_s = g->comm_s;
+  *exposed_s = g->exposed_s;
+  g->comm_s = g->exposed_s = 0;
+  pthread_mutex_unlock(&g->mu);
+}

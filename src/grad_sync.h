@@ -1,0 +1,24 @@
+// Gradient all-reduce overlapped with the backward pass. The backward reports each range of
+// the flat gradient buffer as soon as it is final (sd_grad_sync_ready); a communication thread
+// reduces the ranges in that order (sum over ranks, then scaled by 1/world: the mean) while
+// the backward goes on with the next layers. sd_grad_sync_wait blocks until every reported
+// range is done and accounts the time it waited: the communication the overlap did not hide.
+#ifndef SD_GRAD_SYNC_H
+#define SD_GRAD_SYNC_H
+
+#include "dist.h"
+
+#include <stddef.h>
+
+typedef struct sd_grad_sync sd_grad_sync;
+
+// overlap = 0 reduces each range at once in the calling thread (for comparison and debugging).
+sd_grad_sync *sd_grad_sync_create(sd_dist *d, int overlap);
+void sd_grad_sync_destroy(sd_grad_sync *g);
+void sd_grad_sync_ready(sd_grad_sync *g, float *grads, size_t count);
+void sd_grad_sync_wait(sd_grad_sync *g);
+// Seconds spent inside the reductions and seconds the caller waited for them, since the last
+// call (then reset).
+void sd_grad_sync_take_times(sd_grad_sync *g, double *comm_s, double *exposed_s);
+
+#endif

@@ -1,0 +1,34 @@
+// The trainer's data-parallel glue: the SD-DiT comm hooks on top of the distributed layer
+// (gradient buckets, loss and center sums, the teacher broadcast), the shared state sent from
+// rank 0 after a resume, the stop request agreed at step boundaries (SIGTERM, SIGUSR1), and the
+// replica check (every rank holds bitwise the same weights).
+#ifndef SD_TRAIN_DIST_H
+#define SD_TRAIN_DIST_H
+
+#include "config.h"
+#include "dist.h"
+#include "grad_sync.h"
+#include "sddit.h"
+
+typedef struct sd_train_comm {
+  sd_dist *d;
+  sd_grad_sync *sync;
+} sd_train_comm;
+
+// Fills s->comm from the configuration (dist.overlap, teacher_sync_every, check_replicas).
+void sd_train_comm_bind(sd_train_comm *tc, sd_dist *d, const sd_config *cfg, sd_sddit *s);
+void sd_train_comm_release(sd_train_comm *tc);
+
+// Rank 0's step and training state (parameters, Adam moments, teacher, center) to every rank.
+void sd_train_bcast_state(sd_dist *d, sd_sddit *s, long *step);
+
+// SIGTERM and SIGUSR1 set a flag; the step loop asks at every step boundary whether any rank
+// got one (one small all-reduce). Returns the signal number, or 0.
+void sd_train_signals_install(void);
+int sd_train_stop_agreed(sd_dist *d);
+
+// Fatal (naming the step and the buffer) unless every rank holds bitwise the same student,
+// Adam moments, teacher and center, and every teacher broadcast matched the local EMA.
+void sd_train_check_replicas(sd_dist *d, const sd_sddit *s, long step);
+
+#endif
