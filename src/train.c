@@ -345,7 +345,7 @@ int sd_cmd_train(int argc, char **argv) {
              1e3 * tt.data / k, 1e3 * tt.compute / k, 1e3 * tt.exposed / k, 1e3 * tt.optim / k,
              etab, skipped_total ? " | skipped steps" : "");
       fflush(stdout);
-      fprintf(mf, "{\"step\": %ld, \"L_gen\": %.6g, \"L_dis\": %.6g, \"L\": %.6g, "
+      fprintf(mf, "{\"step\": %ld, \"L_gen\": %.9g, \"L_dis\": %.9g, \"L\": %.9g, "
                   "\"grad_norm\": %.6g, \"lr\": %.6g, \"tau_t\": %.6g, \"teacher_m\": %.8g, "
                   "\"img_per_s\": %.4g, \"ms_data\": %.4g, \"ms_compute\": %.4g, "
                   "\"ms_comm_exposed\": %.4g, \"ms_comm_total\": %.4g, \"ms_optim\": %.4g, "

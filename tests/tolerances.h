@@ -25,6 +25,15 @@
 #define PARITY_DELTA_RTOL 1e-2
 #define PARITY_MOMENT_RTOL 1e-3
 
+// Data parallelism (issue requirement): 1, 2 and 4 ranks over 5 steps of the tiny SD-DiT.
+// Each rank's loss is a mean over its share and the mean of the means is taken over ranks, so
+// losses differ from one rank's only by summation order (measured 1e-7). Weights after 5 AdamW
+// steps: norm-relative 1.1e-6 measured (Adam divides tiny gradient differences by sqrt(v));
+// 1e-5 bounds it with room and is still far below a real error (one skipped bucket: 1e-2).
+// Shell tests read these two lines.
+#define DP_LOSS_RTOL 1e-6
+#define DP_WEIGHT_RTOL 1e-5
+
 // Random-number sanity: sample mean/std of 2^20 draws within 5 standard errors.
 #define RNG_SIGMAS 5.0
 

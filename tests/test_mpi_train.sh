@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Data-parallel training under mpirun (CPU ranks, oversubscribed on small machines):
+#  1. 1, 2 and 4 ranks over 5 steps of the tiny SD-DiT: the same losses (DP_LOSS_RTOL) and
+#     weights (DP_WEIGHT_RTOL, tests/tolerances.h); with dist.check_replicas every rank holds
+#     bitwise the same weights after every step and every teacher broadcast equals the local EMA
+#     (the trainer aborts otherwise);
+#  2. the overlapped gradient all-reduce gives bitwise the run without overlap;
+#  3. SIGTERM to one rank: all ranks stop at the next step boundary, rank 0 checkpoints, exit 0;
+#     `--resume auto` then ends bitwise equal to the uninterrupted run;
+#  4. kill -9 of one rank: the job ends non-zero within 60 s and the last checkpoint verifies.
+# Usage: test_mpi_train.sh SDDIT SOURCE_ROOT
+set -u
+sddit="$1"; root="$2"
+command -v mpirun >/dev/null || { echo "mpirun not found: skipped"; exit 77; }
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/sd_test_mpi_train.XXXXXX")
+cleanup() { pkill -KILL -f "$tmp" 2>/dev/null; rm -rf "$tmp"; }
+trap cleanup EXIT
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
+pass=0; fail=0
+ok()  { echo "ok   $*"; pass=$((pass+1)); }
+bad() { echo "FAIL $*"; fail=$((fail+1)); }
+tol() { sed -n "s/^#define $1 //p" "$root/tests/tolerances.h"; }
+loss_tol=$(tol DP_LOSS_RTOL); weight_tol=$(tol DP_WEIGHT_RTOL)
+mpi() { local n="$1"; shift; timeout 300 mpirun -n "$n" -x OMP_NUM_THREADS -x OMP_WAIT_POLICY "$sddit" "$@"; }
+
+# ---- 1. world sizes 1, 2, 4 ----
+common=(train --train.steps=5 --train.log_every=1 --train.global_batch=8 --ckpt.every=0
+        --dist.check_replicas=true --dist.timeout=60)
+"$sddit" "${common[@]}" --train.out_dir="$tmp/w1" >"$tmp/w1.log" 2>&1 || bad "1 rank failed: $(tail -2 "$tmp/w1.log")"
+for n in 2 4; do
+  if mpi "$n" "${common[@]}" --train.out_dir="$tmp/w$n" >"$tmp/w$n.log" 2>&1; then
+    ok "$n ranks: 5 steps with the replica check after every step (bitwise equal weights, teacher broadcast = local EMA)"
+  else
+    bad "$n ranks failed: $(grep -E 'error' "$tmp/w$n.log" | head -3)"
+  fi
+  out=$(/usr/bin/python3 - "$tmp/w1" "$tmp/w$n" "$loss_tol" "$weight_tol" <<'PY'
+import json, sys
+import h5py, numpy as np
+a, b, ltol, wtol = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+def losses(d):
+    return [(j["step"], j["L_gen"], j["L_dis"]) for j in map(json.loads, open(d + "/metrics.jsonl"))]
+la, lb = losses(a), losses(b)
+worst = max(abs(x - y) / abs(x) for p, q in zip(la, lb) for x, y in zip(p[1:], q[1:]))
+ok = len(la) == len(lb) == 5 and worst <= ltol
+print(f"{'ok  ' if ok else 'FAIL'} losses of 5 steps: worst relative difference {worst:.2e} (tolerance {ltol:g})")
+fa = h5py.File(a + "/checkpoints/ckpt-00000005.h5", "r")
+fb = h5py.File(b + "/checkpoints/ckpt-00000005.h5", "r")
+for k in ["/student/params", "/student/adam_m", "/student/adam_v", "/teacher", "/ema", "/center"]:
+    x, y = fa[k][:], fb[k][:]
+    i = int(np.argmax(np.abs(x - y)))
+    err = float(np.abs(x - y).max() / np.abs(x).max())
+    good = err <= wtol
+    ok = ok and good
+    print(f"{'ok  ' if good else 'FAIL'} {k}: norm-relative difference {err:.2e} (tolerance {wtol:g}; worst index {i}: {x[i]:.8g} vs {y[i]:.8g})")
+sys.exit(0 if ok else 1)
+PY
+  ); rc=$?
+  echo "$out" | sed "s/^/  [1 vs $n ranks] /"
+  [ $rc -eq 0 ] && ok "1 vs $n ranks: same losses and weights" || bad "1 vs $n ranks differ"
+done
+
+# ---- 2. overlap on and off ----
+mpi 2 "${common[@]}" --dist.overlap=false --train.out_dir="$tmp/no" >"$tmp/no.log" 2>&1 || bad "no-overlap run failed"
+diffs=""
+for d in /student/params /student/adam_m /student/adam_v /teacher /center; do
+  h5diff -q "$tmp/w2/checkpoints/ckpt-00000005.h5" "$tmp/no/checkpoints/ckpt-00000005.h5" "$d" "$d" >/dev/null 2>&1 || diffs="$diffs $d"
+done
+[ -z "$diffs" ] && ok "overlapped all-reduce == all-reduce after the backward, bitwise" || bad "overlap changes$diffs"
+
+# ---- 3. SIGTERM on one rank, then --resume auto ----
+long=(train --train.steps=120 --train.log_every=5 --train.global_batch=32 --ckpt.every=0 --dist.timeout=60)
+mpi 2 "${long[@]}" --train.out_dir="$tmp/ref" >"$tmp/ref.log" 2>&1 || bad "reference run failed: $(tail -2 "$tmp/ref.log")"
+mpi 2 "${long[@]}" --train.out_dir="$tmp/sig" >"$tmp/sig.log" 2>&1 &
+job=$!
+for _ in $(seq 600); do  # until 10 steps are logged
+  [ -f "$tmp/sig/metrics.jsonl" ] && [ "$(wc -l < "$tmp/sig/metrics.jsonl")" -ge 2 ] && break
+  sleep 0.05
+done
+ranks=$(pgrep -f "out_dir=$tmp/sig" | while read -r p; do [ "$(cat /proc/$p/comm 2>/dev/null)" = sddit ] && echo "$p"; done)
+victim=$(echo "$ranks" | tail -1)
+if [ -n "$victim" ]; then kill -TERM "$victim"; fi
+wait $job; rc=$?
+stopped=$(sed -n 's/.*SIGTERM received: stopped after step \([0-9]*\).*/\1/p' "$tmp/sig.log")
+if [ $rc -eq 0 ] && [ -n "$stopped" ] && [ "$stopped" -lt 120 ] && [ -f "$tmp/sig/checkpoints/ckpt-$(printf %08d "$stopped").h5" ]; then
+  ok "SIGTERM to one rank ($(echo "$ranks" | wc -w) ranks seen): all stopped after step $stopped, checkpoint written, exit 0"
+else
+  bad "SIGTERM: exit $rc, stopped '$stopped', $(tail -3 "$tmp/sig.log")"
+fi
+mpi 2 "${long[@]}" --train.out_dir="$tmp/sig" --resume auto >"$tmp/sig2.log" 2>&1 || bad "resume after SIGTERM failed: $(tail -2 "$tmp/sig2.log")"
+diffs=""
+for d in /student/params /student/adam_m /student/adam_v /teacher /ema /center; do
+  h5diff -q "$tmp/ref/checkpoints/ckpt-00000120.h5" "$tmp/sig/checkpoints/ckpt-00000120.h5" "$d" "$d" >/dev/null 2>&1 || diffs="$diffs $d"
+done
+[ -z "$diffs" ] && ok "SIGTERM + --resume auto == uninterrupted 2-rank run, bitwise" || bad "resumed run differs in$diffs"
+
+# ---- 4. kill -9 of one rank ----
+mpi 2 train --train.steps=1000000 --train.log_every=50 --train.global_batch=8 --ckpt.every=20 \
+  --dist.timeout=20 --train.out_dir="$tmp/kill" >"$tmp/kill.log" 2>&1 &
+job=$!
+for _ in $(seq 600); do
+  ls "$tmp/kill/checkpoints/"ckpt-*.h5 >/dev/null 2>&1 && break
+  sleep 0.05
+done
+sleep 0.5
+victim=$(pgrep -f "out_dir=$tmp/kill" | while read -r p; do [ "$(cat /proc/$p/comm 2>/dev/null)" = sddit ] && echo "$p"; done | tail -1)
+t0=$(date +%s)
+[ -n "$victim" ] && kill -KILL "$victim"
+wait $job; rc=$?
+dt=$(( $(date +%s) - t0 ))
+newest=$(ls "$tmp/kill/checkpoints/"ckpt-*.h5 2>/dev/null | tail -1)
+if [ $rc -ne 0 ] && [ $dt -le 60 ] && [ -n "$newest" ] && "$sddit" inspect "$newest" >/dev/null 2>&1 && ! ls "$tmp/kill/checkpoints/"*.tmp >/dev/null 2>&1; then
+  ok "kill -9 of one rank: job ended with exit $rc after ${dt} s; newest checkpoint $(basename "$newest") verifies"
+else
+  bad "kill -9: exit $rc after ${dt} s, newest '$newest'; $(tail -3 "$tmp/kill.log")"
+fi
+pgrep -f "out_dir=$tmp" >/dev/null && bad "processes left behind: $(pgrep -af "out_dir=$tmp" | head -3)"
+
+echo "test_mpi_train: $pass checks passed, $fail failed"
+[ "$fail" -eq 0 ] && [ "$pass" -gt 0 ]
