@@ -368,7 +368,8 @@ int sd_cmd_train(int argc, char **argv) {
     if (stop_here && step + 1 < cfg.steps) {
       if (lead && sig)
         printf("# %s received: stopped after step %ld with a checkpoint; continue with "
-               "--resume auto\n", sig == SIGTERM ? "SIGTERM" : "SIGUSR1", step + 1);
+               "--resume auto\n", sig == SIGTERM ? "SIGTERM" : sig == SIGUSR1 ? "SIGUSR1"
+               : "SIGINT", step + 1);
       else if (lead)
         printf("# stopped after step %ld (train.stop_at); continue with --resume auto\n",
                step + 1);

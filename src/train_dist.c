@@ -71,6 +71,8 @@ void sd_train_signals_install(void) {
   sa.sa_flags = SA_RESTART;
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGUSR1, &sa, NULL);
+  sa.sa_flags |= SA_RESETHAND;  // Ctrl-C once: checkpoint and stop; twice: the default (end now)
+  sigaction(SIGINT, &sa, NULL);
 }
 
 int sd_train_stop_agreed(sd_dist *d) {

@@ -22,7 +22,7 @@ void sd_train_comm_release(sd_train_comm *tc);
 // Rank 0's step and training state (parameters, Adam moments, teacher, center) to every rank.
 void sd_train_bcast_state(sd_dist *d, sd_sddit *s, long *step);
 
-// SIGTERM and SIGUSR1 set a flag; the step loop asks at every step boundary whether any rank
+// SIGTERM, SIGUSR1 and a first SIGINT (Ctrl-C) set a flag; the step loop asks at every step boundary whether any rank
 // got one (one small all-reduce). Returns the signal number, or 0.
 void sd_train_signals_install(void);
 int sd_train_stop_agreed(sd_dist *d);
