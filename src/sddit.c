@@ -291,9 +291,9 @@ static void teacher_update(sd_sddit *s, long step, float m) {
     teacher_ema(s, s->teacher, m);
     s->be->ops->copy(s->be, s->grads, s->teacher, sizeof(float) * s->total);  // grads: scratch
   }
-  // the whole buffer: the decoder part of the teacher is never read, and one broadcast is
-  // simpler than two
-  c->bcast0(c->ctx, s->teacher, s->total);
+  // only what the EMA touches: the embedders + encoder blocks, and the head
+  c->bcast0(c->ctx, s->teacher, s->enc_prefix);
+  c->bcast0(c->ctx, s->teacher + s->dit_total, s->head_total);
   if (c->rank != 0 && c->check_teacher) {
     float *a = sd_xmalloc(sizeof(float) * s->total, "teacher check");
     float *b = sd_xmalloc(sizeof(float) * s->total, "teacher check");
