@@ -636,15 +636,17 @@ static int ini_handle(void *user, const char *section, const char *name, const c
   return 1;  // errors are kept in x; inih's own return value then means a syntax error
 }
 
-int sd_config_load_ini(sd_config *c, const char *path, char *err, size_t errlen) {
-  FILE *f = fopen(path, "r");
+int sd_config_load_ini_text(sd_config *c, const char *text, const char *name, char *err,
+                            size_t errlen) {
+  // a memory stream: both passes read the same bytes (a pipe could not be read twice)
+  FILE *f = fmemopen((void *)text, strlen(text), "r");
   if (!f) {
-    snprintf(err, errlen, "cannot open config file '%s': %s", path, strerror(errno));
+    snprintf(err, errlen, "%s: cannot read the configuration text: %s", name, strerror(errno));
     return -1;
   }
   sd_config work = *c;
   ini_ctx *x = calloc(1, sizeof *x);
-  if (!x) SD_FATAL("out of memory reading '%s'", path);
+  if (!x) SD_FATAL("out of memory reading '%s'", name);
   x->c = &work;
   x->f = f;
   for (int pass = 1; pass <= 2; pass++) {
@@ -654,22 +656,47 @@ int sd_config_load_ini(sd_config *c, const char *path, char *err, size_t errlen)
     int r = ini_parse_stream(ini_read_line, x, ini_handle, x);
     if (r > 0) ini_error(x, r, "syntax error: expected '[section]' or 'key = value'");
     else if (r < 0) ini_error(x, 1, "inih could not allocate its line buffer");
-    if (ferror(f)) {
-      char msg[256];
-      snprintf(msg, sizeof msg, "read error: %s", strerror(errno));
-      ini_error(x, x->line + 1, msg);
-      break;
-    }
   }
   fclose(f);
   int rc = 0;
   if (x->err_line) {
-    snprintf(err, errlen, "%s:%d: %s", path, x->err_line, x->err);
+    snprintf(err, errlen, "%s:%d: %s", name, x->err_line, x->err);
     rc = -1;
   } else {
     *c = work;
   }
   free(x);
+  return rc;
+}
+
+int sd_config_load_ini(sd_config *c, const char *path, char *err, size_t errlen) {
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    snprintf(err, errlen, "cannot open config file '%s': %s", path, strerror(errno));
+    return -1;
+  }
+  // read it once (it may be a pipe), at most 1 MiB
+  const size_t cap = 1u << 20;
+  char *text = malloc(cap + 1);
+  if (!text) SD_FATAL("out of memory reading '%s'", path);
+  size_t len = fread(text, 1, cap + 1, f);
+  int bad = ferror(f), e = errno;
+  fclose(f);
+  int rc;
+  if (bad) {
+    snprintf(err, errlen, "%s: read error: %s", path, strerror(e));
+    rc = -1;
+  } else if (len > cap) {
+    snprintf(err, errlen, "%s: larger than 1 MiB; is it a configuration file?", path);
+    rc = -1;
+  } else if (memchr(text, '\0', len)) {
+    snprintf(err, errlen, "%s: contains a NUL byte; is it a configuration file?", path);
+    rc = -1;
+  } else {
+    text[len] = '\0';
+    rc = sd_config_load_ini_text(c, text, path, err, errlen);
+  }
+  free(text);
   return rc;
 }
 

@@ -81,6 +81,11 @@ void sd_config_defaults(sd_config *c, const char *preset);
 // "file:line: section.key: ..." in err; c is unchanged on error.
 int sd_config_load_ini(sd_config *c, const char *path, char *err, size_t errlen);
 
+// The same for INI text in memory (e.g. the configuration stored in a checkpoint); name is used
+// in messages in place of the file name.
+int sd_config_load_ini_text(sd_config *c, const char *text, const char *name, char *err,
+                            size_t errlen);
+
 // Sets one key. model.preset resets the [model] section (model shape and encoder/decoder split)
 // to that preset's defaults and leaves the other sections alone; "custom" keeps the current
 // model. Returns 0, or -1 with "section.key: ..." in err; c is unchanged on error.
