@@ -172,6 +172,23 @@ static int save_checkpoint(const sd_config *cfg, const char *dir, const sd_sddit
   return 0;
 }
 
+// Fault injection for tests: SD_FAULT_NAN="R:S" puts a NaN into rank R's batch at step S,
+// "R:S+" at every step from S on.
+typedef struct nan_fault {
+  int rank;
+  long step;
+  int from_on;
+} nan_fault;
+
+static nan_fault nan_fault_from_env(void) {
+  nan_fault f = {-1, -1, 0};
+  const char *v = getenv("SD_FAULT_NAN");
+  char plus = 0;
+  if (v && sscanf(v, "%d:%ld%c", &f.rank, &f.step, &plus) >= 2) f.from_on = plus == '+';
+  else f.rank = -1;
+  return f;
+}
+
 // Per-interval time accounting (seconds), printed as ms per step.
 typedef struct step_times {
   double data, compute, comm, exposed, optim;
@@ -295,6 +312,7 @@ int sd_cmd_train(int argc, char **argv) {
                        .teacher_sigma = cfg.teacher_sigma, .sigma_min = cfg.sigma_min,
                        .label_dropout = cfg.label_dropout, .num_classes = cfg.model.num_classes,
                        .tokens = T, .visible_tokens = Tv, .elements = n};
+  const nan_fault fault = nan_fault_from_env();
   double t_start = now_s(), t_log = t_start;
   step_times tt = {0};
   long bad_in_row = 0, skipped_total = 0, last_log_step = start;
@@ -305,6 +323,8 @@ int sd_cmd_train(int argc, char **argv) {
     if (sd_batch_source_get(&src, step, x0, y, err, sizeof err) != 0)
       SD_FATAL_HINT("`sddit inspect FILE` checks the whole dataset", "step %ld: %s", step, err);
     tt.data += sd_batch_source_take_wait(&src);
+    if (fault.rank == rank && (step == fault.step || (fault.from_on && step >= fault.step)))
+      x0[0] = NAN;  // SD_FAULT_NAN: a test of the non-finite path on one rank
     const long first = step * (long)G + (long)rank * B;  // this rank's stream positions
     sd_step_random(&ro, step, first, B, eps, ss, st, vis, y);
     sd_step_inputs in = {x0, eps, ss, st, y, vis};
@@ -326,9 +346,9 @@ int sd_cmd_train(int argc, char **argv) {
       if (++bad_in_row > cfg.max_bad_steps)
         SD_FATAL_HINT("lower optim.lr or set optim.grad_clip",
                       "%ld non-finite steps in a row (limit train.max_bad_steps = %d) at step %ld",
-                      bad_in_row, cfg.max_bad_steps, step);
+                      bad_in_row, cfg.max_bad_steps, step + 1);
       if (lead) fprintf(stderr, "warning: step %ld skipped on every rank: non-finite loss or "
-                        "gradients\n", step);
+                        "gradients\n", step + 1);
     } else {
       bad_in_row = 0;
     }

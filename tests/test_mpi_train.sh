@@ -4,6 +4,7 @@
 #     weights (DP_WEIGHT_RTOL, tests/tolerances.h); with dist.check_replicas every rank holds
 #     bitwise the same weights after every step and every teacher broadcast equals the local EMA
 #     (the trainer aborts otherwise);
+#     a NaN in one rank's batch is skipped by every rank, and a persistent one stops the run;
 #  2. the overlapped gradient all-reduce gives bitwise the run without overlap;
 #  3. SIGTERM to one rank: all ranks stop at the next step boundary, rank 0 checkpoints, exit 0;
 #     `--resume auto` then ends bitwise equal to the uninterrupted run;
@@ -22,7 +23,12 @@ ok()  { echo "ok   $*"; pass=$((pass+1)); }
 bad() { echo "FAIL $*"; fail=$((fail+1)); }
 tol() { sed -n "s/^#define $1 //p" "$root/tests/tolerances.h"; }
 loss_tol=$(tol DP_LOSS_RTOL); weight_tol=$(tol DP_WEIGHT_RTOL)
-mpi() { local n="$1"; shift; timeout 300 mpirun -n "$n" -x OMP_NUM_THREADS -x OMP_WAIT_POLICY "$sddit" "$@"; }
+mpi() {  # mpi N ARGS...: sddit on N ranks (SD_FAULT_NAN passed on when set)
+  local n="$1"; shift
+  local x=(-x OMP_NUM_THREADS -x OMP_WAIT_POLICY)
+  [ -n "${SD_FAULT_NAN:-}" ] && x+=(-x SD_FAULT_NAN)
+  timeout 300 mpirun -n "$n" "${x[@]}" "$sddit" "$@"
+}
 
 # ---- 1. world sizes 1, 2, 4 ----
 common=(train --train.steps=5 --train.log_every=1 --train.global_batch=8 --ckpt.every=0
@@ -59,6 +65,21 @@ PY
   echo "$out" | sed "s/^/  [1 vs $n ranks] /"
   [ $rc -eq 0 ] && ok "1 vs $n ranks: same losses and weights" || bad "1 vs $n ranks differ"
 done
+
+# ---- non-finite values on one rank ----
+SD_FAULT_NAN=1:2 mpi 2 "${common[@]}" --train.out_dir="$tmp/nan" >"$tmp/nan.log" 2>&1; rc=$?
+skipped=$(grep -c '"skipped_total": 1' "$tmp/nan/metrics.jsonl" 2>/dev/null)
+if [ $rc -eq 0 ] && grep -q "step 3 skipped on every rank" "$tmp/nan.log" && [ "${skipped:-0}" -ge 3 ]; then
+  ok "NaN in rank 1's batch at step 3: every rank skipped it (replicas still equal), counted, run finished"
+else
+  bad "NaN on one rank: exit $rc, $(grep -E 'skipped|error' "$tmp/nan.log" | head -3)"
+fi
+SD_FAULT_NAN=1:2+ mpi 2 "${common[@]}" --train.steps=30 --train.max_bad_steps=3 --train.out_dir="$tmp/nan2" >"$tmp/nan2.log" 2>&1; rc=$?
+if [ $rc -ne 0 ] && grep -q "4 non-finite steps in a row (limit train.max_bad_steps = 3) at step 6" "$tmp/nan2.log"; then
+  ok "NaN on one rank at every step: the run stops after max_bad_steps with a message"
+else
+  bad "persistent NaN: exit $rc, $(grep -E 'error' "$tmp/nan2.log" | head -2)"
+fi
 
 # ---- 2. overlap on and off ----
 mpi 2 "${common[@]}" --dist.overlap=false --train.out_dir="$tmp/no" >"$tmp/no.log" 2>&1 || bad "no-overlap run failed"
