@@ -1,4 +1,6 @@
 // The sddit command line: one binary with subcommands.
+#include "cmd_sample.h"
+#include "cmd_export.h"
 #include "dit.h"
 #include "dit_config.h"
 #include "dit_params.h"
@@ -18,7 +20,11 @@ static void usage(FILE *f) {
           "\n"
           "commands:\n"
           "  train     train SD-DiT (sddit train --help)\n"
+          "  sample    sample images (latents) from a checkpoint (sddit sample --help)\n"
+          "  denoise   one evaluation of the denoiser D(x; sigma, y) (sddit denoise --help)\n"
           "  inspect   summarise and check a dataset or checkpoint (sddit inspect FILE...)\n"
+          "  export    a checkpoint's DiT as safetensors (sddit export --help)\n"
+          "  import    a checkpoint from DiT safetensors (sddit import --help)\n"
           "  params    print the DiT parameter table (names, shapes, counts)\n"
           "  version   print the version and build features\n"
           "  help      this text\n"
@@ -104,6 +110,10 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "params") == 0) return cmd_params(argc, argv);
   if (strcmp(cmd, "train") == 0) return sd_cmd_train(argc, argv);
   if (strcmp(cmd, "inspect") == 0) return sd_cmd_inspect(argc, argv);
+  if (strcmp(cmd, "export") == 0) return sd_cmd_export(argc, argv);
+  if (strcmp(cmd, "import") == 0) return sd_cmd_import(argc, argv);
+  if (strcmp(cmd, "sample") == 0) return sd_cmd_sample(argc, argv);
+  if (strcmp(cmd, "denoise") == 0) return sd_cmd_denoise(argc, argv);
   fprintf(stderr, "sddit: unknown command '%s'\n\n", cmd);
   usage(stderr);
   return 2;

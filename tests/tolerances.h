@@ -37,4 +37,30 @@
 // Random-number sanity: sample mean/std of 2^20 draws within 5 standard errors.
 #define RNG_SIGMAS 5.0
 
+// EDM sampler and denoiser (tests/test_sampler.c, tests/test_sample_cli.sh).
+// Sigma schedule vs the formula in long double: both round the same real number to float,
+// so they may differ by the last ulp (1.2e-7 relative); 3e-7 allows two ulps.
+#define SAMPLER_SIGMA_RTOL 3e-7
+// Sample mean and std of 20000 draws per element vs the exact ODE result: within 5 standard
+// errors (mean: std/sqrt(B); std: std/sqrt(2(B-1))); a false alarm has odds below 1e-6.
+#define SAMPLER_MOMENT_SES 5.0
+// Worst |x - exact PF-ODE map| / s over 20000 samples x 4 elements (s = 0.1 .. 2, |x_T| up to
+// 4.4 sigma_0), Gaussian data with the ideal denoiser: the discretisation error, measured
+// 6.1e-2 for Heun with 40 steps (second order: 1.4e-2 at 80 steps) and 1.5e-2 for Euler with
+// 1000 steps (first order); the bounds leave about 30% on top. A wrong step formula gives > 1.
+#define SAMPLER_HEUN40_ODE_TOL 8e-2
+#define SAMPLER_EULER1000_ODE_TOL 2e-2
+// One step from sigma_0 to 0 returns D_u + s (D_c - D_u) up to the double arithmetic of the
+// step (x + (0 - t)(x - D)/t) and one float rounding: norm-relative 1e-6.
+#define SAMPLER_CFG_STEP_RTOL 1e-6
+// Denoiser in chunks vs one pass (BLAS may round rows differently with a different M), and vs
+// c_skip x + c_out F written out in double in the test (c_skip, c_out, c_in rounded to float
+// in the code): fp32 rounding of the same computation.
+#define DENOISER_CHUNK_RTOL 1e-5
+#define DENOISER_FORMULA_RTOL 1e-5
+// `sddit denoise` vs the training step's D on a checkpoint, and a one-step Euler `sddit sample`
+// vs `sddit denoise` on the same x (different batch composition): fp32 rounding only.
+// Shell tests read this line.
+#define SAMPLE_CLI_RTOL 1e-5
+
 #endif
