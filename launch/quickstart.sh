@@ -41,20 +41,33 @@ if [ ! -f "$data" ]; then
 fi
 "$build/src/sddit" inspect "$data" | tail -1
 echo "quickstart: training on $ranks rank(s) ($cores cores)"
-if [ "$ranks" -eq 1 ] && ! command -v "${MPIRUN:-mpirun}" >/dev/null 2>&1; then
-  # One rank needs no MPI runtime: the binary runs as a world of one without a launcher.
-  echo "quickstart: no mpirun (bash launch/install-deps.sh installs it): one process"
-  export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$cores}
-  "$build/src/sddit" train --config "$config" --resume auto "$@"
-else
-  SDDIT_BIN="$build/src/sddit" launch/sddit-mpirun -n "$ranks" --cpu -- \
-    train --config "$config" --resume auto "$@"
-fi
+run_sddit() {  # run_sddit ARGS...: sddit on the chosen ranks
+  if [ "$ranks" -eq 1 ] && ! command -v "${MPIRUN:-mpirun}" >/dev/null 2>&1; then
+    # One rank needs no MPI runtime: the binary runs as a world of one without a launcher.
+    OMP_NUM_THREADS=${OMP_NUM_THREADS:-$cores} "$build/src/sddit" "$@"
+  else
+    SDDIT_BIN="$build/src/sddit" launch/sddit-mpirun -n "$ranks" --cpu -- "$@"
+  fi
+}
+run_sddit train --config "$config" --resume auto "$@"
 out_dir=$(sed -n 's/^out_dir = //p' "$config")
 for a in "$@"; do case "$a" in --train.out_dir=*) out_dir=${a#--train.out_dir=} ;; esac; done
+
+# Sample every class from the generation EMA and measure the samples against the real digits.
+# The small model needs stronger classifier-free guidance than DiT's 1.5 to draw recognisable
+# classes: 2.5 gives about 89% class accuracy after the default 2500 steps (1.5: 68%).
+guidance=${QUICKSTART_GUIDANCE:-2.5}
+echo "quickstart: sampling 50 digits per class (EDM Heun, 40 steps, guidance $guidance)"
+run_sddit sample --checkpoint "$out_dir/checkpoints" --per-class 50 --guidance "$guidance" \
+  --out "$out_dir/samples.h5"
+/usr/bin/python3 data-prep/eval_digits.py --real "$data" --samples "$out_dir/samples.h5" \
+  --out "$out_dir/eval"
 echo
 echo "quickstart: done ($ranks rank(s)). The run is in $out_dir/:"
 echo "  config.ini          the effective configuration (sddit train --config $out_dir/config.ini repeats it)"
 echo "  metrics.jsonl       one JSON line per progress line (losses, grad norm, img/s)"
 echo "  checkpoints/        the newest checkpoints (sddit inspect $out_dir/checkpoints/ckpt-*.h5)"
+echo "  samples.h5          500 generated digits with their classes (sddit sample)"
+echo "  eval/samples_grid.png  the samples, one row per class"
+echo "  eval/metrics.json   class accuracy and Frechet distance (data-prep/eval_digits.py)"
 echo "Run launch/quickstart.sh --train.steps=5000 to continue training from the last checkpoint."
