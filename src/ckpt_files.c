@@ -3,6 +3,7 @@
 #include "ckpt.h"
 #include "ckpt_files.h"
 #include "ckpt_msg.h"
+#include "files.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -16,22 +17,7 @@
 // ---- directory helpers -------------------------------------------------------------------
 
 int sd_ckpt_make_dirs(const char *dir, char *err, size_t errlen) {
-  char buf[4096];
-  if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf) {
-    sd_ckpt_set_err(err, errlen, "checkpoint directory name is too long: %s", dir);
-    return -1;
-  }
-  for (char *p = buf + 1;; p++) {
-    if (*p != '/' && *p != '\0') continue;
-    char save = *p;
-    *p = '\0';
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
-      sd_ckpt_set_err(err, errlen, "cannot create directory '%s': %s", buf, strerror(errno));
-      return -1;
-    }
-    *p = save;
-    if (!save) break;
-  }
+  if (sd_make_dirs(dir, err, errlen) != 0) return -1;
   struct stat st;
   if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
     sd_ckpt_set_err(err, errlen, "'%s' is not a directory", dir);

@@ -5,7 +5,8 @@
 
 #include <stddef.h>
 
-// mkdir -p dir. 0, or -1 with a message in err.
+// mkdir -p dir (sd_make_dirs), then checks that dir is a directory. 0, or -1 with a message
+// in err.
 int sd_ckpt_make_dirs(const char *dir, char *err, size_t errlen);
 
 // fsyncs the directory itself (so a rename in it is durable). 0, or -1 with a message in err.

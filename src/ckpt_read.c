@@ -49,57 +49,6 @@ typedef struct ckpt_header {
   unsigned long long total, dit_total, head_total, prototypes;
 } ckpt_header;
 
-// Reads a scalar numeric attribute converted to mtype. 0, or -1 if missing or not numeric.
-static int read_attr_num(hid_t obj, const char *name, hid_t mtype, void *v) {
-  if (H5Aexists(obj, name) <= 0) return -1;
-  hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
-  if (a < 0) return -1;
-  hid_t sp = H5Aget_space(a), t = H5Aget_type(a);
-  H5T_class_t cls = H5Tget_class(t);
-  int rc = -1;
-  if (H5Sget_simple_extent_npoints(sp) == 1 && (cls == H5T_INTEGER || cls == H5T_FLOAT))
-    rc = H5Aread(a, mtype, v) < 0 ? -1 : 0;
-  H5Tclose(t);
-  H5Sclose(sp);
-  H5Aclose(a);
-  return rc;
-}
-
-// Reads a scalar string attribute (fixed or variable length) into a malloc'ed string, or NULL.
-static char *read_attr_str(hid_t obj, const char *name) {
-  if (H5Aexists(obj, name) <= 0) return NULL;
-  hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
-  if (a < 0) return NULL;
-  hid_t sp = H5Aget_space(a), t = H5Aget_type(a);
-  char *out = NULL;
-  if (H5Tget_class(t) == H5T_STRING && H5Sget_simple_extent_npoints(sp) == 1) {
-    hid_t mt = H5Tcopy(H5T_C_S1);
-    H5Tset_cset(mt, H5Tget_cset(t));
-    if (H5Tis_variable_str(t) > 0) {
-      char *p = NULL;
-      H5Tset_size(mt, H5T_VARIABLE);
-      if (H5Aread(a, mt, &p) >= 0) {
-        out = strdup(p ? p : "");
-        H5free_memory(p);
-      }
-    } else {
-      size_t n = H5Tget_size(t);
-      H5Tset_size(mt, n + 1);
-      H5Tset_strpad(mt, H5T_STR_NULLTERM);
-      out = calloc(n + 2, 1);
-      if (out && H5Aread(a, mt, out) < 0) {
-        free(out);
-        out = NULL;
-      }
-    }
-    H5Tclose(mt);
-  }
-  H5Tclose(t);
-  H5Sclose(sp);
-  H5Aclose(a);
-  return out;
-}
-
 // Opens r->path read-only into r->file.
 static int open_file(reader *r) {
   struct stat st;
@@ -125,14 +74,14 @@ static int open_file(reader *r) {
 
 static int read_header(reader *r, ckpt_header *h) {
   memset(h, 0, sizeof *h);
-  char *format = read_attr_str(r->file, "format");
+  char *format = sd_h5_attr_string_dup(r->file, "format");
   if (!format) return r_fail(r, "not an SD-DiT checkpoint (no 'format' attribute)");
   int is_ckpt = strcmp(format, SD_CKPT_FORMAT) == 0;
   if (!is_ckpt) r_fail(r, "not an SD-DiT checkpoint (format is '%s', want '%s')", format,
                        SD_CKPT_FORMAT);
   free(format);
   if (!is_ckpt) return -1;
-  if (read_attr_num(r->file, "format_version", H5T_NATIVE_LLONG, &h->version) != 0)
+  if (sd_h5_attr_num(r->file, "format_version", H5T_NATIVE_LLONG, &h->version) != 0)
     return r_fail(r, "attribute 'format_version' is missing or not a number");
   if (h->version != SD_CKPT_FORMAT_VERSION)
     return r_fail(r, "checkpoint format_version %lld is not supported (this build reads %d)",
@@ -149,16 +98,16 @@ static int read_header(reader *r, ckpt_header *h) {
       {"prototypes", H5T_NATIVE_ULLONG, &h->prototypes},
   };
   for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++)
-    if (read_attr_num(r->file, nums[i].name, nums[i].type, nums[i].v) != 0)
+    if (sd_h5_attr_num(r->file, nums[i].name, nums[i].type, nums[i].v) != 0)
       return r_fail(r, "attribute '%s' is missing or not a number", nums[i].name);
   h->info.step = (long)step;
   h->info.data_cursor = (long)cursor;
   h->info.world_size = (int)world;
-  char *rev = read_attr_str(r->file, "git_rev");
+  char *rev = sd_h5_attr_string_dup(r->file, "git_rev");
   if (!rev) return r_fail(r, "attribute 'git_rev' is missing or not a string");
   snprintf(h->info.git_rev, sizeof h->info.git_rev, "%s", rev);
   free(rev);
-  h->info.config_text = read_attr_str(r->file, "config");
+  h->info.config_text = sd_h5_attr_string_dup(r->file, "config");
   if (!h->info.config_text) return r_fail(r, "attribute 'config' is missing or not a string");
   if (h->dit_total + h->head_total != h->total || h->dit_total > h->total)
     return r_fail(r, "attributes disagree: dit_total %llu + head_total %llu != total %llu",
@@ -321,7 +270,7 @@ static int check_dataset(reader *r, const sd_ckpt_ds_spec *sp) {
   hid_t ds = open_dataset(r, sp, shape, sizeof shape);
   snprintf(status, sizeof status, "NOT OK");
   if (ds >= 0) {
-    if (read_attr_num(ds, "checksum", H5T_NATIVE_ULLONG, &stored) != 0) {
+    if (sd_h5_attr_num(ds, "checksum", H5T_NATIVE_ULLONG, &stored) != 0) {
       r_fail(r, "dataset %s has no checksum attribute", sp->name);
       snprintf(status, sizeof status, "no checksum attribute");
     } else if (read_slabs(r, sp, ds, NULL, &computed) == 0) {

@@ -5,9 +5,12 @@
 #include "dit.h"
 #include "dit_params.h"
 #include "error.h"
+#include "files.h"
+#include "h5io.h"
 #include "head.h"
 #include "safetensors.h"
 #include "sddit.h"
+#include "sddit_config.h"
 #include "sd_git_rev.h"
 
 #include <errno.h>
@@ -92,17 +95,6 @@ static void config_from_text(sd_config *cfg, const char *text, const char *what)
     SD_FATAL("%s: the configuration is not valid: %s", what, err);
 }
 
-// The effective configuration as INI text (malloc'ed), as `sddit train` stores it.
-static char *config_print_text(const sd_config *c) {
-  char *buf = NULL;
-  size_t len = 0;
-  FILE *f = open_memstream(&buf, &len);
-  if (!f) SD_FATAL("open_memstream failed");
-  sd_config_print(c, f);
-  fclose(f);
-  return buf;
-}
-
 static void shape_str(const int *shape, int ndim, char *buf, size_t len) {
   int64_t s[SD_ST_MAX_DIMS];
   for (int d = 0; d < ndim && d < SD_ST_MAX_DIMS; d++) s[d] = shape[d];
@@ -111,45 +103,10 @@ static void shape_str(const int *shape, int ndim, char *buf, size_t len) {
 
 // ---- reading a checkpoint ------------------------------------------------------------------
 
-// A scalar string attribute (fixed or variable length) of the root, malloc'ed, or NULL.
-static char *attr_str(hid_t f, const char *name) {
-  if (H5Aexists(f, name) <= 0) return NULL;
-  hid_t a = H5Aopen(f, name, H5P_DEFAULT);
-  if (a < 0) return NULL;
-  hid_t t = H5Aget_type(a);
-  char *out = NULL;
-  if (H5Tget_class(t) == H5T_STRING) {
-    hid_t mt = H5Tcopy(H5T_C_S1);
-    H5Tset_cset(mt, H5Tget_cset(t));
-    if (H5Tis_variable_str(t) > 0) {
-      char *p = NULL;
-      H5Tset_size(mt, H5T_VARIABLE);
-      if (H5Aread(a, mt, &p) >= 0) {
-        out = strdup(p ? p : "");
-        H5free_memory(p);
-      }
-    } else {
-      size_t n = H5Tget_size(t);
-      H5Tset_size(mt, n + 1);
-      out = calloc(n + 2, 1);
-      if (out && H5Aread(a, mt, out) < 0) {
-        free(out);
-        out = NULL;
-      }
-    }
-    H5Tclose(mt);
-  }
-  H5Tclose(t);
-  H5Aclose(a);
-  return out;
-}
-
 static long long attr_i64(hid_t f, const char *path, const char *name) {
   long long v = 0;
-  hid_t a = H5Aexists(f, name) > 0 ? H5Aopen(f, name, H5P_DEFAULT) : -1;
-  if (a < 0 || H5Aread(a, H5T_NATIVE_LLONG, &v) < 0)
+  if (sd_h5_attr_num(f, name, H5T_NATIVE_LLONG, &v) != 0)
     SD_FATAL("%s: attribute '%s' is missing or not a number", path, name);
-  H5Aclose(a);
   return v;
 }
 
@@ -261,8 +218,8 @@ int sd_cmd_export(int argc, char **argv) {
   H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
   hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
   if (f < 0) SD_FATAL("%s: cannot open the checkpoint", path);
-  char *config_text = attr_str(f, "config");
-  char *git_rev = attr_str(f, "git_rev");
+  char *config_text = sd_h5_attr_string_dup(f, "config");
+  char *git_rev = sd_h5_attr_string_dup(f, "git_rev");
   if (!config_text || !git_rev) SD_FATAL("%s: attribute config or git_rev is missing", path);
   long long step = attr_i64(f, path, "step");
   long long dit_total = attr_i64(f, path, "dit_total");
@@ -320,45 +277,6 @@ int sd_cmd_export(int argc, char **argv) {
 }
 
 // ---- import --------------------------------------------------------------------------------
-
-// mkdir -p; fatal on failure.
-static void make_dirs(const char *dir) {
-  char buf[4096];
-  snprintf(buf, sizeof buf, "%s", dir);
-  for (char *p = buf + 1;; p++) {
-    if (*p == '/' || *p == '\0') {
-      char save = *p;
-      *p = '\0';
-      if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-        SD_FATAL("cannot create directory '%s': %s", buf, strerror(errno));
-      *p = save;
-      if (!save) break;
-    }
-  }
-}
-
-static void opts_from_config(const sd_config *c, sd_sddit_opts *o) {
-  memset(o, 0, sizeof *o);
-  o->encoder_depth = c->encoder_depth;
-  o->visible_tokens = sd_config_visible_tokens(c);
-  o->gen_visible_only = strcmp(c->gen_loss_tokens, "visible") == 0;
-  o->sigma_data = c->sigma_data;
-  o->lambda_dis = c->lambda_dis;
-  o->tau_s = c->tau_s;
-  o->tau_t_start = c->tau_t_start;
-  o->tau_t_end = c->tau_t_end;
-  o->teacher_temp_warmup = c->teacher_temp_warmup;
-  o->center_momentum = c->center_momentum;
-  o->teacher_momentum = c->teacher_momentum;
-  o->total_steps = c->steps;
-  o->lr = c->lr;
-  o->beta1 = c->beta1;
-  o->beta2 = c->beta2;
-  o->adam_eps = c->eps;
-  o->weight_decay = c->weight_decay;
-  o->grad_clip = c->grad_clip;
-  o->ema_decay = c->ema_decay;
-}
 
 // Checks pos_embed (if the file has it) against the fixed table: shape fatal, values a warning.
 static void check_pos_embed(const sd_st_file *st, const sd_config *cfg) {
@@ -513,9 +431,9 @@ int sd_cmd_import(int argc, char **argv) {
   sd_backend be;
   if (sd_backend_cpu_init(&be, cfg.threads) != 0) SD_FATAL("cannot start the CPU backend");
   sd_sddit_opts o;
-  opts_from_config(&cfg, &o);
-  sd_head_config hc = {.in_dim = cfg.model.hidden, .hidden = cfg.head_hidden,
-                       .bottleneck = cfg.head_bottleneck, .prototypes = cfg.head_prototypes};
+  sd_sddit_opts_from_config(&cfg, &o);
+  sd_head_config hc;
+  sd_head_config_from_config(&cfg, &hc);
   sd_sddit s;
   sd_sddit_create(&s, &cfg.model, &hc, &o, &be, 1);
   if (s.dit_total != dt.total) SD_FATAL("internal: DiT sizes disagree");
@@ -529,7 +447,7 @@ int sd_cmd_import(int argc, char **argv) {
   sd_sddit_reset_copies(&s);  // teacher = student, EMA = student DiT, moments and center 0
   free(host);
 
-  char *cfg_text = config_print_text(&cfg);
+  char *cfg_text = sd_config_print_text(&cfg);
   sd_ckpt_info info = {.step = 0, .seed = cfg.seed, .data_cursor = 0, .world_size = 1,
                        .config_text = cfg_text};
   snprintf(info.git_rev, sizeof info.git_rev, "%s", SD_GIT_REV);
@@ -540,7 +458,7 @@ int sd_cmd_import(int argc, char **argv) {
   if (!slash) snprintf(outdir, sizeof outdir, ".");
   else if (slash == out) snprintf(outdir, sizeof outdir, "/");
   else snprintf(outdir, sizeof outdir, "%.*s", (int)(slash - out), out);
-  make_dirs(outdir);
+  if (sd_make_dirs(outdir, err, sizeof err) != 0) SD_FATAL("%s", err);
   snprintf(tmpdir, sizeof tmpdir, "%s/.sddit-import-XXXXXX", outdir);
   if (!mkdtemp(tmpdir)) SD_FATAL("cannot create a temporary directory in %s: %s", outdir,
                                  strerror(errno));

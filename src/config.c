@@ -883,3 +883,13 @@ void sd_config_print(const sd_config *c, FILE *f) {
     if (!keys) fprintf(f, "# reserved: no keys yet\n");
   }
 }
+
+char *sd_config_print_text(const sd_config *c) {
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  if (!f) SD_FATAL("open_memstream failed");
+  sd_config_print(c, f);
+  fclose(f);
+  return buf;
+}

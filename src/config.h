@@ -102,6 +102,9 @@ int sd_config_validate(const sd_config *c, char *err, size_t errlen);
 // Writes the effective configuration as an INI file: every key, every section.
 void sd_config_print(const sd_config *c, FILE *f);
 
+// The same as malloc'ed text (the caller frees it).
+char *sd_config_print_text(const sd_config *c);
+
 // Tokens the student sees per image: floor(T * (1 - mask_ratio)), T = sd_dit_tokens.
 int sd_config_visible_tokens(const sd_config *c);
 

@@ -2,6 +2,7 @@
 #include "denoiser.h"
 #include "ckpt.h"
 #include "error.h"
+#include "h5io.h"
 
 #include <errno.h>
 #include <hdf5.h>
@@ -51,49 +52,6 @@ int sd_config_from_text(sd_config *c, const char *text, char *err, size_t errlen
 }
 
 // ---- reading a checkpoint's DiT weights ------------------------------------------------------
-
-// A scalar string attribute (fixed or variable length) as a malloc'ed string, or NULL.
-static char *attr_string(hid_t obj, const char *name) {
-  if (H5Aexists(obj, name) <= 0) return NULL;
-  hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
-  if (a < 0) return NULL;
-  hid_t t = H5Aget_type(a), mt = H5Tcopy(H5T_C_S1);
-  char *out = NULL;
-  if (H5Tget_class(t) == H5T_STRING) {
-    H5Tset_cset(mt, H5Tget_cset(t));
-    if (H5Tis_variable_str(t) > 0) {
-      char *p = NULL;
-      H5Tset_size(mt, H5T_VARIABLE);
-      if (H5Aread(a, mt, &p) >= 0) {
-        out = strdup(p ? p : "");
-        H5free_memory(p);
-      }
-    } else {
-      size_t n = H5Tget_size(t);
-      H5Tset_size(mt, n + 1);
-      H5Tset_strpad(mt, H5T_STR_NULLTERM);
-      out = calloc(n + 2, 1);
-      if (out && H5Aread(a, mt, out) < 0) {
-        free(out);
-        out = NULL;
-      }
-    }
-  }
-  H5Tclose(mt);
-  H5Tclose(t);
-  H5Aclose(a);
-  return out;
-}
-
-// A scalar numeric attribute as long long; 0, or -1 if missing.
-static int attr_ll(hid_t obj, const char *name, long long *v) {
-  if (H5Aexists(obj, name) <= 0) return -1;
-  hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
-  if (a < 0) return -1;
-  int rc = H5Aread(a, H5T_NATIVE_LLONG, v) < 0 ? -1 : 0;
-  H5Aclose(a);
-  return rc;
-}
 
 // Reads count elements [0, count) of a 1-D dataset converted to mtype into dst.
 static int read_prefix(hid_t f, const char *name, hid_t mtype, size_t count, void *dst) {
@@ -169,9 +127,9 @@ int sd_dn_weights_read(sd_dn_weights *w, const char *path, int raw, char *err, s
     rc = sd_errorf(err, errlen, "%s: cannot open (it verified a moment ago)", path);
     goto out;
   }
-  w->config_text = attr_string(f, "config");
-  if (!w->config_text || attr_ll(f, "step", &step) != 0 ||
-      attr_ll(f, "dit_total", &dit_total) != 0) {
+  w->config_text = sd_h5_attr_string_dup(f, "config");
+  if (!w->config_text || sd_h5_attr_num(f, "step", H5T_NATIVE_LLONG, &step) != 0 ||
+      sd_h5_attr_num(f, "dit_total", H5T_NATIVE_LLONG, &dit_total) != 0) {
     rc = sd_errorf(err, errlen, "%s: attribute config, step or dit_total is unreadable", path);
     goto out;
   }

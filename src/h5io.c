@@ -2,6 +2,7 @@
 #include "h5io.h"
 #include "error.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -130,40 +131,60 @@ void sd_h5_write_f32(hid_t file, const char *path, const float *data, int ndim,
   H5Pclose(lcpl);
 }
 
-int sd_h5_attr_string(hid_t f, const char *name, char *buf, size_t len) {
-  buf[0] = '\0';
-  if (H5Aexists(f, name) <= 0) return -1;
-  hid_t a = H5Aopen(f, name, H5P_DEFAULT);
-  if (a < 0) return -1;
-  hid_t t = H5Aget_type(a);
-  int rc = -1;
-  if (H5Tget_class(t) == H5T_STRING) {
+char *sd_h5_attr_string_dup(hid_t obj, const char *name) {
+  if (H5Aexists(obj, name) <= 0) return NULL;
+  hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+  if (a < 0) return NULL;
+  hid_t sp = H5Aget_space(a), t = H5Aget_type(a);
+  char *out = NULL;
+  if (H5Tget_class(t) == H5T_STRING && H5Sget_simple_extent_npoints(sp) == 1) {
+    hid_t mt = H5Tcopy(H5T_C_S1);
+    H5Tset_cset(mt, H5Tget_cset(t));  // HDF5 does not convert between ASCII and UTF-8
     if (H5Tis_variable_str(t) > 0) {
-      char *v = NULL;
-      hid_t mt = H5Tcopy(H5T_C_S1);
+      char *p = NULL;
       H5Tset_size(mt, H5T_VARIABLE);
-      H5Tset_cset(mt, H5Tget_cset(t));  // HDF5 does not convert between ASCII and UTF-8
-      if (H5Aread(a, mt, &v) >= 0 && v) {
-        snprintf(buf, len, "%s", v);
-        H5free_memory(v);
-        rc = 0;
+      if (H5Aread(a, mt, &p) >= 0) {
+        out = strdup(p ? p : "");
+        H5free_memory(p);
       }
-      H5Tclose(mt);
     } else {
       size_t n = H5Tget_size(t);
-      char *v = calloc(n + 1, 1);
-      hid_t mt = H5Tcopy(H5T_C_S1);
       H5Tset_size(mt, n + 1);
-      H5Tset_cset(mt, H5Tget_cset(t));
-      if (v && H5Aread(a, mt, v) >= 0) {
-        snprintf(buf, len, "%s", v);
-        rc = 0;
+      H5Tset_strpad(mt, H5T_STR_NULLTERM);
+      out = calloc(n + 2, 1);
+      if (out && H5Aread(a, mt, out) < 0) {
+        free(out);
+        out = NULL;
       }
-      H5Tclose(mt);
-      free(v);
     }
+    H5Tclose(mt);
   }
   H5Tclose(t);
+  H5Sclose(sp);
+  H5Aclose(a);
+  return out;
+}
+
+int sd_h5_attr_string(hid_t f, const char *name, char *buf, size_t len) {
+  buf[0] = '\0';
+  char *v = sd_h5_attr_string_dup(f, name);
+  if (!v) return -1;
+  snprintf(buf, len, "%s", v);
+  free(v);
+  return 0;
+}
+
+int sd_h5_attr_num(hid_t obj, const char *name, hid_t mtype, void *v) {
+  if (H5Aexists(obj, name) <= 0) return -1;
+  hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+  if (a < 0) return -1;
+  hid_t sp = H5Aget_space(a), t = H5Aget_type(a);
+  H5T_class_t cls = H5Tget_class(t);
+  int rc = -1;
+  if (H5Sget_simple_extent_npoints(sp) == 1 && (cls == H5T_INTEGER || cls == H5T_FLOAT))
+    rc = H5Aread(a, mtype, v) < 0 ? -1 : 0;
+  H5Tclose(t);
+  H5Sclose(sp);
   H5Aclose(a);
   return rc;
 }

@@ -1,5 +1,6 @@
 // Small HDF5 helpers: read whole datasets as float/int32/double with their shape, read
-// integer attributes, write float datasets. Every failure is fatal and names file and path.
+// numeric and string attributes, write float datasets. Failures are fatal and name file and
+// path, except in the attribute readers marked "never fatal".
 #ifndef SD_H5IO_H
 #define SD_H5IO_H
 
@@ -25,9 +26,16 @@ double sd_h5_read_f64_scalar(hid_t file, const char *path);
 long long sd_h5_attr_int(hid_t file, const char *path, const char *name);
 // Floating-point attribute `name` of the object at path.
 double sd_h5_attr_double(hid_t file, const char *path, const char *name);
-// String attribute (fixed or variable length, ASCII or UTF-8) of the object f (a file or
-// group) into buf; never fatal: 0, or -1 if missing or not a string.
+// Scalar string attribute (fixed or variable length, ASCII or UTF-8) of the object obj (a
+// file, group or dataset) as a malloc'ed string (free()); never fatal: NULL if missing, not
+// a string or not a single value.
+char *sd_h5_attr_string_dup(hid_t obj, const char *name);
+// The same into buf (truncated to len - 1 bytes): 0, or -1 (buf "") if sd_h5_attr_string_dup
+// gives NULL.
 int sd_h5_attr_string(hid_t f, const char *name, char *buf, size_t len);
+// Scalar numeric (integer or floating-point) attribute of obj converted to mtype into *v;
+// never fatal: 0, or -1 if missing, not a number or not a single value.
+int sd_h5_attr_num(hid_t obj, const char *name, hid_t mtype, void *v);
 // Writes a float dataset (creating intermediate groups).
 void sd_h5_write_f32(hid_t file, const char *path, const float *data, int ndim,
                      const size_t *dims);

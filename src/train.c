@@ -6,8 +6,10 @@
 #include "ckpt.h"
 #include "config.h"
 #include "error.h"
+#include "files.h"
 #include "rng.h"
 #include "sddit.h"
+#include "sddit_config.h"
 #include "step_random.h"
 #include "train_dist.h"
 #include "watchdog.h"
@@ -19,7 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -27,45 +28,6 @@ static double now_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
-
-// mkdir -p
-static void make_dirs(const char *path) {
-  char buf[512];
-  snprintf(buf, sizeof buf, "%s", path);
-  for (char *p = buf + 1; ; p++) {
-    if (*p == '/' || *p == '\0') {
-      char save = *p;
-      *p = '\0';
-      if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-        SD_FATAL("cannot create directory '%s': %s", buf, strerror(errno));
-      *p = save;
-      if (!save) break;
-    }
-  }
-}
-
-static void opts_from_config(const sd_config *c, sd_sddit_opts *o) {
-  memset(o, 0, sizeof *o);
-  o->encoder_depth = c->encoder_depth;
-  o->visible_tokens = sd_config_visible_tokens(c);
-  o->gen_visible_only = strcmp(c->gen_loss_tokens, "visible") == 0;
-  o->sigma_data = c->sigma_data;
-  o->lambda_dis = c->lambda_dis;
-  o->tau_s = c->tau_s;
-  o->tau_t_start = c->tau_t_start;
-  o->tau_t_end = c->tau_t_end;
-  o->teacher_temp_warmup = c->teacher_temp_warmup;
-  o->center_momentum = c->center_momentum;
-  o->teacher_momentum = c->teacher_momentum;
-  o->total_steps = c->steps;
-  o->lr = c->lr;
-  o->beta1 = c->beta1;
-  o->beta2 = c->beta2;
-  o->adam_eps = c->eps;
-  o->weight_decay = c->weight_decay;
-  o->grad_clip = c->grad_clip;
-  o->ema_decay = c->ema_decay;
 }
 
 static void format_eta(double s, char *buf, size_t len) {
@@ -81,17 +43,6 @@ static const char *k_usage =
     "  the effective configuration printed at start (and saved as OUT_DIR/config.ini)\n"
     "  --resume auto: continue from the newest checkpoint in ckpt.dir that verifies\n"
     "  (start from step 0 when there is none); --resume FILE: from that checkpoint\n";
-
-// The effective configuration as INI text (malloc'ed).
-static char *config_text(const sd_config *c) {
-  char *buf = NULL;
-  size_t len = 0;
-  FILE *f = open_memstream(&buf, &len);
-  if (!f) SD_FATAL("open_memstream failed");
-  sd_config_print(c, f);
-  fclose(f);
-  return buf;
-}
 
 // Lines of `now` missing from `then` (config keys that changed since the checkpoint),
 // ignoring ckpt.resume and train.stop_at, which differ between the parts of a run.
@@ -237,14 +188,14 @@ int sd_cmd_train(int argc, char **argv) {
   char ckdir[1100];
   if (cfg.ckpt_dir[0]) snprintf(ckdir, sizeof ckdir, "%s", cfg.ckpt_dir);
   else snprintf(ckdir, sizeof ckdir, "%s/checkpoints", cfg.out_dir);
-  char *cfg_text = config_text(&cfg);
+  char *cfg_text = sd_config_print_text(&cfg);
 
   sd_backend be;
   sd_backend_cpu_init(&be, cfg.threads);
   sd_sddit_opts o;
-  opts_from_config(&cfg, &o);
-  sd_head_config hc = {.in_dim = cfg.model.hidden, .hidden = cfg.head_hidden,
-                       .bottleneck = cfg.head_bottleneck, .prototypes = cfg.head_prototypes};
+  sd_sddit_opts_from_config(&cfg, &o);
+  sd_head_config hc;
+  sd_head_config_from_config(&cfg, &hc);
   const int G = cfg.global_batch, B = src.Bl, T = sd_dit_tokens(&cfg.model);
   const int Tv = o.visible_tokens;
   sd_sddit s;
@@ -266,8 +217,9 @@ int sd_cmd_train(int argc, char **argv) {
     mpath = mbuf;
   }
   if (lead) {
-    make_dirs(cfg.out_dir);
-    make_dirs(ckdir);
+    if (sd_make_dirs(cfg.out_dir, err, sizeof err) != 0 ||
+        sd_make_dirs(ckdir, err, sizeof err) != 0)
+      SD_FATAL("%s", err);
     if (access(ckdir, W_OK) != 0)
       SD_FATAL_HINT("set ckpt.dir to a writable directory", "checkpoints cannot be written to "
                     "'%s': %s", ckdir, strerror(errno));

@@ -25,6 +25,7 @@
 #include "h5io.h"
 #include "sampler.h"
 #include "sddit.h"
+#include "sddit_config.h"
 #include "tolerances.h"
 
 #include <math.h>
@@ -299,34 +300,11 @@ static void test_guidance(void) {
 
 // ---- 4. the denoiser against the training code --------------------------------------------------
 
-static void opts_from_config(const sd_config *c, sd_sddit_opts *o) {
-  memset(o, 0, sizeof *o);
-  o->encoder_depth = c->encoder_depth;
-  o->visible_tokens = sd_config_visible_tokens(c);
-  o->gen_visible_only = strcmp(c->gen_loss_tokens, "visible") == 0;
-  o->sigma_data = c->sigma_data;
-  o->lambda_dis = c->lambda_dis;
-  o->tau_s = c->tau_s;
-  o->tau_t_start = c->tau_t_start;
-  o->tau_t_end = c->tau_t_end;
-  o->teacher_temp_warmup = c->teacher_temp_warmup;
-  o->center_momentum = c->center_momentum;
-  o->teacher_momentum = c->teacher_momentum;
-  o->total_steps = c->steps;
-  o->lr = c->lr;
-  o->beta1 = c->beta1;
-  o->beta2 = c->beta2;
-  o->adam_eps = c->eps;
-  o->weight_decay = c->weight_decay;
-  o->grad_clip = c->grad_clip;
-  o->ema_decay = c->ema_decay;
-}
-
 static void sddit_from_config(sd_sddit *s, const sd_config *c, sd_backend *be, int B) {
   sd_sddit_opts o;
-  opts_from_config(c, &o);
-  sd_head_config hc = {.in_dim = c->model.hidden, .hidden = c->head_hidden,
-                       .bottleneck = c->head_bottleneck, .prototypes = c->head_prototypes};
+  sd_sddit_opts_from_config(c, &o);
+  sd_head_config hc;
+  sd_head_config_from_config(c, &hc);
   sd_sddit_create(s, &c->model, &hc, &o, be, B);
 }
 
