@@ -43,6 +43,9 @@ common=(--num 10 --batch 4 --seed 5 --save-noise)
   && ok "sample, 1 process: $(tail -1 "$tmp/s1.log")" || bad "sample failed: $(tail -3 "$tmp/s1.log")"
 grep -qE "^sample 10/10 on rank 0 \(10 in all\) \| [0-9.]+ samples/s" "$tmp/s1.log" \
   && ok "progress line" || bad "no progress line: $(cat "$tmp/s1.log")"
+out=$("$sddit" inspect "$tmp/s1.h5" 2>&1); rc=$?
+[ $rc -eq 0 ] && grep -q "^ok: " <<<"$out" && grep -q "guidance *1.5" <<<"$out" \
+  && ok "inspect reads the sample file" || bad "inspect on samples: rc $rc, $(echo "$out" | tail -2)"
 grep -q "158 network evaluations per sample" "$tmp/s1.log" && grep -q "1580 network evaluations)" "$tmp/s1.log" \
   && ok "guidance 1.5: 158 evaluations per sample (Heun 40 = 79, twice for the null class)" \
   || bad "evaluation count: $(grep evaluations "$tmp/s1.log")"
