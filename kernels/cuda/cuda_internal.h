@@ -1,0 +1,96 @@
+// Shared by the CUDA backend's files: the backend state (stream, cuBLASLt handle, workspace,
+// precision), error checking that names the call site, launch helpers, and the declaration of
+// every CUDA op. Each op has exactly the semantics of the CPU op of the same name in
+// kernels/cpu/ (see ops.h); only the rounding differs, within the limits of
+// tests/gpu/tolerances_gpu.h.
+#ifndef SD_CUDA_INTERNAL_H
+#define SD_CUDA_INTERNAL_H
+
+extern "C" {
+#include "ops.h"
+}
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+#include <stddef.h>
+#include <stdint.h>
+
+// How matmuls multiply: fp32 inputs (SD_PREC_FP32), or inputs rounded to bf16 with fp32
+// accumulation and fp32 outputs (SD_PREC_BF16, the default on GPUs). Chosen at run time.
+enum sd_cuda_precision { SD_PREC_FP32 = 0, SD_PREC_BF16 = 1 };
+
+typedef struct sd_cuda_state {
+  int device;
+  cudaStream_t stream;          // every op runs on this stream, in order
+  cublasLtHandle_t lt;
+  void *lt_workspace;           // cuBLASLt workspace
+  size_t lt_workspace_bytes;
+  void *scratch;                // general scratch (bf16 copies of matmul inputs, partial sums)
+  size_t scratch_bytes;
+  int precision;                // enum sd_cuda_precision
+  int num_sms;
+} sd_cuda_state;
+
+// The state of a CUDA backend (be->impl).
+static inline sd_cuda_state *sd_cuda_st(sd_backend *be) { return (sd_cuda_state *)be->impl; }
+
+// Fatal (through sd_fatal_at: rank, file, line, the CUDA error string) when a call fails.
+void sd_cuda_check_at(cudaError_t e, const char *what, const char *file, int line);
+void sd_cublas_check_at(cublasStatus_t s, const char *what, const char *file, int line);
+#define SD_CUDA_CHECK(call) sd_cuda_check_at((call), #call, __FILE__, __LINE__)
+#define SD_CUBLAS_CHECK(call) sd_cublas_check_at((call), #call, __FILE__, __LINE__)
+// After every kernel launch: the launch error (not a device sync).
+#define SD_CUDA_LAUNCHED(name) sd_cuda_check_at(cudaGetLastError(), name, __FILE__, __LINE__)
+
+// Scratch of at least `bytes` on the device (grows; valid until the next call).
+void *sd_cuda_scratch(sd_backend *be, size_t bytes);
+
+// Blocks of `threads` covering n elements, capped for grid-stride loops.
+static inline unsigned sd_cuda_blocks(size_t n, unsigned threads) {
+  size_t b = (n + threads - 1) / threads;
+  if (b > 65535u * 8u) b = 65535u * 8u;
+  return (unsigned)(b ? b : 1);
+}
+
+// ---- the ops (one per ops.h entry), defined in matmul.cu, attention.cu, norm_act.cu,
+// tokens_embed.cu and loss_optim.cu ----
+sd_matmul_fwd_fn sd_cuda_matmul_fwd;
+sd_matmul_bwd_fn sd_cuda_matmul_bwd;
+sd_lnmod_fwd_fn sd_cuda_lnmod_fwd;
+sd_lnmod_bwd_fn sd_cuda_lnmod_bwd;
+sd_attention_fwd_fn sd_cuda_attention_fwd;
+sd_attention_bwd_fn sd_cuda_attention_bwd;
+sd_act_fwd_fn sd_cuda_gelu_fwd;
+sd_act_bwd_fn sd_cuda_gelu_bwd;
+sd_act_fwd_fn sd_cuda_silu_fwd;
+sd_act_bwd_fn sd_cuda_silu_bwd;
+sd_gated_residual_fwd_fn sd_cuda_gated_residual_fwd;
+sd_gated_residual_bwd_fn sd_cuda_gated_residual_bwd;
+sd_patchify_fn sd_cuda_patchify;
+sd_unpatchify_fwd_fn sd_cuda_unpatchify_fwd;
+sd_unpatchify_bwd_fn sd_cuda_unpatchify_bwd;
+sd_add_rows_fn sd_cuda_add_rows;
+sd_timestep_features_fn sd_cuda_timestep_features;
+sd_embed_rows_fwd_fn sd_cuda_embed_rows_fwd;
+sd_embed_rows_bwd_fn sd_cuda_embed_rows_bwd;
+sd_gather_tokens_fn sd_cuda_gather_tokens;
+sd_scatter_add_tokens_fn sd_cuda_scatter_add_tokens;
+sd_mse_fwd_fn sd_cuda_mse_fwd;
+sd_mse_bwd_fn sd_cuda_mse_bwd;
+sd_sum_squares_fn sd_cuda_sum_squares;
+sd_l2norm_rows_fwd_fn sd_cuda_l2norm_rows_fwd;
+sd_l2norm_rows_bwd_fn sd_cuda_l2norm_rows_bwd;
+sd_dino_loss_fwd_fn sd_cuda_dino_loss_fwd;
+sd_dino_loss_bwd_fn sd_cuda_dino_loss_bwd;
+sd_sum_rows_fn sd_cuda_sum_rows;
+sd_merge_tokens_fwd_fn sd_cuda_merge_tokens_fwd;
+sd_merge_tokens_bwd_fn sd_cuda_merge_tokens_bwd;
+sd_add_scaled_rows_fn sd_cuda_add_scaled_rows;
+sd_scale_rows_fn sd_cuda_scale_rows;
+sd_edm_loss_fwd_fn sd_cuda_edm_loss_fwd;
+sd_edm_loss_bwd_fn sd_cuda_edm_loss_bwd;
+sd_adamw_fn sd_cuda_adamw;
+sd_ema_fn sd_cuda_ema;
+sd_axpy_fn sd_cuda_axpy;
+
+#endif
