@@ -39,6 +39,8 @@ static const char *const k_sigma_modes[] = {"fixed", "log_uniform", NULL};
 static const char *const k_gen_tokens[] = {"all", "visible", NULL};
 static const char *const k_sources[] = {"synthetic", "hdf5", NULL};
 static const char *const k_validate[] = {"full", "quick", NULL};
+static const char *const k_backends[] = {"cpu", "cuda", NULL};
+static const char *const k_precisions[] = {"bf16", "fp32", NULL};
 
 static const char *const k_sections[] = {"model", "sddit", "diffusion", "optim", "data",
                                          "train", "dist", "ckpt", "log"};
@@ -130,6 +132,10 @@ static const key_desc k_keys[] = {
     {"train", "max_bad_steps", KEY_INT, offsetof(sd_config, max_bad_steps), RANGE_AT_LEAST_1,
      NULL, 0},
     {"train", "stop_at", KEY_LONG, offsetof(sd_config, stop_at), RANGE_NONNEG, NULL, 0},
+    {"train", "backend", KEY_STRING, offsetof(sd_config, backend), RANGE_ANY, k_backends,
+     sizeof(((sd_config *)0)->backend)},
+    {"train", "precision", KEY_STRING, offsetof(sd_config, precision), RANGE_ANY, k_precisions,
+     sizeof(((sd_config *)0)->precision)},
 
     {"dist", "timeout", KEY_FLOAT, offsetof(sd_config, dist_timeout), RANGE_NONNEG, NULL, 0},
     {"dist", "teacher_sync_every", KEY_INT, offsetof(sd_config, teacher_sync_every),
@@ -491,6 +497,8 @@ void sd_config_defaults(sd_config *c, const char *preset) {
   c->threads = 0;
   snprintf(c->out_dir, sizeof c->out_dir, "runs/default");
   c->max_bad_steps = 10;
+  snprintf(c->backend, sizeof c->backend, "cpu");
+  snprintf(c->precision, sizeof c->precision, "bf16");
 
   c->dist_timeout = 300.0f;
   c->teacher_sync_every = 1;

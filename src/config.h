@@ -56,6 +56,8 @@ typedef struct sd_config {
   char out_dir[512];        // "runs/default"
   char metrics[512];        // "" = <out_dir>/metrics.jsonl
   int max_bad_steps;        // 10: non-finite steps in a row before the run stops
+  char backend[8];          // "cpu" (default) or "cuda" (one GPU per rank, by local rank)
+  char precision[8];        // cuda matmul inputs: "bf16" (default; fp32 accumulation) or "fp32"
   long stop_at;             // 0 (off): end this run after that step with a checkpoint, as a
                             // preempted job would; --resume auto continues the same schedule
   // [dist]

@@ -257,9 +257,9 @@ void sd_sddit_forward_backward(sd_sddit *s, const sd_step_inputs *in, int B, lon
   grads_final(s, 0, s->block_start[0]);  // embedders (their gradients gather from every block)
   if (s->comm.grad_wait) s->comm.grad_wait(s->comm.ctx);
 
-  if (s->comm.sum) {  // losses: mean over ranks (a non-finite loss anywhere reaches every rank)
+  if (s->comm.sum_host) {  // losses: mean over ranks (a non-finite loss anywhere reaches all)
     float l2[2] = {st->L_gen / (float)s->comm.world, st->L_dis / (float)s->comm.world};
-    s->comm.sum(s->comm.ctx, l2, 2);
+    s->comm.sum_host(s->comm.ctx, l2, 2);
     st->L_gen = l2[0];
     st->L_dis = l2[1];
     st->L = st->L_gen + s->opt.lambda_dis * st->L_dis;
@@ -317,7 +317,7 @@ void sd_sddit_update(sd_sddit *s, int B, long step, sd_step_stats *st) {
   // center <- m_c center + (1 - m_c) mean(z_t) over the global batch (zt_mean: row sums)
   const int P = s->hcfg.prototypes, world = s->comm.world > 0 ? s->comm.world : 1;
   const long N = (long)B * o->visible_tokens * world;
-  if (s->comm.sum) s->comm.sum(s->comm.ctx, s->zt_mean, (size_t)P);  // device memory = host on CPU
+  if (s->comm.sum_dev) s->comm.sum_dev(s->comm.ctx, s->zt_mean, (size_t)P);
   float inv = 1.0f / (float)N;
   op->to_device(be, s->scalars + 3, &inv, sizeof inv);
   op->scale_rows(be, s->zt_mean, s->zt_mean, s->scalars + 3, 1, (size_t)P);

@@ -55,9 +55,10 @@ typedef struct sd_sddit_comm {
   void (*grad_ready)(void *ctx, float *grads, size_t count);
   // Every range reported so far is reduced (blocks until done).
   void (*grad_wait)(void *ctx);
-  // In-place sum over ranks (blocking).
-  void (*sum)(void *ctx, float *buf, size_t count);
-  // Broadcast from rank 0 (blocking).
+  // In-place sum over ranks (blocking) of host memory / of backend memory.
+  void (*sum_host)(void *ctx, float *buf, size_t count);
+  void (*sum_dev)(void *ctx, float *buf, size_t count);
+  // Broadcast of backend memory from rank 0 (blocking).
   void (*bcast0)(void *ctx, float *buf, size_t count);
 } sd_sddit_comm;
 

@@ -12,6 +12,7 @@
 #include "sddit_config.h"
 #include "step_random.h"
 #include "train_dist.h"
+#include "nccl_comm.h"
 #include "watchdog.h"
 #include "sd_git_rev.h"
 
@@ -140,6 +141,45 @@ static nan_fault nan_fault_from_env(void) {
   return f;
 }
 
+// The backend named by train.backend: the CPU, or the GPU of this rank's local rank.
+static void open_backend(sd_backend *be, const sd_config *cfg, const sd_dist *d) {
+  if (strcmp(cfg->backend, "cpu") == 0) {
+    sd_backend_cpu_init(be, cfg->threads);
+    return;
+  }
+  char err[512];
+  int count = sd_cuda_device_count(err, sizeof err);
+  if (count <= 0)
+    SD_FATAL_HINT("use train.backend = cpu, or run where a GPU is visible", "%s", err);
+  if (sd_backend_cuda_init(be, d->local_rank % count, err, sizeof err) != 0)
+    SD_FATAL_HINT("use train.backend = cpu", "train.backend = cuda: %s", err);
+  (void)cfg->precision;  // applied once sd_backend_cuda_set_precision lands (PRECISION-TODO)
+}
+
+static void close_backend(sd_backend *be) {
+  if (strcmp(be->name, "cpu") == 0) sd_backend_cpu_destroy(be);
+  else sd_backend_cuda_destroy(be);
+}
+
+// A step's inputs in backend memory (device backends).
+typedef struct device_inputs {
+  float *x0, *eps, *ss, *st;
+  int32_t *y, *vis;
+} device_inputs;
+
+static sd_step_inputs upload_inputs(sd_backend *be, const device_inputs *dev,
+                                    const sd_step_inputs *in, int B, int n, int Tv) {
+  const size_t fb = sizeof(float);
+  be->ops->to_device(be, dev->x0, in->x0, fb * (size_t)B * n);
+  be->ops->to_device(be, dev->eps, in->eps, fb * (size_t)B * n);
+  be->ops->to_device(be, dev->ss, in->sigma_s, fb * (size_t)B);
+  be->ops->to_device(be, dev->st, in->sigma_t, fb * (size_t)B);
+  be->ops->to_device(be, dev->y, in->y, sizeof(int32_t) * (size_t)B);
+  be->ops->to_device(be, dev->vis, in->vis, sizeof(int32_t) * (size_t)B * Tv);
+  sd_step_inputs d = {dev->x0, dev->eps, dev->ss, dev->st, dev->y, dev->vis};
+  return d;
+}
+
 // Per-interval time accounting (seconds), printed as ms per step.
 typedef struct step_times {
   double data, compute, comm, exposed, optim;
@@ -191,7 +231,7 @@ int sd_cmd_train(int argc, char **argv) {
   char *cfg_text = sd_config_print_text(&cfg);
 
   sd_backend be;
-  sd_backend_cpu_init(&be, cfg.threads);
+  open_backend(&be, &cfg, &dist);
   sd_sddit_opts o;
   sd_sddit_opts_from_config(&cfg, &o);
   sd_head_config hc;
@@ -253,6 +293,16 @@ int sd_cmd_train(int argc, char **argv) {
   }
 
   const int n = cfg.model.in_channels * cfg.model.input_size * cfg.model.input_size;
+  device_inputs dev = {0};  // copies in backend memory when the backend is not the CPU
+  if (strcmp(be.name, "cpu") != 0) {
+    const size_t fb = sizeof(float);
+    dev.x0 = be.ops->alloc(&be, fb * (size_t)B * n);
+    dev.eps = be.ops->alloc(&be, fb * (size_t)B * n);
+    dev.ss = be.ops->alloc(&be, fb * (size_t)B);
+    dev.st = be.ops->alloc(&be, fb * (size_t)B);
+    dev.y = be.ops->alloc(&be, sizeof(int32_t) * (size_t)B);
+    dev.vis = be.ops->alloc(&be, sizeof(int32_t) * (size_t)B * Tv);
+  }
   float *x0 = sd_xmalloc(sizeof(float) * (size_t)B * n, "x0");
   float *eps = sd_xmalloc(sizeof(float) * (size_t)B * n, "eps");
   float *ss = sd_xmalloc(sizeof(float) * (size_t)B, "sigma_s");
@@ -280,6 +330,7 @@ int sd_cmd_train(int argc, char **argv) {
     const long first = step * (long)G + (long)rank * B;  // this rank's stream positions
     sd_step_random(&ro, step, first, B, eps, ss, st, vis, y);
     sd_step_inputs in = {x0, eps, ss, st, y, vis};
+    if (dev.x0) in = upload_inputs(&be, &dev, &in, B, n, Tv);
     sd_step_stats stats;
     double t1 = now_s();
     sd_sddit_forward_backward(&s, &in, B, step, &stats);
@@ -356,6 +407,10 @@ int sd_cmd_train(int argc, char **argv) {
            mpath, ckdir);
   }
   free(x0); free(eps); free(ss); free(st); free(y); free(vis);
+  if (dev.x0) {
+    void *bufs[] = {dev.x0, dev.eps, dev.ss, dev.st, dev.y, dev.vis};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be.ops->free(&be, bufs[i]);
+  }
   if (last_save_failed) {
     fprintf(stderr, "error: the final checkpoint was not written%s%s\n",
             last_ckpt[0] ? "; the newest intact one is " : "", last_ckpt);
@@ -366,7 +421,7 @@ done:
   sd_train_comm_release(&tcomm);
   sd_batch_source_close(&src);
   sd_sddit_destroy(&s);
-  sd_backend_cpu_destroy(&be);
+  close_backend(&be);
   // every rank agrees on the exit code, so no rank leaves while another is still in MPI
   int64_t code = rc;
   sd_dist_allreduce_max_i64(&dist, &code, 1, "exit status");

@@ -15,17 +15,50 @@ static void hook_grad_ready(void *ctx, float *g, size_t n) {
 
 static void hook_grad_wait(void *ctx) { sd_grad_sync_wait(((sd_train_comm *)ctx)->sync); }
 
-static void hook_sum(void *ctx, float *buf, size_t n) {
-  sd_dist_allreduce_sum_f32(((sd_train_comm *)ctx)->d, buf, n, "loss and center sums");
+static void hook_sum_host(void *ctx, float *buf, size_t n) {
+  sd_dist_allreduce_sum_f32(((sd_train_comm *)ctx)->d, buf, n, "loss sums");
+}
+
+// Backend memory through the host staging buffer (device backends).
+static void staged(sd_train_comm *tc, float *dev, size_t n, int root, const char *what) {
+  sd_backend *be = tc->s->be;
+  be->ops->to_host(be, tc->stage, dev, sizeof(float) * n);
+  if (root < 0) sd_dist_allreduce_sum_f32(tc->d, tc->stage, n, what);
+  else sd_dist_bcast_f32(tc->d, tc->stage, n, root, what);
+  be->ops->to_device(be, dev, tc->stage, sizeof(float) * n);
+}
+
+static void hook_sum_dev(void *ctx, float *buf, size_t n) {
+  sd_train_comm *tc = ctx;
+  if (tc->host_memory) sd_dist_allreduce_sum_f32(tc->d, buf, n, "center sums");
+  else staged(tc, buf, n, -1, "center sums");
 }
 
 static void hook_bcast0(void *ctx, float *buf, size_t n) {
-  sd_dist_bcast_f32(((sd_train_comm *)ctx)->d, buf, n, 0, "teacher broadcast");
+  sd_train_comm *tc = ctx;
+  if (tc->host_memory) sd_dist_bcast_f32(tc->d, buf, n, 0, "teacher broadcast");
+  else staged(tc, buf, n, 0, "teacher broadcast");
+}
+
+// Device backends: the whole gradient after the backward, staged, then the mean.
+static void hook_grad_wait_staged(void *ctx) {
+  sd_train_comm *tc = ctx;
+  sd_sddit *s = tc->s;
+  staged(tc, s->grads, s->total, -1, "gradient all-reduce");
+  const float inv = 1.0f / (float)tc->d->world;
+  float *one = s->scalars + 8;
+  s->be->ops->to_device(s->be, one, &inv, sizeof inv);
+  s->be->ops->scale_rows(s->be, s->grads, s->grads, one, 1, s->total);
 }
 
 void sd_train_comm_bind(sd_train_comm *tc, sd_dist *d, const sd_config *cfg, sd_sddit *s) {
+  memset(tc, 0, sizeof *tc);
   tc->d = d;
-  tc->sync = sd_grad_sync_create(d, cfg->overlap);
+  tc->s = s;
+  tc->host_memory = strcmp(s->be->name, "cpu") == 0;
+  tc->sync = sd_grad_sync_create(d, cfg->overlap && tc->host_memory);
+  if (!tc->host_memory && d->world > 1)
+    tc->stage = sd_xmalloc(sizeof(float) * s->total, "communication staging");
   sd_sddit_comm *c = &s->comm;
   memset(c, 0, sizeof *c);
   c->ctx = tc;
@@ -34,9 +67,10 @@ void sd_train_comm_bind(sd_train_comm *tc, sd_dist *d, const sd_config *cfg, sd_
   c->teacher_sync_every = cfg->teacher_sync_every;
   c->check_teacher = cfg->check_replicas;
   if (d->world > 1) {
-    c->grad_ready = hook_grad_ready;
-    c->grad_wait = hook_grad_wait;
-    c->sum = hook_sum;
+    c->grad_ready = tc->host_memory ? hook_grad_ready : NULL;
+    c->grad_wait = tc->host_memory ? hook_grad_wait : hook_grad_wait_staged;
+    c->sum_host = hook_sum_host;
+    c->sum_dev = hook_sum_dev;
     c->bcast0 = hook_bcast0;
   }
 }
@@ -44,6 +78,8 @@ void sd_train_comm_bind(sd_train_comm *tc, sd_dist *d, const sd_config *cfg, sd_
 void sd_train_comm_release(sd_train_comm *tc) {
   sd_grad_sync_destroy(tc->sync);
   tc->sync = NULL;
+  free(tc->stage);
+  tc->stage = NULL;
 }
 
 void sd_train_bcast_state(sd_dist *d, sd_sddit *s, long *step) {
@@ -51,10 +87,15 @@ void sd_train_bcast_state(sd_dist *d, sd_sddit *s, long *step) {
   int64_t st = *step;
   sd_dist_bcast_bytes(d, &st, sizeof st, 0, "resume: step");
   *step = (long)st;
-  float *bufs[] = {s->params, s->adam_m, s->adam_v, s->teacher};
-  for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-    sd_dist_bcast_f32(d, bufs[i], s->total, 0, "resume: training state");
-  sd_dist_bcast_f32(d, s->center, (size_t)s->hcfg.prototypes, 0, "resume: center");
+  float *bufs[] = {s->params, s->adam_m, s->adam_v, s->teacher, s->center};
+  size_t counts[] = {s->total, s->total, s->total, s->total, (size_t)s->hcfg.prototypes};
+  float *host = sd_xmalloc(sizeof(float) * s->total, "resume broadcast");
+  for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+    s->be->ops->to_host(s->be, host, bufs[i], sizeof(float) * counts[i]);
+    sd_dist_bcast_f32(d, host, counts[i], 0, "resume: training state");
+    s->be->ops->to_device(s->be, bufs[i], host, sizeof(float) * counts[i]);
+  }
+  free(host);
 }
 
 // ---- stop requests ----
@@ -95,11 +136,14 @@ void sd_train_check_replicas(sd_dist *d, const sd_sddit *s, long step) {
   const float *bufs[] = {s->params, s->adam_m, s->adam_v, s->teacher, s->center};
   size_t counts[] = {s->total, s->total, s->total, s->total, (size_t)s->hcfg.prototypes};
   int64_t h[12];  // max of each hash, max of each complement: equal everywhere iff min == max
+  float *host = sd_xmalloc(sizeof(float) * s->total, "replica check");
   for (int i = 0; i < 5; i++) {
-    uint64_t v = fnv1a(1469598103934665603ull, bufs[i], sizeof(float) * counts[i]) >> 1;
+    s->be->ops->to_host(s->be, host, bufs[i], sizeof(float) * counts[i]);
+    uint64_t v = fnv1a(1469598103934665603ull, host, sizeof(float) * counts[i]) >> 1;
     h[i] = (int64_t)v;
     h[5 + i] = -(int64_t)v;
   }
+  free(host);
   h[10] = s->teacher_mismatches;
   h[11] = -s->teacher_mismatches;
   int64_t mine[12];

@@ -13,9 +13,15 @@
 typedef struct sd_train_comm {
   sd_dist *d;
   sd_grad_sync *sync;
+  sd_sddit *s;
+  int host_memory;  // the backend's buffers are host memory (CPU); else they are staged
+  float *stage;     // (s->total) host staging buffer for device backends
 } sd_train_comm;
 
 // Fills s->comm from the configuration (dist.overlap, teacher_sync_every, check_replicas).
+// On the CPU backend gradients are reduced range by range on the communication thread; on a
+// device backend (until the NCCL path is wired) every reduction is staged through host memory
+// after the backward.
 void sd_train_comm_bind(sd_train_comm *tc, sd_dist *d, const sd_config *cfg, sd_sddit *s);
 void sd_train_comm_release(sd_train_comm *tc);
 
