@@ -239,5 +239,11 @@ int sd_backend_cpu_init(sd_backend *be, int num_threads);
 void sd_backend_cpu_destroy(sd_backend *be);
 int sd_backend_cuda_init(sd_backend *be, int device, char *errbuf, size_t errlen);
 void sd_backend_cuda_destroy(sd_backend *be);
+// Chooses how a CUDA backend's matmuls multiply: "fp32" (fp32 inputs, fp32 accumulation, no
+// TF32) or "bf16" (inputs rounded to bf16, fp32 accumulation and outputs; the default, unless
+// the environment sets SD_CUDA_PRECISION=fp32). Returns 0, or -1 with a message in errbuf
+// (unknown name, not a CUDA backend, or a build without CUDA).
+int sd_backend_cuda_set_precision(sd_backend *be, const char *name /* "fp32" or "bf16" */,
+                                  char *errbuf, size_t errlen);
 
 #endif

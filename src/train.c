@@ -153,7 +153,8 @@ static void open_backend(sd_backend *be, const sd_config *cfg, const sd_dist *d)
     SD_FATAL_HINT("use train.backend = cpu, or run where a GPU is visible", "%s", err);
   if (sd_backend_cuda_init(be, d->local_rank % count, err, sizeof err) != 0)
     SD_FATAL_HINT("use train.backend = cpu", "train.backend = cuda: %s", err);
-  (void)cfg->precision;  // applied once sd_backend_cuda_set_precision lands (PRECISION-TODO)
+  if (sd_backend_cuda_set_precision(be, cfg->precision, err, sizeof err) != 0)
+    SD_FATAL("train.precision = %s: %s", cfg->precision, err);
 }
 
 static void close_backend(sd_backend *be) {

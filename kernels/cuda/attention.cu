@@ -1,16 +1,842 @@
-// PLACEHOLDER: every op here stops with "not implemented" until the kernels land.
+// CUDA multi-head attention (non-causal), forward and backward: fused, flash-style kernels
+// that never store the T x T score matrix. Semantics are exactly those of
+// kernels/cpu/attention.c (see ops.h):
+//   qkv (B, T, 3*D), D = NH*HD, feature index which*D + h*HD + d (which 0 = q, 1 = k, 2 = v);
+//   S = scale * q k^T with scale = 1/sqrt(HD);  P = softmax_rows(S);  out (B, T, D) = P v;
+//   lse (B, NH, T) = log(sum_j exp(S_ij)) (natural log, in the scaled-score space);
+//   backward: dqkv (B, T, 3*D) is overwritten (all three parts).
+// Storage, softmax statistics and accumulation are fp32; the products are plain fp32 FMAs in
+// this version (a bf16 tensor-core path is a later optimisation: the two tile products of each
+// kernel, tile_dot and tile_pv below, are the places to swap). Every kernel runs on the
+// backend stream. Nothing uses atomics, so two runs on the same inputs are bitwise equal.
+//
+// Tiling (all kernels): a block of 256 threads viewed as 16 x 16, tx = tid & 15,
+// ty = tid >> 4 (so a warp is two rows ty = 2w, 2w+1 of 16 lanes each). A block owns a
+// "row tile" of kRows = 64 tokens and streams "column tiles" of kCols = 32 tokens through
+// shared memory. For a (64 x 32) score-like tile each thread computes a 4 x 2 micro-tile:
+//   rows  r = ty*4 + i  (i < 4),        columns c = tx + 16*j  (j < 2).
+// The 16 threads that share a row are one half-warp, so row reductions (softmax max/sum) are
+// xor-shuffles over offsets 8, 4, 2, 1. For a (64 x HD) accumulator (out, dK, dV, dQ) each
+// thread owns the same 4 rows and the head-dim columns d = tx + 16*jd (jd < NDC), where
+// HDP = 16*NDC >= HD is the padded head dimension, a template parameter:
+//   HD <= 16: 16, <= 32: 32, <= 64: 64, <= 80: 80 (DiT-XL's 72), <= 96: 96, <= 128: 128.
+// HD > 128 is refused with a fatal error.
+//
+// Shared-memory tiles are fp32 with a row stride LDH = HDP + 4 floats (16-byte aligned rows;
+// (LDH/4) odd, so the 8 threads of a 128-bit load phase that read 8 different rows hit 8
+// different bank groups) and score tiles with a row stride kLdc = kCols + 4 = 36.
+// Bytes per block (LDH = HDP + 4; see the Cfg struct), KiB at HD 72 (HDP 80) / HD 128:
+//   forward  Q[64] + K[32] + V[32] rows of LDH, P[64][36]                  51.0 / 75.0
+//   dK/dV    K[64] + V[64] + Q[32] + dO[32] rows, Pt, dSt [64][36], 2x32    81.2 / 117.2
+//   dQ       Q[64] + dO[64] + K[32] + V[32] rows, dS[64][36]               72.0 / 108.0
+// All of it is dynamic shared memory; above 48 KB the launcher raises the kernel's limit with
+// cudaFuncSetAttribute (and stops with a clear message when the device cannot give as much).
+// Registers: __launch_bounds__(256, 2) (<= 128 per thread) for HDP <= 80, (256, 1) above;
+// ptxas (CUDA 13.0, sm_90) reports no spills and no stack frame for any instantiation
+// (HD 72: fwd 116, dK/dV 128, dQ 128 registers, so 2 blocks = 16 warps per SM).
+// Every tile load writes every element of the tile: rows past T and columns past HD are zero,
+// so the dot products may run over the zero-padded head dimension, and masked scores only need
+// the explicit -inf / 0 in the softmax.
 #include "cuda_internal.h"
 
 extern "C" {
 #include "error.h"
 }
 
-void sd_cuda_attention_fwd(sd_backend *be, float *out, float *lse, const float *qkv, int B, int T, int NH, int HD) {
-  (void)be;
-  SD_FATAL("CUDA op attention_fwd is not implemented yet");
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <vector>
+
+namespace {
+
+constexpr int kThreads = 256;     // 16 x 16
+constexpr int kRows = 64;         // row tile (tokens) of a block
+constexpr int kCols = 32;         // column tile (tokens) streamed through shared memory
+constexpr int kRM = 4;            // rows per thread:    r = ty*4 + i
+constexpr int kCN = 2;            // columns per thread: c = tx + 16*j
+constexpr int kLdc = kCols + 4;   // row stride (floats) of P / dS tiles
+constexpr int kMaxHD = 128;
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+static_assert(kRows == 16 * kRM && kCols == 16 * kCN, "micro-tile mapping");
+static_assert(kCols % 4 == 0 && kThreads >= kCols, "tile sizes");
+
+template <int NDC>
+struct Cfg {
+  static constexpr int HDP = 16 * NDC;  // padded head dim
+  static constexpr int LDH = HDP + 4;   // row stride of head-dim tiles (floats)
+  static_assert((LDH / 4) % 2 == 1, "LDH/4 must be odd (bank groups)");
+  static constexpr size_t fwd_bytes =
+      sizeof(float) * ((size_t)(kRows + 2 * kCols) * LDH + (size_t)kRows * kLdc);
+  static constexpr size_t dkdv_bytes =
+      sizeof(float) * ((size_t)(2 * kRows + 2 * kCols) * LDH + 2 * (size_t)kRows * kLdc +
+                       2 * (size_t)kCols);
+  static constexpr size_t dq_bytes =
+      sizeof(float) * ((size_t)(2 * kRows + 2 * kCols) * LDH + (size_t)kRows * kLdc);
+};
+
+// ---- device helpers -----------------------------------------------------------------------
+
+// Copies the ROWS token rows t0 .. t0+ROWS-1 of one head slice into dst[ROWS][HDP+4]. Token t
+// of the slice starts at src + t*ld. Writes every element d < HDP of every row: the value
+// for t < T and d < HD, zero otherwise. vec4: HD % 4 == 0 and src (hence every row) 16-byte
+// aligned, so 16-byte global loads are legal. Called by all threads of the block; the caller
+// places the __syncthreads around it.
+template <int ROWS, int HDP>
+__device__ __forceinline__ void load_tile(float *__restrict__ dst, const float *__restrict__ src,
+                                          size_t ld, int t0, int T, int HD, bool vec4) {
+  constexpr int LDH = HDP + 4;
+  if (vec4) {
+    constexpr int NV = HDP / 4;  // float4 per row
+    for (int e = threadIdx.x; e < ROWS * NV; e += kThreads) {
+      const int r = e / NV, d = (e - r * NV) * 4, t = t0 + r;
+      float4 x = make_float4(0.f, 0.f, 0.f, 0.f);
+      if (t < T && d < HD) x = __ldg(reinterpret_cast<const float4 *>(src + (size_t)t * ld + d));
+      *reinterpret_cast<float4 *>(dst + r * LDH + d) = x;
+    }
+  } else {
+    for (int e = threadIdx.x; e < ROWS * HDP; e += kThreads) {
+      const int r = e / HDP, d = e - r * HDP, t = t0 + r;
+      dst[r * LDH + d] = (t < T && d < HD) ? __ldg(src + (size_t)t * ld + d) : 0.f;
+    }
+  }
 }
 
-void sd_cuda_attention_bwd(sd_backend *be, float *dqkv, const float *dout, const float *qkv, const float *out, const float *lse, int B, int T, int NH, int HD) {
-  (void)be;
-  SD_FATAL("CUDA op attention_bwd is not implemented yet");
+// acc[i][j] += sum_{d < hd4} X[r_i][d] * Y[c_j][d],  r_i = ty*4 + i, c_j = tx + 16*j, both
+// tiles with row stride LDH. hd4 = HD rounded up to 4 (the padding columns are zero).
+template <int LDH>
+__device__ __forceinline__ void tile_dot(float (&acc)[kRM][kCN], const float *__restrict__ X,
+                                         const float *__restrict__ Y, int ty, int tx, int hd4) {
+#pragma unroll 2
+  for (int d = 0; d < hd4; d += 4) {
+    float4 a[kRM], b[kCN];
+#pragma unroll
+    for (int i = 0; i < kRM; i++)
+      a[i] = *reinterpret_cast<const float4 *>(X + (ty * kRM + i) * LDH + d);
+#pragma unroll
+    for (int j = 0; j < kCN; j++)
+      b[j] = *reinterpret_cast<const float4 *>(Y + (tx + 16 * j) * LDH + d);
+#pragma unroll
+    for (int i = 0; i < kRM; i++)
+#pragma unroll
+      for (int j = 0; j < kCN; j++) {
+        float s = acc[i][j];
+        s = fmaf(a[i].x, b[j].x, s);
+        s = fmaf(a[i].y, b[j].y, s);
+        s = fmaf(a[i].z, b[j].z, s);
+        s = fmaf(a[i].w, b[j].w, s);
+        acc[i][j] = s;
+      }
+  }
+}
+
+// acc[i][jd] += sum_{c < kCols} A[r_i][c] * Bm[c][d_jd],  r_i = ty*4 + i, d_jd = tx + 16*jd;
+// A is a score tile (row stride kLdc), Bm a head-dim tile (row stride LDH).
+template <int NDC, int LDH>
+__device__ __forceinline__ void tile_pv(float (&acc)[kRM][NDC], const float *__restrict__ A,
+                                        const float *__restrict__ Bm, int ty, int tx) {
+#pragma unroll
+  for (int c = 0; c < kCols; c += 4) {
+    float a[kRM][4];
+#pragma unroll
+    for (int i = 0; i < kRM; i++) {
+      const float4 t = *reinterpret_cast<const float4 *>(A + (ty * kRM + i) * kLdc + c);
+      a[i][0] = t.x;
+      a[i][1] = t.y;
+      a[i][2] = t.z;
+      a[i][3] = t.w;
+    }
+#pragma unroll
+    for (int cc = 0; cc < 4; cc++) {
+      float bv[NDC];
+#pragma unroll
+      for (int jd = 0; jd < NDC; jd++) bv[jd] = Bm[(c + cc) * LDH + tx + 16 * jd];
+#pragma unroll
+      for (int i = 0; i < kRM; i++)
+#pragma unroll
+        for (int jd = 0; jd < NDC; jd++) acc[i][jd] = fmaf(a[i][cc], bv[jd], acc[i][jd]);
+    }
+  }
+}
+
+// Reductions over the 16 lanes of a half-warp (the threads sharing ty). Butterfly: every lane
+// ends with the same, bitwise identical value (a + b == b + a).
+__device__ __forceinline__ float half_warp_max(float v) {
+#pragma unroll
+  for (int off = 8; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
+  return v;
+}
+__device__ __forceinline__ float half_warp_sum(float v) {
+#pragma unroll
+  for (int off = 8; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+  return v;
+}
+
+// ---- forward -----------------------------------------------------------------------------
+// Grid (ceil(T/64), NH, B): block (x, h, b) owns queries q0 = 64x .. q0+63 of head h, batch b.
+// Q stays in shared memory; key/value tiles of 32 tokens stream through. Per key tile:
+//   S (64 x 32) = Q K^T, in log2 units (times scale*log2(e)); keys >= T get -inf;
+//   online softmax per row: m' = max(m, rowmax S), alpha = 2^(m - m'), P = 2^(S - m'),
+//   l = alpha*l + rowsum P, o = alpha*o + P V.
+// At the end out = o / l and lse = (m + log2 l) * ln 2 (natural log of the scaled scores).
+// Barriers per key tile: (a) before overwriting K/V/P (the previous tile's P V must be done),
+// (b) after the K/V loads, (c) after P is written, before P V reads it.
+template <int NDC>
+__global__ void __launch_bounds__(kThreads, (NDC <= 5 ? 2 : 1))
+    attn_fwd_kernel(float *__restrict__ out, float *__restrict__ lse,
+                    const float *__restrict__ qkv, int T, int NH, int HD, float scale_log2,
+                    int vec4) {
+  using C = Cfg<NDC>;
+  constexpr int LDH = C::LDH;
+  extern __shared__ float4 smem4[];
+  float *Qs = reinterpret_cast<float *>(smem4);  // [kRows][LDH]
+  float *Ks = Qs + kRows * LDH;                   // [kCols][LDH]
+  float *Vs = Ks + kCols * LDH;                   // [kCols][LDH]
+  float *Ps = Vs + kCols * LDH;                   // [kRows][kLdc]
+
+  const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+  const int q0 = blockIdx.x * kRows, h = blockIdx.y, b = blockIdx.z;
+  const int D = NH * HD, hd4 = (HD + 3) & ~3;
+  const size_t ld = 3 * (size_t)D;
+  const float *qg = qkv + (size_t)b * T * ld + (size_t)h * HD;
+  const float *kg = qg + D, *vg = qg + 2 * D;
+
+  load_tile<kRows, C::HDP>(Qs, qg, ld, q0, T, HD, vec4 != 0);
+
+  float m[kRM], l[kRM], o[kRM][NDC];
+#pragma unroll
+  for (int i = 0; i < kRM; i++) {
+    m[i] = -INFINITY;
+    l[i] = 0.f;
+#pragma unroll
+    for (int jd = 0; jd < NDC; jd++) o[i][jd] = 0.f;
+  }
+
+  for (int k0 = 0; k0 < T; k0 += kCols) {
+    __syncthreads();  // (a)
+    load_tile<kCols, C::HDP>(Ks, kg, ld, k0, T, HD, vec4 != 0);
+    load_tile<kCols, C::HDP>(Vs, vg, ld, k0, T, HD, vec4 != 0);
+    __syncthreads();  // (b) (the first time also publishes Q)
+
+    float s[kRM][kCN];
+#pragma unroll
+    for (int i = 0; i < kRM; i++)
+#pragma unroll
+      for (int j = 0; j < kCN; j++) s[i][j] = 0.f;
+    tile_dot<LDH>(s, Qs, Ks, ty, tx, hd4);
+
+#pragma unroll
+    for (int i = 0; i < kRM; i++) {
+      float mx = -INFINITY;
+#pragma unroll
+      for (int j = 0; j < kCN; j++) {
+        s[i][j] = (k0 + tx + 16 * j < T) ? s[i][j] * scale_log2 : -INFINITY;
+        mx = fmaxf(mx, s[i][j]);
+      }
+      // Column k0 < T is valid in every tile, so the row max (and m_new) is finite.
+      const float m_new = fmaxf(m[i], half_warp_max(mx));
+      const float alpha = exp2f(m[i] - m_new);  // first tile: 2^-inf = 0
+      float rs = 0.f;
+#pragma unroll
+      for (int j = 0; j < kCN; j++) {
+        s[i][j] = exp2f(s[i][j] - m_new);  // masked: 2^-inf = 0
+        rs += s[i][j];
+      }
+      l[i] = l[i] * alpha + half_warp_sum(rs);
+      m[i] = m_new;
+#pragma unroll
+      for (int jd = 0; jd < NDC; jd++) o[i][jd] *= alpha;
+#pragma unroll
+      for (int j = 0; j < kCN; j++) Ps[(ty * kRM + i) * kLdc + tx + 16 * j] = s[i][j];
+    }
+    __syncthreads();  // (c)
+    tile_pv<NDC, LDH>(o, Ps, Vs, ty, tx);
+  }
+
+  float *og = out + (size_t)b * T * D + (size_t)h * HD;
+  float *lg = lse + ((size_t)b * NH + h) * T;
+#pragma unroll
+  for (int i = 0; i < kRM; i++) {
+    const int t = q0 + ty * kRM + i;
+    if (t >= T) continue;
+    const float inv_l = 1.0f / l[i];  // l >= 1: the max element contributes 2^0
+#pragma unroll
+    for (int jd = 0; jd < NDC; jd++) {
+      const int d = tx + 16 * jd;
+      if (d < HD) og[(size_t)t * D + d] = o[i][jd] * inv_l;
+    }
+    if (tx == 0) lg[t] = (m[i] + log2f(l[i])) * kLn2;
+  }
+}
+
+// ---- backward ----------------------------------------------------------------------------
+// Dvec (B, NH, T) = rowsum(dout * out) per (b, h, t). One warp per (b, t, h) row, grid-stride;
+// row index (b*T + t)*NH + h, whose HD features start at row*HD in out and dout (D = NH*HD).
+// Lane-strided partial sums, then a fixed xor-butterfly: deterministic.
+__global__ void __launch_bounds__(256)
+    attn_bwd_dvec_kernel(float *__restrict__ dvec, const float *__restrict__ dout,
+                         const float *__restrict__ out, int T, int NH, int HD, size_t nrows) {
+  const int lane = threadIdx.x & 31;
+  const size_t warps = ((size_t)gridDim.x * blockDim.x) >> 5;
+  for (size_t row = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5; row < nrows;
+       row += warps) {
+    const float *a = dout + row * HD, *o = out + row * HD;
+    float s = 0.f;
+    for (int d = lane; d < HD; d += 32) s = fmaf(__ldg(a + d), __ldg(o + d), s);
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+    if (lane == 0) {
+      const size_t h = row % NH, bt = row / NH, t = bt % T, b = bt / T;
+      dvec[(b * NH + h) * T + t] = s;
+    }
+  }
+}
+
+// dK, dV. Grid (ceil(T/64), NH, B): block (x, h, b) owns keys k0 = 64x .. k0+63; K and V of
+// those keys stay in shared memory and the dK, dV accumulators in registers (thread: keys
+// ty*4+i, head-dim columns tx+16*jd). Query tiles of 32 stream through:
+//   St (64 keys x 32 queries) = K Q^T;  Pt = 2^(St*scale*log2e - lse*log2e)  (0 when the key
+//   or the query is past T);  dPt = V dO^T;  dSt = Pt * (dPt - Dvec[query]);
+//   dV += Pt dO;  dK += dSt Q;  at the end dK *= scale.
+// Barriers per query tile: (a) before overwriting Q/dO/Pt/dSt/lse/Dvec (the previous tile's
+// products must be done), (b) after the loads, (c) after Pt/dSt are written.
+template <int NDC>
+__global__ void __launch_bounds__(kThreads, (NDC <= 5 ? 2 : 1))
+    attn_bwd_dkdv_kernel(float *__restrict__ dqkv, const float *__restrict__ dout,
+                         const float *__restrict__ qkv, const float *__restrict__ lse,
+                         const float *__restrict__ dvec, int T, int NH, int HD, float scale,
+                         float scale_log2, int vec4) {
+  using C = Cfg<NDC>;
+  constexpr int LDH = C::LDH;
+  extern __shared__ float4 smem4[];
+  float *Ks = reinterpret_cast<float *>(smem4);  // [kRows][LDH]
+  float *Vs = Ks + kRows * LDH;                   // [kRows][LDH]
+  float *Qs = Vs + kRows * LDH;                   // [kCols][LDH]
+  float *dOs = Qs + kCols * LDH;                  // [kCols][LDH]
+  float *Pts = dOs + kCols * LDH;                 // [kRows][kLdc]
+  float *dSts = Pts + kRows * kLdc;               // [kRows][kLdc]
+  float *lse_s = dSts + kRows * kLdc;             // [kCols], lse * log2(e)
+  float *dv_s = lse_s + kCols;                    // [kCols], Dvec
+
+  const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+  const int k0 = blockIdx.x * kRows, h = blockIdx.y, b = blockIdx.z;
+  const int D = NH * HD, hd4 = (HD + 3) & ~3;
+  const size_t ld = 3 * (size_t)D;
+  const float *qg = qkv + (size_t)b * T * ld + (size_t)h * HD;
+  const float *kg = qg + D, *vg = qg + 2 * D;
+  const float *dog = dout + (size_t)b * T * D + (size_t)h * HD;
+  const float *lse_bh = lse + ((size_t)b * NH + h) * T;
+  const float *dvec_bh = dvec + ((size_t)b * NH + h) * T;
+
+  load_tile<kRows, C::HDP>(Ks, kg, ld, k0, T, HD, vec4 != 0);
+  load_tile<kRows, C::HDP>(Vs, vg, ld, k0, T, HD, vec4 != 0);
+
+  float dk[kRM][NDC], dv[kRM][NDC];
+#pragma unroll
+  for (int i = 0; i < kRM; i++)
+#pragma unroll
+    for (int jd = 0; jd < NDC; jd++) dk[i][jd] = dv[i][jd] = 0.f;
+
+  for (int q0 = 0; q0 < T; q0 += kCols) {
+    __syncthreads();  // (a)
+    load_tile<kCols, C::HDP>(Qs, qg, ld, q0, T, HD, vec4 != 0);
+    load_tile<kCols, C::HDP>(dOs, dog, (size_t)D, q0, T, HD, vec4 != 0);
+    if (threadIdx.x < kCols) {
+      const int t = q0 + threadIdx.x;
+      lse_s[threadIdx.x] = t < T ? lse_bh[t] * kLog2e : 0.f;
+      dv_s[threadIdx.x] = t < T ? dvec_bh[t] : 0.f;
+    }
+    __syncthreads();  // (b) (the first time also publishes K and V)
+
+    float st[kRM][kCN], dpt[kRM][kCN];
+#pragma unroll
+    for (int i = 0; i < kRM; i++)
+#pragma unroll
+      for (int j = 0; j < kCN; j++) st[i][j] = dpt[i][j] = 0.f;
+    tile_dot<LDH>(st, Ks, Qs, ty, tx, hd4);
+    tile_dot<LDH>(dpt, Vs, dOs, ty, tx, hd4);
+
+#pragma unroll
+    for (int i = 0; i < kRM; i++) {
+      const bool key_ok = k0 + ty * kRM + i < T;
+#pragma unroll
+      for (int j = 0; j < kCN; j++) {
+        const int c = tx + 16 * j;
+        const float p =
+            (key_ok && q0 + c < T) ? exp2f(st[i][j] * scale_log2 - lse_s[c]) : 0.f;
+        Pts[(ty * kRM + i) * kLdc + c] = p;
+        dSts[(ty * kRM + i) * kLdc + c] = p * (dpt[i][j] - dv_s[c]);
+      }
+    }
+    __syncthreads();  // (c)
+    tile_pv<NDC, LDH>(dv, Pts, dOs, ty, tx);
+    tile_pv<NDC, LDH>(dk, dSts, Qs, ty, tx);
+  }
+
+  float *dkg = dqkv + (size_t)b * T * ld + D + (size_t)h * HD;
+  float *dvg = dkg + D;
+#pragma unroll
+  for (int i = 0; i < kRM; i++) {
+    const int t = k0 + ty * kRM + i;
+    if (t >= T) continue;
+#pragma unroll
+    for (int jd = 0; jd < NDC; jd++) {
+      const int d = tx + 16 * jd;
+      if (d < HD) {
+        dkg[(size_t)t * ld + d] = dk[i][jd] * scale;
+        dvg[(size_t)t * ld + d] = dv[i][jd];
+      }
+    }
+  }
+}
+
+// dQ. Grid (ceil(T/64), NH, B): block (x, h, b) owns queries q0 = 64x .. q0+63; Q and dO of
+// those queries stay in shared memory, their lse and Dvec in registers, the dQ accumulator in
+// registers (thread: queries ty*4+i, head-dim columns tx+16*jd). Key tiles of 32 stream
+// through:
+//   S (64 x 32) = Q K^T;  P = 2^(S*scale*log2e - lse*log2e) (0 past T);  dP = dO V^T;
+//   dS = P * (dP - Dvec);  dQ += dS K;  at the end dQ *= scale.
+// Barriers per key tile: (a) before overwriting K/V/dS, (b) after the loads, (c) after dS.
+template <int NDC>
+__global__ void __launch_bounds__(kThreads, (NDC <= 5 ? 2 : 1))
+    attn_bwd_dq_kernel(float *__restrict__ dqkv, const float *__restrict__ dout,
+                       const float *__restrict__ qkv, const float *__restrict__ lse,
+                       const float *__restrict__ dvec, int T, int NH, int HD, float scale,
+                       float scale_log2, int vec4) {
+  using C = Cfg<NDC>;
+  constexpr int LDH = C::LDH;
+  extern __shared__ float4 smem4[];
+  float *Qs = reinterpret_cast<float *>(smem4);  // [kRows][LDH]
+  float *dOs = Qs + kRows * LDH;                  // [kRows][LDH]
+  float *Ks = dOs + kRows * LDH;                  // [kCols][LDH]
+  float *Vs = Ks + kCols * LDH;                   // [kCols][LDH]
+  float *dSs = Vs + kCols * LDH;                  // [kRows][kLdc]
+
+  const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+  const int q0 = blockIdx.x * kRows, h = blockIdx.y, b = blockIdx.z;
+  const int D = NH * HD, hd4 = (HD + 3) & ~3;
+  const size_t ld = 3 * (size_t)D;
+  const float *qg = qkv + (size_t)b * T * ld + (size_t)h * HD;
+  const float *kg = qg + D, *vg = qg + 2 * D;
+  const float *dog = dout + (size_t)b * T * D + (size_t)h * HD;
+  const float *lse_bh = lse + ((size_t)b * NH + h) * T;
+  const float *dvec_bh = dvec + ((size_t)b * NH + h) * T;
+
+  load_tile<kRows, C::HDP>(Qs, qg, ld, q0, T, HD, vec4 != 0);
+  load_tile<kRows, C::HDP>(dOs, dog, (size_t)D, q0, T, HD, vec4 != 0);
+
+  float lse2[kRM], dvr[kRM], dq[kRM][NDC];
+#pragma unroll
+  for (int i = 0; i < kRM; i++) {
+    const int t = q0 + ty * kRM + i;
+    lse2[i] = t < T ? __ldg(lse_bh + t) * kLog2e : 0.f;
+    dvr[i] = t < T ? __ldg(dvec_bh + t) : 0.f;
+#pragma unroll
+    for (int jd = 0; jd < NDC; jd++) dq[i][jd] = 0.f;
+  }
+
+  for (int k0 = 0; k0 < T; k0 += kCols) {
+    __syncthreads();  // (a)
+    load_tile<kCols, C::HDP>(Ks, kg, ld, k0, T, HD, vec4 != 0);
+    load_tile<kCols, C::HDP>(Vs, vg, ld, k0, T, HD, vec4 != 0);
+    __syncthreads();  // (b) (the first time also publishes Q and dO)
+
+    float s[kRM][kCN], dp[kRM][kCN];
+#pragma unroll
+    for (int i = 0; i < kRM; i++)
+#pragma unroll
+      for (int j = 0; j < kCN; j++) s[i][j] = dp[i][j] = 0.f;
+    tile_dot<LDH>(s, Qs, Ks, ty, tx, hd4);
+    tile_dot<LDH>(dp, dOs, Vs, ty, tx, hd4);
+
+#pragma unroll
+    for (int i = 0; i < kRM; i++) {
+      const bool query_ok = q0 + ty * kRM + i < T;
+#pragma unroll
+      for (int j = 0; j < kCN; j++) {
+        const int c = tx + 16 * j;
+        const float p = (query_ok && k0 + c < T) ? exp2f(s[i][j] * scale_log2 - lse2[i]) : 0.f;
+        dSs[(ty * kRM + i) * kLdc + c] = p * (dp[i][j] - dvr[i]);
+      }
+    }
+    __syncthreads();  // (c)
+    tile_pv<NDC, LDH>(dq, dSs, Ks, ty, tx);
+  }
+
+  float *dqg = dqkv + (size_t)b * T * ld + (size_t)h * HD;
+#pragma unroll
+  for (int i = 0; i < kRM; i++) {
+    const int t = q0 + ty * kRM + i;
+    if (t >= T) continue;
+#pragma unroll
+    for (int jd = 0; jd < NDC; jd++) {
+      const int d = tx + 16 * jd;
+      if (d < HD) dqg[(size_t)t * ld + d] = dq[i][jd] * scale;
+    }
+  }
+}
+
+// ---- host side ---------------------------------------------------------------------------
+
+constexpr int kMaxDevices = 64;
+
+// Lets `fn` use `bytes` of dynamic shared memory (once per kernel and device).
+static void allow_smem(const void *fn, size_t bytes, int device, unsigned char *done,
+                       const char *name) {
+  if (bytes <= 48 * 1024) return;
+  if (device >= 0 && device < kMaxDevices && done[device]) return;
+  int optin = 0;
+  SD_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  if ((size_t)optin < bytes)
+    SD_FATAL("%s needs %zu bytes of shared memory per block but device %d allows %d", name, bytes,
+             device, optin);
+  SD_CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     (int)bytes));
+  if (device >= 0 && device < kMaxDevices) done[device] = 1;
+}
+
+static void check_shape(const char *op, int B, int T, int NH, int HD) {
+  if (B < 0 || T < 0 || NH < 0 || HD < 0)
+    SD_FATAL("%s: negative size (B %d, T %d, NH %d, HD %d)", op, B, T, NH, HD);
+  if (HD > kMaxHD)
+    SD_FATAL_HINT("use more attention heads: the head dimension D / NH must be <= 128",
+                  "%s: head dimension %d is larger than the CUDA kernels support (%d)", op, HD,
+                  kMaxHD);
+  if (NH > 65535 || B > 65535)
+    SD_FATAL("%s: NH %d or B %d exceeds the grid limit 65535", op, NH, B);
+  if ((long long)NH * HD > (1LL << 30)) SD_FATAL("%s: NH*HD too large", op);
+}
+
+static bool aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
+
+// NDC = ceil(HD/16), rounded up to one of the instantiated values.
+static int ndc_for(int HD) {
+  if (HD <= 16) return 1;
+  if (HD <= 32) return 2;
+  if (HD <= 64) return 4;
+  if (HD <= 80) return 5;
+  if (HD <= 96) return 6;
+  return 8;
+}
+
+template <int NDC>
+static void launch_fwd(sd_cuda_state *st, float *out, float *lse, const float *qkv, int B,
+                       int T, int NH, int HD, float scale_log2, int vec4) {
+  static unsigned char done[kMaxDevices];
+  const size_t bytes = Cfg<NDC>::fwd_bytes;
+  allow_smem((const void *)attn_fwd_kernel<NDC>, bytes, st->device, done, "attention_fwd");
+  dim3 grid((unsigned)((T + kRows - 1) / kRows), (unsigned)NH, (unsigned)B);
+  attn_fwd_kernel<NDC><<<grid, kThreads, bytes, st->stream>>>(out, lse, qkv, T, NH, HD,
+                                                              scale_log2, vec4);
+  SD_CUDA_LAUNCHED("attn_fwd_kernel");
+}
+
+template <int NDC>
+static void launch_bwd(sd_cuda_state *st, float *dqkv, const float *dout, const float *qkv,
+                       const float *lse, const float *dvec, int B, int T, int NH, int HD,
+                       float scale, float scale_log2, int vec4) {
+  static unsigned char done_kv[kMaxDevices], done_q[kMaxDevices];
+  dim3 grid((unsigned)((T + kRows - 1) / kRows), (unsigned)NH, (unsigned)B);
+  const size_t bytes_kv = Cfg<NDC>::dkdv_bytes, bytes_q = Cfg<NDC>::dq_bytes;
+  allow_smem((const void *)attn_bwd_dkdv_kernel<NDC>, bytes_kv, st->device, done_kv,
+             "attention_bwd (dK/dV)");
+  allow_smem((const void *)attn_bwd_dq_kernel<NDC>, bytes_q, st->device, done_q,
+             "attention_bwd (dQ)");
+  attn_bwd_dkdv_kernel<NDC><<<grid, kThreads, bytes_kv, st->stream>>>(
+      dqkv, dout, qkv, lse, dvec, T, NH, HD, scale, scale_log2, vec4);
+  SD_CUDA_LAUNCHED("attn_bwd_dkdv_kernel");
+  attn_bwd_dq_kernel<NDC><<<grid, kThreads, bytes_q, st->stream>>>(
+      dqkv, dout, qkv, lse, dvec, T, NH, HD, scale, scale_log2, vec4);
+  SD_CUDA_LAUNCHED("attn_bwd_dq_kernel");
+}
+
+}  // namespace
+
+void sd_cuda_attention_fwd(sd_backend *be, float *out, float *lse, const float *qkv, int B,
+                           int T, int NH, int HD) {
+  check_shape("attention_fwd", B, T, NH, HD);
+  if (B == 0 || T == 0 || NH == 0 || HD == 0) return;
+  sd_cuda_state *st = sd_cuda_st(be);
+  const float scale = 1.0f / sqrtf((float)HD);  // as the CPU op
+  const float scale_log2 = scale * kLog2e;
+  const int vec4 = (HD % 4 == 0) && aligned16(qkv);
+  switch (ndc_for(HD)) {
+    case 1: launch_fwd<1>(st, out, lse, qkv, B, T, NH, HD, scale_log2, vec4); break;
+    case 2: launch_fwd<2>(st, out, lse, qkv, B, T, NH, HD, scale_log2, vec4); break;
+    case 4: launch_fwd<4>(st, out, lse, qkv, B, T, NH, HD, scale_log2, vec4); break;
+    case 5: launch_fwd<5>(st, out, lse, qkv, B, T, NH, HD, scale_log2, vec4); break;
+    case 6: launch_fwd<6>(st, out, lse, qkv, B, T, NH, HD, scale_log2, vec4); break;
+    default: launch_fwd<8>(st, out, lse, qkv, B, T, NH, HD, scale_log2, vec4); break;
+  }
+}
+
+void sd_cuda_attention_bwd(sd_backend *be, float *dqkv, const float *dout, const float *qkv,
+                           const float *out, const float *lse, int B, int T, int NH, int HD) {
+  check_shape("attention_bwd", B, T, NH, HD);
+  if (B == 0 || T == 0 || NH == 0 || HD == 0) return;
+  sd_cuda_state *st = sd_cuda_st(be);
+  const float scale = 1.0f / sqrtf((float)HD);
+  const float scale_log2 = scale * kLog2e;
+  const int vec4 = (HD % 4 == 0) && aligned16(qkv) && aligned16(dout);
+
+  // Dvec (B, NH, T) in the backend scratch (only this op uses it until it returns; the
+  // kernels below run in stream order before any later op can reuse the scratch).
+  const size_t nrows = (size_t)B * T * NH;
+  float *dvec = (float *)sd_cuda_scratch(be, nrows * sizeof(float));
+  {
+    const unsigned threads = 256;
+    size_t blocks = (nrows + 7) / 8;  // 8 warps (rows) per block
+    const size_t cap = (size_t)st->num_sms > 0 ? (size_t)st->num_sms * 16 : 2048;
+    if (blocks > cap) blocks = cap;
+    attn_bwd_dvec_kernel<<<(unsigned)blocks, threads, 0, st->stream>>>(dvec, dout, out, T, NH,
+                                                                        HD, nrows);
+    SD_CUDA_LAUNCHED("attn_bwd_dvec_kernel");
+  }
+  switch (ndc_for(HD)) {
+    case 1: launch_bwd<1>(st, dqkv, dout, qkv, lse, dvec, B, T, NH, HD, scale, scale_log2, vec4); break;
+    case 2: launch_bwd<2>(st, dqkv, dout, qkv, lse, dvec, B, T, NH, HD, scale, scale_log2, vec4); break;
+    case 4: launch_bwd<4>(st, dqkv, dout, qkv, lse, dvec, B, T, NH, HD, scale, scale_log2, vec4); break;
+    case 5: launch_bwd<5>(st, dqkv, dout, qkv, lse, dvec, B, T, NH, HD, scale, scale_log2, vec4); break;
+    case 6: launch_bwd<6>(st, dqkv, dout, qkv, lse, dvec, B, T, NH, HD, scale, scale_log2, vec4); break;
+    default: launch_bwd<8>(st, dqkv, dout, qkv, lse, dvec, B, T, NH, HD, scale, scale_log2, vec4); break;
+  }
+}
+
+// ---- self-check ----------------------------------------------------------------------------
+namespace {
+
+// Naive double-precision attention (forward and backward) on the host, for the self-check.
+// out (B,T,D), lse (B,NH,T), dqkv (B,T,3D) from float qkv and dout.
+static void ref_attention(const float *qkv, const float *dout, int B, int T, int NH, int HD,
+                          std::vector<double> &out, std::vector<double> &lse,
+                          std::vector<double> &dqkv) {
+  const int D = NH * HD;
+  const size_t ld = 3 * (size_t)D;
+  const double scale = 1.0 / sqrt((double)HD);
+  out.assign((size_t)B * T * D, 0.0);
+  lse.assign((size_t)B * NH * T, 0.0);
+  dqkv.assign((size_t)B * T * ld, 0.0);
+  std::vector<double> P((size_t)T * T), dS((size_t)T * T), delta(T);
+  for (int b = 0; b < B; b++)
+    for (int h = 0; h < NH; h++) {
+      const float *q = qkv + (size_t)b * T * ld + (size_t)h * HD;
+      const float *k = q + D, *v = q + 2 * D;
+      const float *dO = dout + (size_t)b * T * D + (size_t)h * HD;
+      double *o = out.data() + (size_t)b * T * D + (size_t)h * HD;
+      double *dq = dqkv.data() + (size_t)b * T * ld + (size_t)h * HD;
+      double *dk = dq + D, *dv = dq + 2 * D;
+      for (int i = 0; i < T; i++) {
+        double *row = P.data() + (size_t)i * T, mx = -INFINITY;
+        for (int j = 0; j < T; j++) {
+          double s = 0.0;
+          for (int d = 0; d < HD; d++) s += (double)q[(size_t)i * ld + d] * k[(size_t)j * ld + d];
+          row[j] = s * scale;
+          if (row[j] > mx) mx = row[j];
+        }
+        double sum = 0.0;
+        for (int j = 0; j < T; j++) sum += exp(row[j] - mx);
+        const double L = mx + log(sum);
+        lse[((size_t)b * NH + h) * T + i] = L;
+        for (int j = 0; j < T; j++) row[j] = exp(row[j] - L);
+        for (int d = 0; d < HD; d++) {
+          double a = 0.0;
+          for (int j = 0; j < T; j++) a += row[j] * v[(size_t)j * ld + d];
+          o[(size_t)i * D + d] = a;
+        }
+        double dl = 0.0;
+        for (int d = 0; d < HD; d++) dl += (double)dO[(size_t)i * D + d] * o[(size_t)i * D + d];
+        delta[i] = dl;
+      }
+      for (int i = 0; i < T; i++)
+        for (int j = 0; j < T; j++) {
+          double dp = 0.0;
+          for (int d = 0; d < HD; d++) dp += (double)dO[(size_t)i * D + d] * v[(size_t)j * ld + d];
+          dS[(size_t)i * T + j] = P[(size_t)i * T + j] * (dp - delta[i]);
+        }
+      for (int i = 0; i < T; i++)
+        for (int d = 0; d < HD; d++) {
+          double a = 0.0;
+          for (int j = 0; j < T; j++) a += dS[(size_t)i * T + j] * k[(size_t)j * ld + d];
+          dq[(size_t)i * ld + d] = a * scale;
+        }
+      for (int j = 0; j < T; j++)
+        for (int d = 0; d < HD; d++) {
+          double ak = 0.0, av = 0.0;
+          for (int i = 0; i < T; i++) {
+            ak += dS[(size_t)i * T + j] * q[(size_t)i * ld + d];
+            av += P[(size_t)i * T + j] * dO[(size_t)i * D + d];
+          }
+          dk[(size_t)j * ld + d] = ak * scale;
+          dv[(size_t)j * ld + d] = av;
+        }
+    }
+}
+
+struct Cmp {
+  double num = 0.0, den = 0.0, worst = -1.0, want = 0.0;
+  float got = 0.f;
+  size_t worst_i = 0;
+  size_t nonfinite = 0, nonfinite_i = 0;
+  double rel() const { return den > 0.0 ? sqrt(num / den) : sqrt(num); }
+  void add(size_t i, float g, double r) {
+    if (!isfinite(g)) {
+      if (nonfinite++ == 0) nonfinite_i = i;
+      if (worst < INFINITY) { worst = INFINITY; worst_i = i; got = g; want = r; }
+      return;
+    }
+    const double e = (double)g - r;
+    num += e * e;
+    den += r * r;
+    if (fabs(e) > worst) { worst = fabs(e); worst_i = i; got = g; want = r; }
+  }
+};
+
+struct DevBuf {
+  float *p = nullptr;
+  ~DevBuf() {
+    if (p) cudaFree(p);
+  }
+};
+
+static uint64_t rng_next(uint64_t *s) {  // splitmix64
+  uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+static float rng_uniform(uint64_t *s, float lo, float hi) {
+  return lo + (hi - lo) * (float)((rng_next(s) >> 40) * (1.0 / 16777216.0));
+}
+
+#define ST_CUDA(call)                                                                      \
+  do {                                                                                     \
+    cudaError_t e_ = (call);                                                               \
+    if (e_ != cudaSuccess) {                                                               \
+      snprintf(err, len, "attention selftest: %s failed: %s", #call, cudaGetErrorString(e_)); \
+      return -1;                                                                           \
+    }                                                                                      \
+  } while (0)
+
+// One shape: 0, or -1 with a message. *worst_rel gets the largest relative norm error.
+static int selftest_shape(sd_backend *be, int B, int T, int NH, int HD, uint64_t seed,
+                          double *worst_rel, char *err, size_t len) {
+  const int D = NH * HD;
+  const size_t n_qkv = (size_t)B * T * 3 * D, n_out = (size_t)B * T * D,
+               n_lse = (size_t)B * NH * T;
+  cudaStream_t stream = sd_cuda_st(be)->stream;
+  std::vector<float> qkv(n_qkv), dout(n_out);
+  uint64_t s = seed;
+  for (auto &x : qkv) x = rng_uniform(&s, -1.5f, 1.5f);
+  for (auto &x : dout) x = rng_uniform(&s, -1.0f, 1.0f);
+
+  DevBuf d_qkv, d_dout, d_out, d_lse, d_dqkv;
+  ST_CUDA(cudaMalloc(&d_qkv.p, n_qkv * sizeof(float)));
+  ST_CUDA(cudaMalloc(&d_dout.p, n_out * sizeof(float)));
+  ST_CUDA(cudaMalloc(&d_out.p, n_out * sizeof(float)));
+  ST_CUDA(cudaMalloc(&d_lse.p, n_lse * sizeof(float)));
+  ST_CUDA(cudaMalloc(&d_dqkv.p, n_qkv * sizeof(float)));
+  ST_CUDA(cudaMemcpyAsync(d_qkv.p, qkv.data(), n_qkv * sizeof(float), cudaMemcpyHostToDevice,
+                          stream));
+  ST_CUDA(cudaMemcpyAsync(d_dout.p, dout.data(), n_out * sizeof(float), cudaMemcpyHostToDevice,
+                          stream));
+
+  std::vector<float> out[2], lse[2], dqkv[2];
+  for (int run = 0; run < 2; run++) {
+    out[run].resize(n_out);
+    lse[run].resize(n_lse);
+    dqkv[run].resize(n_qkv);
+    // Poison (all-ones bytes: NaN) so that an unwritten element fails the check.
+    ST_CUDA(cudaMemsetAsync(d_out.p, 0xFF, n_out * sizeof(float), stream));
+    ST_CUDA(cudaMemsetAsync(d_lse.p, 0xFF, n_lse * sizeof(float), stream));
+    ST_CUDA(cudaMemsetAsync(d_dqkv.p, 0xFF, n_qkv * sizeof(float), stream));
+    sd_cuda_attention_fwd(be, d_out.p, d_lse.p, d_qkv.p, B, T, NH, HD);
+    sd_cuda_attention_bwd(be, d_dqkv.p, d_dout.p, d_qkv.p, d_out.p, d_lse.p, B, T, NH, HD);
+    ST_CUDA(cudaMemcpyAsync(out[run].data(), d_out.p, n_out * sizeof(float),
+                            cudaMemcpyDeviceToHost, stream));
+    ST_CUDA(cudaMemcpyAsync(lse[run].data(), d_lse.p, n_lse * sizeof(float),
+                            cudaMemcpyDeviceToHost, stream));
+    ST_CUDA(cudaMemcpyAsync(dqkv[run].data(), d_dqkv.p, n_qkv * sizeof(float),
+                            cudaMemcpyDeviceToHost, stream));
+    ST_CUDA(cudaStreamSynchronize(stream));
+  }
+
+  std::vector<double> r_out, r_lse, r_dqkv;
+  ref_attention(qkv.data(), dout.data(), B, T, NH, HD, r_out, r_lse, r_dqkv);
+
+  Cmp c_out, c_lse, c_d[3];
+  for (size_t i = 0; i < n_out; i++) c_out.add(i, out[0][i], r_out[i]);
+  for (size_t i = 0; i < n_lse; i++) c_lse.add(i, lse[0][i], r_lse[i]);
+  for (size_t i = 0; i < n_qkv; i++) c_d[(i % (3 * (size_t)D)) / D].add(i, dqkv[0][i], r_dqkv[i]);
+
+  const double tol = 1e-4;
+  const Cmp *cs[5] = {&c_out, &c_lse, &c_d[0], &c_d[1], &c_d[2]};
+  const char *names[5] = {"out", "lse", "dq", "dk", "dv"};
+  for (int w = 0; w < 5; w++) {
+    const Cmp &c = *cs[w];
+    const double rel = c.rel();
+    if (rel > *worst_rel) *worst_rel = rel;
+    if (c.nonfinite == 0 && rel < tol) continue;
+    // Locate the worst element: out (B,T,NH,HD), lse (B,NH,T), dqkv (B,T,3,NH,HD).
+    const size_t i = c.worst_i;
+    char where[96];
+    if (w == 0)
+      snprintf(where, sizeof where, "b %zu t %zu h %zu d %zu", i / ((size_t)T * D),
+               i / D % T, i % D / HD, i % HD);
+    else if (w == 1)
+      snprintf(where, sizeof where, "b %zu h %zu t %zu", i / ((size_t)NH * T), i / T % NH,
+               i % T);
+    else
+      snprintf(where, sizeof where, "b %zu t %zu h %zu d %zu", i / ((size_t)T * 3 * D),
+               i / (3 * (size_t)D) % T, i % D / HD, i % HD);
+    snprintf(err, len,
+             "attention selftest B %d T %d NH %d HD %d (seed %llu): %s relative error %.3g "
+             "(limit %.0e), %zu non-finite; worst element [%s] got %.9g want %.9g",
+             B, T, NH, HD, (unsigned long long)seed, names[w], rel, tol, c.nonfinite, where,
+             (double)c.got, c.want);
+    return -1;
+  }
+  const char *what = nullptr;
+  if (memcmp(out[0].data(), out[1].data(), n_out * sizeof(float))) what = "out";
+  else if (memcmp(lse[0].data(), lse[1].data(), n_lse * sizeof(float))) what = "lse";
+  else if (memcmp(dqkv[0].data(), dqkv[1].data(), n_qkv * sizeof(float))) what = "dqkv";
+  if (what) {
+    snprintf(err, len,
+             "attention selftest B %d T %d NH %d HD %d (seed %llu): %s differs between two "
+             "runs on the same inputs (not deterministic)",
+             B, T, NH, HD, (unsigned long long)seed, what);
+    return -1;
+  }
+  return 0;
+}
+
+#undef ST_CUDA
+
+}  // namespace
+
+extern "C" int sd_cuda_attention_selftest(sd_backend *be, char *err, size_t len) {
+  struct Shape {
+    int B, T, NH, HD;
+  };
+  // The asked-for shapes (T 16, 37, 256; HD 16, 64, 72) plus edges: one token, a head dim
+  // that is not a multiple of 4 (scalar loads), each padded-HD instantiation, T one past a
+  // row tile.
+  static const Shape shapes[] = {
+      {2, 16, 2, 16}, {2, 37, 3, 64},  {2, 256, 4, 72}, {2, 37, 4, 72}, {2, 256, 2, 16},
+      {1, 1, 2, 8},   {2, 65, 2, 5},   {2, 100, 3, 40}, {2, 33, 2, 96}, {2, 70, 2, 128},
+      {2, 129, 1, 24},
+  };
+  static uint64_t calls = 0;  // fresh inputs on every call; the seed is in the message
+  const uint64_t base = 0x5EED0A77E17ull + 7919ull * calls++;
+  double worst = 0.0;
+  for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+    const Shape &s = shapes[k];
+    if (selftest_shape(be, s.B, s.T, s.NH, s.HD, base + k, &worst, err, len)) return -1;
+  }
+  snprintf(err, len, "attention selftest: %zu shapes passed, worst relative error %.3g",
+           sizeof shapes / sizeof shapes[0], worst);
+  return 0;
 }

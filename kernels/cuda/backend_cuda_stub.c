@@ -12,3 +12,12 @@ int sd_backend_cuda_init(sd_backend *be, int device, char *errbuf, size_t errlen
 }
 
 void sd_backend_cuda_destroy(sd_backend *be) { memset(be, 0, sizeof *be); }
+
+int sd_backend_cuda_set_precision(sd_backend *be, const char *name, char *errbuf,
+                                  size_t errlen) {
+  (void)be;
+  (void)name;
+  if (errbuf && errlen)
+    snprintf(errbuf, errlen, "no CUDA backend in this build (configure with -Dcuda=enabled)");
+  return -1;
+}

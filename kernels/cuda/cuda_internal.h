@@ -29,6 +29,7 @@ typedef struct sd_cuda_state {
   size_t scratch_bytes;
   int precision;                // enum sd_cuda_precision
   int num_sms;
+  void *matmul_plans;           // matmul.cu's cache of cuBLASLt descriptors and algorithms
 } sd_cuda_state;
 
 // The state of a CUDA backend (be->impl).
@@ -44,6 +45,15 @@ void sd_cublas_check_at(cublasStatus_t s, const char *what, const char *file, in
 
 // Scratch of at least `bytes` on the device (grows; valid until the next call).
 void *sd_cuda_scratch(sd_backend *be, size_t bytes);
+
+// matmul.cu: frees the cached cuBLASLt plans (called by sd_backend_cuda_destroy).
+void sd_cuda_matmul_release(sd_backend *be);
+// matmul.cu: runs matmul_fwd/bwd on small random matrices (aligned, odd-sized and misaligned
+// pointers; a row count that takes the two-pass bias reduction) in fp32 and bf16 against a
+// double-precision host loop, checks that every output is written and that a rerun is
+// bitwise identical. Restores the backend's precision. 0 on success, or -1 with the worst
+// element in err. C linkage, so a C test program can declare and call it.
+extern "C" int sd_cuda_matmul_selftest(sd_backend *be, char *err, size_t len);
 
 // Blocks of `threads` covering n elements, capped for grid-stride loops.
 static inline unsigned sd_cuda_blocks(size_t n, unsigned threads) {
@@ -92,5 +102,13 @@ sd_edm_loss_bwd_fn sd_cuda_edm_loss_bwd;
 sd_adamw_fn sd_cuda_adamw;
 sd_ema_fn sd_cuda_ema;
 sd_axpy_fn sd_cuda_axpy;
+
+extern "C" int sd_cuda_norm_act_selftest(sd_backend *be, char *err, size_t len);  // vs CPU ops; 0 = pass
+extern "C" int sd_cuda_tokens_selftest(sd_backend *be, char *err, size_t len);  // vs CPU ops; 0 = pass
+extern "C" int sd_cuda_attention_selftest(sd_backend *be, char *err, size_t len);  // vs host double; 0 = pass
+
+// loss_optim.cu: sd_cuda_adamw, then ema = decay*ema + (1-decay)*p of the updated p, in one pass (bitwise = adamw then ema).
+void sd_cuda_adamw_ema(sd_backend *be, float *p, const float *g, float *m, float *v, float *ema, size_t n, float lr, float beta1, float beta2, float eps, float wd, long t, float grad_scale, float decay);
+extern "C" int sd_cuda_loss_optim_selftest(sd_backend *be, char *err, size_t len);  // vs CPU ops + determinism; 0 = pass
 
 #endif

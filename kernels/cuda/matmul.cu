@@ -1,16 +1,691 @@
-// PLACEHOLDER: every op here stops with "not implemented" until the kernels land.
+// CUDA matmul (linear layer) forward and backward on cuBLASLt, with the semantics of
+// kernels/cpu/matmul.c (see ops.h):
+//   fwd: out (M, N) = inp (M, K) @ w (N, K)^T + bias (N)
+//   bwd: dinp (M, K) = / += dout (M, N) @ w (N, K);  dw (N, K) += dout^T @ inp;
+//        dbias (N) += column sums of dout.  NULL outputs are not computed.
+// All buffers are row-major fp32. Precision (sd_cuda_state.precision):
+//   SD_PREC_FP32: A/B/C/D fp32, CUBLAS_COMPUTE_32F (true fp32 products, no TF32).
+//   SD_PREC_BF16: the two GEMM inputs are rounded to bf16 (nearest even) into scratch by a
+//                 small kernel; A/B bf16, C/D fp32, CUBLAS_COMPUTE_32F (fp32 accumulation).
+// dbias never goes through bf16: a deterministic two-pass column sum in fp32.
+//
+// Row-major vs column-major. cuBLASLt is column-major. A row-major X (R, C) with row stride C
+// is, byte for byte, the column-major matrix X^T of shape (C x R) with leading dimension C.
+// So every product below is written for the transposes: a row-major Y = P @ Q is computed as
+// the column-major Y^T = Q^T @ P^T, and each operand's cuBLASLt layout is (rows x cols, ld) of
+// the stored column-major matrix, before the transpose op is applied.
 #include "cuda_internal.h"
 
 extern "C" {
 #include "error.h"
 }
 
-void sd_cuda_matmul_fwd(sd_backend *be, float *out, const float *inp, const float *w, const float *bias, int M, int K, int N) {
-  (void)be;
-  SD_FATAL("CUDA op matmul_fwd is not implemented yet");
+#include <cuda_bf16.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+// ---- cuBLASLt plans: descriptors + heuristic algorithm, cached per shape ------------------
+
+typedef struct mm_key {
+  int m, n, k;          // column-major GEMM: D (m x n) = op(A) (m x k) @ op(B) (k x n)
+  int transa, transb;   // cublasOperation_t
+  int precision;        // enum sd_cuda_precision (the A/B type)
+  int bias;             // CUBLASLT_EPILOGUE_BIAS with an fp32 bias of length m
+  int align_a, align_b, align_d, align_bias;  // pointer alignment in bytes (capped at 256)
+} mm_key;
+
+typedef struct mm_plan {
+  mm_key key;
+  cublasLtMatmulDesc_t desc;
+  cublasLtMatrixLayout_t a, b, d;  // C shares D's layout and pointer (C == D, in place)
+  cublasLtMatmulAlgo_t algo;
+  int ok;                          // the heuristic returned an algorithm
+} mm_plan;
+
+enum { MM_CACHE_CAP = 64 };  // a DiT has a dozen or so distinct GEMMs; evicts round-robin
+
+typedef struct mm_cache {
+  mm_plan plans[MM_CACHE_CAP];
+  int count;
+  int next_evict;
+} mm_cache;
+
+static int ptr_align(const void *p) {
+  uintptr_t a = (uintptr_t)p;
+  if (!a) return 256;
+  int al = 1;
+  while (al < 256 && !(a & (uintptr_t)al)) al <<= 1;
+  return al;
 }
 
-void sd_cuda_matmul_bwd(sd_backend *be, float *dinp, float *dw, float *dbias, const float *dout, const float *inp, const float *w, int M, int K, int N, int accumulate_dinp) {
-  (void)be;
-  SD_FATAL("CUDA op matmul_bwd is not implemented yet");
+static void plan_destroy(mm_plan *p) {
+  if (p->a) cublasLtMatrixLayoutDestroy(p->a);
+  if (p->b) cublasLtMatrixLayoutDestroy(p->b);
+  if (p->d) cublasLtMatrixLayoutDestroy(p->d);
+  if (p->desc) cublasLtMatmulDescDestroy(p->desc);
+  memset(p, 0, sizeof *p);
+}
+
+void sd_cuda_matmul_release(sd_backend *be) {
+  sd_cuda_state *st = sd_cuda_st(be);
+  if (!st || !st->matmul_plans) return;
+  mm_cache *c = (mm_cache *)st->matmul_plans;
+  for (int i = 0; i < c->count; i++) plan_destroy(&c->plans[i]);
+  free(c);
+  st->matmul_plans = NULL;
+}
+
+static const char *op_name(int t) { return t == CUBLAS_OP_T ? "T" : "N"; }
+
+// The plan for `key`, built (descriptors + one heuristic query) on first use. `bias` is set in
+// the descriptor before the query because the heuristic reads its alignment from the pointer.
+static mm_plan *get_plan(sd_cuda_state *st, const mm_key *key, const float *bias) {
+  mm_cache *c = (mm_cache *)st->matmul_plans;
+  if (!c) {
+    c = (mm_cache *)sd_xcalloc(1, sizeof *c, "cuBLASLt plan cache");
+    st->matmul_plans = c;
+  }
+  for (int i = 0; i < c->count; i++)
+    if (memcmp(&c->plans[i].key, key, sizeof *key) == 0) return &c->plans[i];
+  mm_plan *p;
+  if (c->count < MM_CACHE_CAP) {
+    p = &c->plans[c->count++];
+  } else {
+    p = &c->plans[c->next_evict];
+    c->next_evict = (c->next_evict + 1) % MM_CACHE_CAP;
+    plan_destroy(p);  // descriptors are read at enqueue time: safe with matmuls in flight
+  }
+  memset(p, 0, sizeof *p);
+  p->key = *key;
+
+  const cudaDataType_t ab_type = key->precision == SD_PREC_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+  SD_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  int32_t ta = key->transa, tb = key->transb;
+  SD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta,
+                                                 sizeof ta));
+  SD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb,
+                                                 sizeof tb));
+  if (key->bias) {
+    cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+    int32_t bias_type = CUDA_R_32F;
+    SD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi,
+                                                   sizeof epi));
+    SD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
+        p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof bias_type));
+    SD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                   &bias, sizeof bias));
+  }
+  // Stored (pre-op) shapes: A is m x k, or k x m when transposed; B is k x n, or n x k.
+  // Every matrix here is contiguous, so ld = its stored row count.
+  const uint64_t a_rows = key->transa == CUBLAS_OP_N ? key->m : key->k;
+  const uint64_t a_cols = key->transa == CUBLAS_OP_N ? key->k : key->m;
+  const uint64_t b_rows = key->transb == CUBLAS_OP_N ? key->k : key->n;
+  const uint64_t b_cols = key->transb == CUBLAS_OP_N ? key->n : key->k;
+  SD_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->a, ab_type, a_rows, a_cols, (int64_t)a_rows));
+  SD_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->b, ab_type, b_rows, b_cols, (int64_t)b_rows));
+  SD_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->d, CUDA_R_32F, (uint64_t)key->m,
+                                             (uint64_t)key->n, (int64_t)key->m));
+
+  cublasLtMatmulPreference_t pref;
+  SD_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+  uint64_t ws = st->lt_workspace_bytes;
+  SD_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+      pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+  // The default assumes 256-byte-aligned buffers; callers pass pointers into larger buffers.
+  uint32_t al_a = (uint32_t)key->align_a, al_b = (uint32_t)key->align_b,
+           al_d = (uint32_t)key->align_d;
+  SD_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+      pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof al_a));
+  SD_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+      pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof al_b));
+  SD_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+      pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_d, sizeof al_d));
+  SD_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+      pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_d, sizeof al_d));
+
+  cublasLtMatmulHeuristicResult_t res;
+  memset(&res, 0, sizeof res);
+  int found = 0;
+  cublasStatus_t s = cublasLtMatmulAlgoGetHeuristic(st->lt, p->desc, p->a, p->b, p->d, p->d,
+                                                    pref, 1, &res, &found);
+  cublasLtMatmulPreferenceDestroy(pref);
+  // NOT_SUPPORTED = no algorithm for this configuration: recorded (p->ok = 0) so the caller
+  // can fall back (bias epilogue) or report the shape; anything else is fatal now.
+  if (s != CUBLAS_STATUS_NOT_SUPPORTED) SD_CUBLAS_CHECK(s);
+  p->ok = s == CUBLAS_STATUS_SUCCESS && found > 0 && res.state == CUBLAS_STATUS_SUCCESS;
+  if (p->ok) p->algo = res.algo;
+  return p;
+}
+
+// D (m x n, column-major, ld m) = op(A) @ op(B) + beta * D (+ bias (m) broadcast over the n
+// columns when bias != NULL). A and B are fp32 or bf16 per `precision`. Returns 0, or -1 when
+// bias != NULL and cuBLASLt has no bias-epilogue algorithm (nothing was queued then).
+static int lt_gemm(sd_backend *be, int precision, cublasOperation_t transa,
+                   cublasOperation_t transb, int m, int n, int k, const void *A, const void *B,
+                   float *D, float beta, const float *bias) {
+  sd_cuda_state *st = sd_cuda_st(be);
+  if (m <= 0 || n <= 0) return 0;
+  if (k <= 0) {  // an empty sum: D = beta * D (beta is 0 or 1 here)
+    if (bias) return -1;
+    if (beta == 0.0f)
+      SD_CUDA_CHECK(cudaMemsetAsync(D, 0, sizeof(float) * (size_t)m * (size_t)n, st->stream));
+    return 0;
+  }
+  mm_key key;
+  memset(&key, 0, sizeof key);
+  key.m = m;
+  key.n = n;
+  key.k = k;
+  key.transa = transa;
+  key.transb = transb;
+  key.precision = precision;
+  key.bias = bias != NULL;
+  key.align_a = ptr_align(A);
+  key.align_b = ptr_align(B);
+  key.align_d = ptr_align(D);
+  key.align_bias = bias ? ptr_align(bias) : 0;
+  mm_plan *p = get_plan(st, &key, bias);
+  if (!p->ok) {
+    if (bias) return -1;
+    SD_FATAL_HINT("try SD_CUDA_PRECISION=fp32, or report the shape",
+                  "cuBLASLt found no algorithm for D (%d x %d) = op_%s(A) op_%s(B), k = %d, "
+                  "%s inputs, alignment A %d B %d D %d bytes",
+                  m, n, op_name(transa), op_name(transb), k,
+                  precision == SD_PREC_BF16 ? "bf16" : "fp32", key.align_a, key.align_b,
+                  key.align_d);
+  }
+  if (bias)
+    SD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                   &bias, sizeof bias));
+  const float alpha = 1.0f;
+  SD_CUBLAS_CHECK(cublasLtMatmul(st->lt, p->desc, &alpha, A, p->a, B, p->b, &beta, D, p->d, D,
+                                 p->d, &p->algo, st->lt_workspace, st->lt_workspace_bytes,
+                                 st->stream));
+  return 0;
+}
+
+// ---- kernels -------------------------------------------------------------------------------
+
+typedef struct cvt_job {
+  const float *src;
+  __nv_bfloat16 *dst;
+  size_t n;
+} cvt_job;
+typedef struct cvt_jobs {
+  cvt_job job[3];
+} cvt_jobs;
+typedef struct __align__(8) bf16x4 {
+  __nv_bfloat162 lo, hi;
+} bf16x4;
+
+// dst = bf16(src), round to nearest even (NaN stays NaN, overflow goes to inf); blockIdx.y
+// picks the job. 16-byte loads and 8-byte stores when both pointers allow it.
+__global__ void to_bf16_kernel(cvt_jobs jobs) {
+  // (constant indices keep the parameters out of local memory)
+  const cvt_job j = blockIdx.y == 0 ? jobs.job[0] : blockIdx.y == 1 ? jobs.job[1] : jobs.job[2];
+  const size_t tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+  const size_t stride = (size_t)gridDim.x * blockDim.x;
+  size_t start = 0;
+  if (((uintptr_t)j.src & 15) == 0 && ((uintptr_t)j.dst & 7) == 0) {
+    const size_t n4 = j.n / 4;
+    const float4 *s4 = (const float4 *)j.src;
+    bf16x4 *d4 = (bf16x4 *)j.dst;
+    for (size_t i = tid; i < n4; i += stride) {
+      const float4 v = s4[i];
+      bf16x4 o;
+      o.lo = __floats2bfloat162_rn(v.x, v.y);
+      o.hi = __floats2bfloat162_rn(v.z, v.w);
+      d4[i] = o;
+    }
+    start = n4 * 4;
+  }
+  for (size_t i = start + tid; i < j.n; i += stride) j.dst[i] = __float2bfloat16_rn(j.src[i]);
+}
+
+// out (M, N) = bias in every row.
+__global__ void bias_rows_kernel(float *out, const float *bias, size_t total, int N) {
+  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
+       i += (size_t)gridDim.x * blockDim.x)
+    out[i] = bias[i % (size_t)N];
+}
+
+// Column sums of dout (M, N), in an order that depends only on (M, N): block (bx, r) takes
+// columns bx*32 .. +31 and rows r*rows .. +rows-1; thread (tx, ty) sums rows ty, ty+8, ... of
+// that chunk in order; the 8 lanes are then added in lane order. accumulate: dst[n] += sum
+// (one chunk); else dst[r*N + n] = the chunk's sum (for colsum_finish_kernel).
+enum { CS_COLS = 32, CS_LANES = 8 };
+__global__ void colsum_partial_kernel(float *dst, const float *dout, int M, int N, int rows,
+                                      int accumulate) {
+  __shared__ float sh[CS_LANES][CS_COLS + 1];
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int n = blockIdx.x * CS_COLS + tx;
+  const int r = blockIdx.y;
+  const long m0 = (long)r * rows;
+  const long m1 = m0 + rows < M ? m0 + rows : M;
+  float acc = 0.0f;
+  if (n < N)
+    for (long m = m0 + ty; m < m1; m += CS_LANES) acc += dout[(size_t)m * N + n];
+  sh[ty][tx] = acc;
+  __syncthreads();
+  if (ty == 0 && n < N) {
+    float s = sh[0][tx];
+    for (int l = 1; l < CS_LANES; l++) s += sh[l][tx];
+    if (accumulate) dst[n] += s;
+    else dst[(size_t)r * N + n] = s;
+  }
+}
+
+// dbias[n] += sum over r (in order) of partial[r*N + n].
+__global__ void colsum_finish_kernel(float *dbias, const float *partial, int R, int N) {
+  const int n = blockIdx.x * blockDim.x + threadIdx.x;
+  if (n >= N) return;
+  float s = 0.0f;
+  for (int r = 0; r < R; r++) s += partial[(size_t)r * N + n];
+  dbias[n] += s;
+}
+
+// Rows per chunk of the column sum: 256, doubled until there are at most 1024 chunks.
+static int colsum_rows(int M) {
+  int rows = 256;
+  while ((M + rows - 1) / rows > 1024) rows *= 2;
+  return rows;
+}
+
+// ---- helpers -------------------------------------------------------------------------------
+
+static size_t round256(size_t b) { return (b + 255) / 256 * 256; }
+
+static void check_dims(const char *op, int M, int K, int N) {
+  if (M < 0 || K < 0 || N < 0) SD_FATAL("%s: negative shape M=%d K=%d N=%d", op, M, K, N);
+}
+
+// Queues dst_i = bf16(src_i) for the non-empty jobs (at most 3) in one launch.
+static void to_bf16(sd_backend *be, const cvt_job *jobs, int njobs) {
+  cvt_jobs js;
+  memset(&js, 0, sizeof js);
+  int nj = 0;
+  size_t most = 0;
+  for (int i = 0; i < njobs; i++) {
+    if (!jobs[i].n) continue;
+    js.job[nj++] = jobs[i];
+    if (jobs[i].n > most) most = jobs[i].n;
+  }
+  if (!nj) return;
+  sd_cuda_state *st = sd_cuda_st(be);
+  unsigned bx = sd_cuda_blocks(most / 4 + 1, 256);
+  const unsigned cap = (unsigned)(st->num_sms > 0 ? st->num_sms : 132) * 16u;
+  if (bx > cap) bx = cap;
+  to_bf16_kernel<<<dim3(bx, (unsigned)nj), 256, 0, st->stream>>>(js);
+  SD_CUDA_LAUNCHED("to_bf16_kernel");
+}
+
+static void bias_rows(sd_backend *be, float *out, const float *bias, int M, int N) {
+  const size_t total = (size_t)M * (size_t)N;
+  bias_rows_kernel<<<sd_cuda_blocks(total, 256), 256, 0, sd_cuda_st(be)->stream>>>(out, bias,
+                                                                                   total, N);
+  SD_CUDA_LAUNCHED("bias_rows_kernel");
+}
+
+// dbias (N) += column sums of dout (M, N); partial: scratch of (chunks x N) floats when M needs
+// more than one chunk.
+static void colsum_add(sd_backend *be, float *dbias, const float *dout, int M, int N,
+                       float *partial) {
+  if (M <= 0 || N <= 0) return;
+  cudaStream_t s = sd_cuda_st(be)->stream;
+  const int rows = colsum_rows(M);
+  const int R = (M + rows - 1) / rows;
+  const dim3 block(CS_COLS, CS_LANES);
+  const dim3 grid((unsigned)((N + CS_COLS - 1) / CS_COLS), (unsigned)R);
+  if (R == 1) {
+    colsum_partial_kernel<<<grid, block, 0, s>>>(dbias, dout, M, N, rows, 1);
+    SD_CUDA_LAUNCHED("colsum_partial_kernel");
+    return;
+  }
+  colsum_partial_kernel<<<grid, block, 0, s>>>(partial, dout, M, N, rows, 0);
+  SD_CUDA_LAUNCHED("colsum_partial_kernel");
+  colsum_finish_kernel<<<(unsigned)((N + 255) / 256), 256, 0, s>>>(dbias, partial, R, N);
+  SD_CUDA_LAUNCHED("colsum_finish_kernel");
+}
+
+// ---- the ops -------------------------------------------------------------------------------
+
+void sd_cuda_matmul_fwd(sd_backend *be, float *out, const float *inp, const float *w,
+                        const float *bias, int M, int K, int N) {
+  check_dims("matmul_fwd", M, K, N);
+  if (M == 0 || N == 0) return;
+  sd_cuda_state *st = sd_cuda_st(be);
+  if (K == 0) {  // no products: out = bias rows (or 0), as sgemm with k = 0 gives
+    if (bias) bias_rows(be, out, bias, M, N);
+    else SD_CUDA_CHECK(cudaMemsetAsync(out, 0, sizeof(float) * (size_t)M * N, st->stream));
+    return;
+  }
+  const int prec = st->precision;
+  const void *A = w, *B = inp;
+  if (prec == SD_PREC_BF16) {
+    const size_t nw = (size_t)N * K, ni = (size_t)M * K;
+    char *s = (char *)sd_cuda_scratch(be, round256(nw * 2) + round256(ni * 2));
+    __nv_bfloat16 *wb = (__nv_bfloat16 *)s;
+    __nv_bfloat16 *ib = (__nv_bfloat16 *)(s + round256(nw * 2));
+    const cvt_job jobs[2] = {{w, wb, nw}, {inp, ib, ni}};
+    to_bf16(be, jobs, 2);
+    A = wb;
+    B = ib;
+  }
+  // Row-major out (M, N) = inp (M, K) @ w (N, K)^T, in column-major terms:
+  //   out^T (N x M, ld N) = w_cm^T (N x K) @ inp_cm (K x M)
+  //   A = w:   row-major (N, K) = column-major K x N, ld K; transa = T -> N x K.
+  //   B = inp: row-major (M, K) = column-major K x M, ld K; transb = N -> K x M.
+  //   D = out: column-major N x M, ld N.  m = N, n = M, k = K.
+  //   bias (N): the epilogue adds bias[i] to row i of D (length m = N), i.e. to column i of
+  //   the row-major out, for every token: the CPU's bias in every row.
+  if (lt_gemm(be, prec, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, A, B, out, 0.0f, bias) != 0) {
+    // No bias-epilogue algorithm: start from the bias rows and accumulate (beta = 1), like
+    // the CPU path.
+    bias_rows(be, out, bias, M, N);
+    lt_gemm(be, prec, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, A, B, out, 1.0f, NULL);
+  }
+}
+
+void sd_cuda_matmul_bwd(sd_backend *be, float *dinp, float *dw, float *dbias,
+                        const float *dout, const float *inp, const float *w, int M, int K,
+                        int N, int accumulate_dinp) {
+  check_dims("matmul_bwd", M, K, N);
+  if (M == 0 || (!dinp && !dw && !dbias)) return;  // M = 0: every output is empty or += 0
+  sd_cuda_state *st = sd_cuda_st(be);
+  const int prec = st->precision;
+  const int want_dinp = dinp && K > 0;
+  const int want_dw = dw && K > 0 && N > 0;
+  const int cs_rows = colsum_rows(M);
+  const int cs_chunks = (M + cs_rows - 1) / cs_rows;
+  const size_t partial_bytes =
+      dbias && N > 0 && cs_chunks > 1 ? sizeof(float) * (size_t)cs_chunks * N : 0;
+
+  // Scratch: [dout bf16][w bf16][inp bf16][colsum partials], each 256-byte aligned.
+  const size_t n_dout = (want_dinp && N > 0) || want_dw ? (size_t)M * N : 0;
+  const size_t n_w = prec == SD_PREC_BF16 && want_dinp && N > 0 ? (size_t)N * K : 0;
+  const size_t n_inp = prec == SD_PREC_BF16 && want_dw ? (size_t)M * K : 0;
+  const size_t b_dout = prec == SD_PREC_BF16 ? round256(n_dout * 2) : 0;
+  const size_t b_w = round256(n_w * 2), b_inp = round256(n_inp * 2);
+  const size_t total = b_dout + b_w + b_inp + round256(partial_bytes);
+  char *s = total ? (char *)sd_cuda_scratch(be, total) : NULL;
+  float *partial = partial_bytes ? (float *)(s + b_dout + b_w + b_inp) : NULL;
+
+  const void *dout_g = dout, *w_g = w, *inp_g = inp;
+  if (prec == SD_PREC_BF16 && (n_dout || n_w || n_inp)) {
+    __nv_bfloat16 *db = (__nv_bfloat16 *)s;
+    __nv_bfloat16 *wb = (__nv_bfloat16 *)(s + b_dout);
+    __nv_bfloat16 *ib = (__nv_bfloat16 *)(s + b_dout + b_w);
+    const cvt_job jobs[3] = {{dout, db, n_dout}, {w, wb, n_w}, {inp, ib, n_inp}};
+    to_bf16(be, jobs, 3);
+    dout_g = db;
+    w_g = wb;
+    inp_g = ib;
+  }
+
+  if (want_dinp) {
+    // Row-major dinp (M, K) = dout (M, N) @ w (N, K), in column-major terms:
+    //   dinp^T (K x M, ld K) = w_cm (K x N) @ dout_cm (N x M)
+    //   A = w:    row-major (N, K) = column-major K x N, ld K; transa = N.
+    //   B = dout: row-major (M, N) = column-major N x M, ld N; transb = N.
+    //   D = dinp: column-major K x M, ld K.  m = K, n = M, k = N;
+    //   beta = 1 to accumulate, else 0 (C is not read; N = 0 gives dinp = 0).
+    lt_gemm(be, prec, CUBLAS_OP_N, CUBLAS_OP_N, K, M, N, w_g, dout_g, dinp,
+            accumulate_dinp ? 1.0f : 0.0f, NULL);
+  }
+  if (want_dw) {
+    // Row-major dw (N, K) += dout^T (N, M) @ inp (M, K), in column-major terms:
+    //   dw^T (K x N, ld K) += inp_cm (K x M) @ dout_cm^T (M x N)
+    //   A = inp:  row-major (M, K) = column-major K x M, ld K; transa = N.
+    //   B = dout: row-major (M, N) = column-major N x M, ld N; transb = T -> M x N.
+    //   D = dw:   column-major K x N, ld K.  m = K, n = N, k = M; beta = 1.
+    lt_gemm(be, prec, CUBLAS_OP_N, CUBLAS_OP_T, K, N, M, inp_g, dout_g, dw, 1.0f, NULL);
+  }
+  if (dbias) colsum_add(be, dbias, dout, M, N, partial);
+}
+
+// ---- self-test -----------------------------------------------------------------------------
+
+typedef struct st_rng {
+  uint64_t s;
+} st_rng;
+
+static float st_uniform(st_rng *r) {  // [-1, 1)
+  r->s = r->s * 6364136223846793005ull + 1442695040888963407ull;
+  return (float)((double)(r->s >> 11) * (1.0 / 9007199254740992.0) * 2.0 - 1.0);
+}
+
+typedef struct st_case {
+  int M, K, N;
+  int offset;  // floats added to every device pointer (misaligns them when not a multiple of 4)
+} st_case;
+
+typedef struct st_worst {
+  double err;  // |got - want| / (sum of |terms| + |initial value|): relative to the magnitude
+  int bad;     // a NaN/inf or an error over tolerance was seen
+  char what[320];
+} st_worst;
+
+// Compares got[i] with want[i] (scale[i] = the magnitude the error is measured against).
+static void st_compare(st_worst *w, const char *label, const float *got, const double *want,
+                       const double *scale, int rows, int cols, double tol) {
+  for (int i = 0; i < rows; i++)
+    for (int j = 0; j < cols; j++) {
+      const size_t ix = (size_t)i * cols + j;
+      const double g = got[ix];
+      const double sc = scale[ix] > 1e-30 ? scale[ix] : 1e-30;
+      const double e = isfinite(g) ? fabs(g - want[ix]) / sc : INFINITY;
+      const int over = !(e <= tol);
+      if ((over && !w->bad) || (over == w->bad && e > w->err)) {
+        w->err = e;
+        w->bad = over;
+        snprintf(w->what, sizeof w->what,
+                 "%s[%d][%d] = %.9g, expected %.9g (error %.3g of the terms' magnitude %.3g; "
+                 "tolerance %.0e)",
+                 label, i, j, g, want[ix], e, sc, tol);
+      }
+    }
+}
+
+typedef struct st_bufs {
+  float *h[12];
+  double *r[2];
+  float *d[8];
+} st_bufs;
+
+static void st_free(sd_backend *be, st_bufs *b) {
+  for (int i = 0; i < 12; i++) free(b->h[i]);
+  for (int i = 0; i < 2; i++) free(b->r[i]);
+  for (int i = 0; i < 8; i++)
+    if (b->d[i]) be->ops->free(be, b->d[i]);
+  memset(b, 0, sizeof *b);
+}
+
+// One shape in the current precision. Returns 0, or -1 with the message in w->what.
+static int st_run_case(sd_backend *be, const st_case *c, uint64_t seed, st_worst *w,
+                       char *err, size_t len) {
+  const int M = c->M, K = c->K, N = c->N, off = c->offset;
+  const int prec = sd_cuda_st(be)->precision;
+  const double tol = prec == SD_PREC_BF16 ? 1e-2 : 1e-5;
+  const char *pname = prec == SD_PREC_BF16 ? "bf16" : "fp32";
+  const size_t nMK = (size_t)M * K, nNK = (size_t)N * K, nMN = (size_t)M * N;
+  const size_t big = nMK > nNK ? (nMK > nMN ? nMK : nMN) : (nNK > nMN ? nNK : nMN);
+  st_bufs b;
+  memset(&b, 0, sizeof b);
+  // host: 0 inp, 1 w, 2 bias, 3 dout, 4 dinp0, 5 dw0, 6 dbias0, 7..11 results
+  const size_t hn[12] = {nMK, nNK, (size_t)N, nMN, nMK, nNK, (size_t)N, nMN, nMK, nNK,
+                         (size_t)N, big};
+  for (int i = 0; i < 12; i++) b.h[i] = (float *)sd_xmalloc(sizeof(float) * hn[i], "selftest");
+  b.r[0] = (double *)sd_xmalloc(sizeof(double) * big, "selftest");  // want
+  b.r[1] = (double *)sd_xmalloc(sizeof(double) * big, "selftest");  // scale
+  st_rng rng = {seed};
+  for (int i = 0; i < 7; i++)
+    for (size_t j = 0; j < hn[i]; j++) b.h[i][j] = st_uniform(&rng);
+  float *inp = b.h[0], *wt = b.h[1], *bias = b.h[2], *dout = b.h[3];
+  float *dinp0 = b.h[4], *dw0 = b.h[5], *dbias0 = b.h[6];
+  float *got = b.h[7], *got2 = b.h[11];
+  double *want = b.r[0], *scale = b.r[1];
+
+  // device: 0 inp, 1 w, 2 bias, 3 dout, 4 out, 5 dinp, 6 dw, 7 dbias; each at +offset floats
+  const size_t dn[8] = {nMK, nNK, (size_t)N, nMN, nMN, nMK, nNK, (size_t)N};
+  float *d[8];
+  for (int i = 0; i < 8; i++) {
+    b.d[i] = (float *)be->ops->alloc(be, sizeof(float) * (dn[i] + (size_t)off));
+    d[i] = b.d[i] + off;
+  }
+  for (int i = 0; i < 4; i++) be->ops->to_device(be, d[i], b.h[i], sizeof(float) * dn[i]);
+  char label[160];
+  int fail = 0;
+#define ST_LABEL(name)                                                                        \
+  snprintf(label, sizeof label, "%s M=%d K=%d N=%d offset=%d seed=%llu: %s", pname, M, K, N,  \
+           off, (unsigned long long)seed, name)
+
+  // forward, with and without bias; out poisoned with NaN (0xFF bytes) first
+  for (int with_bias = 1; with_bias >= 0; with_bias--) {
+    be->ops->memset(be, d[4], 0xFF, sizeof(float) * nMN);
+    sd_cuda_matmul_fwd(be, d[4], d[0], d[1], with_bias ? d[2] : NULL, M, K, N);
+    be->ops->to_host(be, got, d[4], sizeof(float) * nMN);
+    for (int m = 0; m < M; m++)
+      for (int n = 0; n < N; n++) {
+        double acc = with_bias ? bias[n] : 0.0, mag = with_bias ? fabs(bias[n]) : 0.0;
+        for (int k = 0; k < K; k++) {
+          const double t = (double)inp[(size_t)m * K + k] * wt[(size_t)n * K + k];
+          acc += t;
+          mag += fabs(t);
+        }
+        want[(size_t)m * N + n] = acc;
+        scale[(size_t)m * N + n] = mag;
+      }
+    ST_LABEL(with_bias ? "fwd out (bias)" : "fwd out (no bias)");
+    st_compare(w, label, got, want, scale, M, N, tol);
+  }
+
+  // backward, all three outputs, dinp accumulated; then again from the same start, which
+  // must reproduce every bit
+  for (int rep = 0; rep < 2; rep++) {
+    be->ops->to_device(be, d[5], dinp0, sizeof(float) * nMK);
+    be->ops->to_device(be, d[6], dw0, sizeof(float) * nNK);
+    be->ops->to_device(be, d[7], dbias0, sizeof(float) * N);
+    sd_cuda_matmul_bwd(be, d[5], d[6], d[7], d[3], d[0], d[1], M, K, N, 1);
+    float *r_dinp = rep ? got2 : b.h[8];
+    be->ops->to_host(be, r_dinp, d[5], sizeof(float) * nMK);
+    if (rep && memcmp(got2, b.h[8], sizeof(float) * nMK) != 0) fail = 1;
+    float *r_dw = rep ? got2 : b.h[9];
+    be->ops->to_host(be, r_dw, d[6], sizeof(float) * nNK);
+    if (rep && memcmp(got2, b.h[9], sizeof(float) * nNK) != 0) fail = 1;
+    float *r_db = rep ? got2 : b.h[10];
+    be->ops->to_host(be, r_db, d[7], sizeof(float) * N);
+    if (rep && memcmp(got2, b.h[10], sizeof(float) * N) != 0) fail = 1;
+  }
+  if (fail) {
+    ST_LABEL("bwd");
+    snprintf(err, len, "matmul selftest %s: a second run with the same inputs differs", label);
+    st_free(be, &b);
+    return -1;
+  }
+  // dinp (+=)
+  for (int m = 0; m < M; m++)
+    for (int k = 0; k < K; k++) {
+      double acc = dinp0[(size_t)m * K + k], mag = fabs(acc);
+      for (int n = 0; n < N; n++) {
+        const double t = (double)dout[(size_t)m * N + n] * wt[(size_t)n * K + k];
+        acc += t;
+        mag += fabs(t);
+      }
+      want[(size_t)m * K + k] = acc;
+      scale[(size_t)m * K + k] = mag;
+    }
+  ST_LABEL("bwd dinp (+=)");
+  st_compare(w, label, b.h[8], want, scale, M, K, tol);
+  // dw (+=)
+  for (int n = 0; n < N; n++)
+    for (int k = 0; k < K; k++) {
+      double acc = dw0[(size_t)n * K + k], mag = fabs(acc);
+      for (int m = 0; m < M; m++) {
+        const double t = (double)dout[(size_t)m * N + n] * inp[(size_t)m * K + k];
+        acc += t;
+        mag += fabs(t);
+      }
+      want[(size_t)n * K + k] = acc;
+      scale[(size_t)n * K + k] = mag;
+    }
+  ST_LABEL("bwd dw (+=)");
+  st_compare(w, label, b.h[9], want, scale, N, K, tol);
+  // dbias (+=): fp32 in both precisions
+  for (int n = 0; n < N; n++) {
+    double acc = dbias0[n], mag = fabs(acc);
+    for (int m = 0; m < M; m++) {
+      acc += dout[(size_t)m * N + n];
+      mag += fabs(dout[(size_t)m * N + n]);
+    }
+    want[n] = acc;
+    scale[n] = mag;
+  }
+  ST_LABEL("bwd dbias (+=)");
+  st_compare(w, label, b.h[10], want, scale, 1, N, 1e-5);
+
+  // backward, dinp only, overwritten: poisoned with NaN first (beta = 0 must not read it)
+  be->ops->memset(be, d[5], 0xFF, sizeof(float) * nMK);
+  sd_cuda_matmul_bwd(be, d[5], NULL, NULL, d[3], d[0], d[1], M, K, N, 0);
+  be->ops->to_host(be, got, d[5], sizeof(float) * nMK);
+  for (int m = 0; m < M; m++)
+    for (int k = 0; k < K; k++) {
+      double acc = 0.0, mag = 0.0;
+      for (int n = 0; n < N; n++) {
+        const double t = (double)dout[(size_t)m * N + n] * wt[(size_t)n * K + k];
+        acc += t;
+        mag += fabs(t);
+      }
+      want[(size_t)m * K + k] = acc;
+      scale[(size_t)m * K + k] = mag;
+    }
+  ST_LABEL("bwd dinp (=)");
+  st_compare(w, label, got, want, scale, M, K, tol);
+#undef ST_LABEL
+  be->ops->sync(be);
+  st_free(be, &b);
+  if (w->bad) {
+    snprintf(err, len, "matmul selftest failed: worst element %s", w->what);
+    return -1;
+  }
+  return 0;
+}
+
+extern "C" int sd_cuda_matmul_selftest(sd_backend *be, char *err, size_t len) {
+  if (!be || !be->name || strcmp(be->name, "cuda") != 0 || !be->impl)
+    return sd_errorf(err, len, "matmul selftest: not a CUDA backend");
+  static const st_case cases[] = {
+      {64, 96, 48, 0},   // aligned
+      {37, 29, 19, 1},   // odd sizes, pointers 4 bytes off 16-byte alignment
+      {600, 40, 70, 0},  // M > 256: the two-pass dbias reduction
+      {128, 512, 64, 3}, // longer sums, pointers 12 bytes off
+      {5, 1, 3, 2},      // K = 1
+  };
+  static uint64_t calls = 0;
+  const uint64_t base_seed = ((uint64_t)time(NULL) << 16) ^ (++calls * 0x9E3779B97F4A7C15ull);
+  sd_cuda_state *st = sd_cuda_st(be);
+  const int saved = st->precision;
+  double worst[2] = {0, 0};
+  const int precs[2] = {SD_PREC_FP32, SD_PREC_BF16};
+  for (int p = 0; p < 2; p++) {
+    st->precision = precs[p];
+    st_worst w;
+    memset(&w, 0, sizeof w);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+      const uint64_t seed = base_seed + i * 1000003ull + (uint64_t)p * 7919ull;
+      if (st_run_case(be, &cases[i], seed, &w, err, len) != 0) {
+        st->precision = saved;
+        return -1;
+      }
+    }
+    worst[p] = w.err;
+  }
+  st->precision = saved;
+  snprintf(err, len,
+           "matmul selftest passed: worst error relative to the terms' magnitude %.3g (fp32, "
+           "tolerance 1e-5), %.3g (bf16, tolerance 1e-2)",
+           worst[0], worst[1]);
+  return 0;
 }
