@@ -65,6 +65,12 @@ int sd_nccl_bcast_f32(sd_nccl *c, float *dev, size_t count, int root, char *err,
 int sd_nccl_sync(sd_nccl *c, char *err, size_t errlen);
 // The communicator's cudaStream_t (as void *), for cudaStreamWaitEvent / cudaEventRecord.
 void *sd_nccl_stream(sd_nccl *c);
+// Stream ordering without blocking the host: the communication stream waits for all work
+// queued so far on `stream` (a cudaStream_t; call before a collective on data that `stream`
+// produces) / `stream` waits for all work queued so far on the communication stream (call
+// before `stream` reads the collective's result).
+int sd_nccl_wait_for(sd_nccl *c, void *stream, char *err, size_t errlen);
+int sd_nccl_join_into(sd_nccl *c, void *stream, char *err, size_t errlen);
 int sd_nccl_rank(const sd_nccl *c);
 int sd_nccl_world(const sd_nccl *c);
 int sd_nccl_device(const sd_nccl *c);

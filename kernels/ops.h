@@ -239,6 +239,8 @@ int sd_backend_cpu_init(sd_backend *be, int num_threads);
 void sd_backend_cpu_destroy(sd_backend *be);
 int sd_backend_cuda_init(sd_backend *be, int device, char *errbuf, size_t errlen);
 void sd_backend_cuda_destroy(sd_backend *be);
+// The cudaStream_t every op of a CUDA backend runs on (NULL for other backends).
+void *sd_backend_cuda_stream(sd_backend *be);
 // Chooses how a CUDA backend's matmuls multiply: "fp32" (fp32 inputs, fp32 accumulation, no
 // TF32) or "bf16" (inputs rounded to bf16, fp32 accumulation and outputs; the default, unless
 // the environment sets SD_CUDA_PRECISION=fp32). Returns 0, or -1 with a message in errbuf

@@ -1,6 +1,8 @@
 // The trainer's data-parallel glue (see train_dist.h).
 #include "train_dist.h"
+#include "dist_nccl.h"
 #include "error.h"
+#include "nccl_comm.h"
 
 #include <signal.h>
 #include <stdint.h>
@@ -51,14 +53,56 @@ static void hook_grad_wait_staged(void *ctx) {
   s->be->ops->scale_rows(s->be, s->grads, s->grads, one, 1, s->total);
 }
 
+// ---- device backends with NCCL: everything stream-ordered, nothing waits on the host ----
+
+static void nccl_check(int rc, const char *what, const char *err) {
+  if (rc != 0) SD_FATAL("%s: %s", what, err);
+}
+
+static void nccl_grad_ready(void *ctx, float *g, size_t n) {
+  sd_train_comm *tc = ctx;
+  char err[512];
+  nccl_check(sd_nccl_wait_for(tc->nccl, tc->stream, err, sizeof err), "gradient bucket", err);
+  nccl_check(sd_nccl_allreduce_mean_f32(tc->nccl, g, n, err, sizeof err), "gradient bucket",
+             err);
+}
+
+static void nccl_grad_wait(void *ctx) {
+  sd_train_comm *tc = ctx;
+  char err[512];
+  nccl_check(sd_nccl_join_into(tc->nccl, tc->stream, err, sizeof err), "gradient join", err);
+}
+
+static void nccl_sum_dev(void *ctx, float *buf, size_t n) {
+  sd_train_comm *tc = ctx;
+  char err[512];
+  nccl_check(sd_nccl_wait_for(tc->nccl, tc->stream, err, sizeof err), "center sum", err);
+  nccl_check(sd_nccl_allreduce_sum_f32(tc->nccl, buf, n, err, sizeof err), "center sum", err);
+  nccl_check(sd_nccl_join_into(tc->nccl, tc->stream, err, sizeof err), "center sum", err);
+}
+
+static void nccl_bcast0(void *ctx, float *buf, size_t n) {
+  sd_train_comm *tc = ctx;
+  char err[512];
+  nccl_check(sd_nccl_wait_for(tc->nccl, tc->stream, err, sizeof err), "teacher broadcast", err);
+  nccl_check(sd_nccl_bcast_f32(tc->nccl, buf, n, 0, err, sizeof err), "teacher broadcast", err);
+  nccl_check(sd_nccl_join_into(tc->nccl, tc->stream, err, sizeof err), "teacher broadcast", err);
+}
+
 void sd_train_comm_bind(sd_train_comm *tc, sd_dist *d, const sd_config *cfg, sd_sddit *s) {
   memset(tc, 0, sizeof *tc);
   tc->d = d;
   tc->s = s;
   tc->host_memory = strcmp(s->be->name, "cpu") == 0;
   tc->sync = sd_grad_sync_create(d, cfg->overlap && tc->host_memory);
-  if (!tc->host_memory && d->world > 1)
+  if (!tc->host_memory && d->world > 1 && sd_nccl_available()) {
+    char err[512];
+    if (sd_dist_nccl_init(d, &tc->nccl, err, sizeof err) != 0)
+      SD_FATAL_HINT("set NCCL_DEBUG=INFO for NCCL's own account", "NCCL: %s", err);
+    tc->stream = sd_backend_cuda_stream(s->be);
+  } else if (!tc->host_memory && d->world > 1) {
     tc->stage = sd_xmalloc(sizeof(float) * s->total, "communication staging");
+  }
   sd_sddit_comm *c = &s->comm;
   memset(c, 0, sizeof *c);
   c->ctx = tc;
@@ -66,7 +110,13 @@ void sd_train_comm_bind(sd_train_comm *tc, sd_dist *d, const sd_config *cfg, sd_
   c->world = d->world;
   c->teacher_sync_every = cfg->teacher_sync_every;
   c->check_teacher = cfg->check_replicas;
-  if (d->world > 1) {
+  if (d->world > 1 && tc->nccl) {
+    c->grad_ready = nccl_grad_ready;
+    c->grad_wait = nccl_grad_wait;
+    c->sum_host = hook_sum_host;
+    c->sum_dev = nccl_sum_dev;
+    c->bcast0 = nccl_bcast0;
+  } else if (d->world > 1) {
     c->grad_ready = tc->host_memory ? hook_grad_ready : NULL;
     c->grad_wait = tc->host_memory ? hook_grad_wait : hook_grad_wait_staged;
     c->sum_host = hook_sum_host;
@@ -76,6 +126,8 @@ void sd_train_comm_bind(sd_train_comm *tc, sd_dist *d, const sd_config *cfg, sd_
 }
 
 void sd_train_comm_release(sd_train_comm *tc) {
+  if (tc->nccl) sd_nccl_destroy(tc->nccl);
+  tc->nccl = NULL;
   sd_grad_sync_destroy(tc->sync);
   tc->sync = NULL;
   free(tc->stage);

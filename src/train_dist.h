@@ -15,13 +15,17 @@ typedef struct sd_train_comm {
   sd_grad_sync *sync;
   sd_sddit *s;
   int host_memory;  // the backend's buffers are host memory (CPU); else they are staged
-  float *stage;     // (s->total) host staging buffer for device backends
+  float *stage;     // (s->total) host staging buffer for device backends without NCCL
+  struct sd_nccl *nccl;  // device backends with NCCL: collectives on device memory
+  void *stream;          // the backend's compute stream (cudaStream_t)
 } sd_train_comm;
 
 // Fills s->comm from the configuration (dist.overlap, teacher_sync_every, check_replicas).
-// On the CPU backend gradients are reduced range by range on the communication thread; on a
-// device backend (until the NCCL path is wired) every reduction is staged through host memory
-// after the backward.
+// On the CPU backend gradients are reduced range by range on the communication thread. On a
+// CUDA backend built with NCCL each range is all-reduced on NCCL's stream as soon as the
+// compute stream has produced it (stream events, no host wait), and the compute stream waits
+// for the reductions before the optimizer; without NCCL every reduction is staged through host
+// memory after the backward.
 void sd_train_comm_bind(sd_train_comm *tc, sd_dist *d, const sd_config *cfg, sd_sddit *s);
 void sd_train_comm_release(sd_train_comm *tc);
 

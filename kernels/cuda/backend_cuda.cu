@@ -301,3 +301,8 @@ extern "C" void sd_backend_cuda_destroy(sd_backend *be) {
   }
   memset(be, 0, sizeof *be);
 }
+
+extern "C" void *sd_backend_cuda_stream(sd_backend *be) {
+  if (!be || !be->name || strcmp(be->name, "cuda") != 0 || !be->impl) return NULL;
+  return (void *)sd_cuda_st(be)->stream;
+}

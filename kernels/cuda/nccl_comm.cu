@@ -205,3 +205,23 @@ extern "C" void sd_nccl_abort(sd_nccl *c) {
   cudaStreamDestroy(c->stream);
   free(c);
 }
+
+// One event recorded on `from`, waited for by `to` (device-side ordering only).
+static int order_streams(cudaStream_t from, cudaStream_t to, char *err, size_t errlen) {
+  cudaEvent_t ev;
+  cudaError_t e = cudaEventCreateWithFlags(&ev, cudaEventDisableTiming);
+  if (e == cudaSuccess) e = cudaEventRecord(ev, from);
+  if (e == cudaSuccess) e = cudaStreamWaitEvent(to, ev, 0);
+  cudaEventDestroy(ev);  // safe: destruction is deferred until the event completes
+  return e == cudaSuccess ? 0 : cuda_fail(err, errlen, "ordering the compute and NCCL streams", e);
+}
+
+extern "C" int sd_nccl_wait_for(sd_nccl *c, void *stream, char *err, size_t errlen) {
+  if (!c) return fail(err, errlen, "sd_nccl_wait_for: no communicator");
+  return order_streams((cudaStream_t)stream, c->stream, err, errlen);
+}
+
+extern "C" int sd_nccl_join_into(sd_nccl *c, void *stream, char *err, size_t errlen) {
+  if (!c) return fail(err, errlen, "sd_nccl_join_into: no communicator");
+  return order_streams(c->stream, (cudaStream_t)stream, err, errlen);
+}

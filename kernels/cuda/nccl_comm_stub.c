@@ -86,3 +86,15 @@ int sd_nccl_device(const sd_nccl *c) { (void)c; return -1; }
 size_t sd_nccl_chunk(const sd_nccl *c) { (void)c; return 0; }
 void sd_nccl_destroy(sd_nccl *c) { (void)c; }
 void sd_nccl_abort(sd_nccl *c) { (void)c; }
+
+int sd_nccl_wait_for(sd_nccl *c, void *stream, char *err, size_t errlen) {
+  (void)c;
+  (void)stream;
+  return unavailable(err, errlen, "NCCL stream ordering");
+}
+
+int sd_nccl_join_into(sd_nccl *c, void *stream, char *err, size_t errlen) {
+  (void)c;
+  (void)stream;
+  return unavailable(err, errlen, "NCCL stream ordering");
+}
