@@ -1,0 +1,290 @@
+// Shared helpers of the GPU tests (see gpu_common.h).
+#include "gpu_common.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+// sd_backend_cuda_set_precision(be, "fp32" | "bf16", errbuf, errlen) -> 0, or < 0 with a
+// message, is added to kernels/ops.h together with the CUDA ops. tests/meson.build defines
+// SD_OPS_HAS_SET_PRECISION when ops.h declares it; until then it is declared here. Either way
+// the reference is weak, so every build links (the CPU-only stub may lack it), and a CUDA
+// backend without it is reported as a failure instead of a link error.
+#if !defined(SD_OPS_HAS_SET_PRECISION) || !SD_OPS_HAS_SET_PRECISION
+int sd_backend_cuda_set_precision(sd_backend *be, const char *precision, char *errbuf,
+                                  size_t errlen);
+#endif
+#pragma weak sd_backend_cuda_set_precision
+
+// ---- the CPU stand-in ---------------------------------------------------------------------
+
+static sd_backend g_cpu;        // the CPU backend the stand-in wraps
+static sd_ops g_sim_ops;        // its op table with the matmuls (and attention) wrapped
+static int g_sim_bf16 = 1;      // precision: 1 bf16, 0 fp32
+static int g_sim_attention = 0; // bf16 also rounds the attention inputs
+
+float gpu_bf16_round(float x) {
+  uint32_t u;
+  memcpy(&u, &x, sizeof u);
+  if ((u & 0x7f800000u) == 0x7f800000u) return x;  // inf, NaN
+  u += 0x7fffu + ((u >> 16) & 1u);
+  u &= 0xffff0000u;
+  memcpy(&x, &u, sizeof x);
+  return x;
+}
+
+static float *rounded_copy(const float *x, size_t n) {
+  float *r = malloc(sizeof(float) * (n ? n : 1));
+  if (!r) {
+    fprintf(stderr, "gpu_common: out of host memory (%zu floats)\n", n);
+    exit(1);
+  }
+  for (size_t i = 0; i < n; i++) r[i] = gpu_bf16_round(x[i]);
+  return r;
+}
+
+// Moves about two thirds of the elements by one ulp up or down, keyed by each value and its
+// index, so the same inputs jitter the same way (determinism checks still hold).
+static void jitter(float *x, size_t n) {
+  if (!x) return;
+  for (size_t i = 0; i < n; i++) {
+    uint32_t bits;
+    memcpy(&bits, &x[i], sizeof bits);
+    uint32_t h = (uint32_t)i * 2654435761u ^ bits * 0x9e3779b9u;
+    h ^= h >> 15;
+    h *= 0x2c1b3c6du;
+    h ^= h >> 12;
+    uint32_t r = h % 3u;
+    if (r == 1) x[i] = nextafterf(x[i], INFINITY);
+    else if (r == 2) x[i] = nextafterf(x[i], -INFINITY);
+  }
+}
+
+static void sim_matmul_fwd(sd_backend *be, float *out, const float *inp, const float *w,
+                           const float *bias, int M, int K, int N) {
+  if (!g_sim_bf16) {
+    g_cpu.ops->matmul_fwd(be, out, inp, w, bias, M, K, N);
+    jitter(out, (size_t)M * N);
+    return;
+  }
+  float *ri = rounded_copy(inp, (size_t)M * K), *rw = rounded_copy(w, (size_t)N * K);
+  g_cpu.ops->matmul_fwd(be, out, ri, rw, bias, M, K, N);
+  free(ri);
+  free(rw);
+}
+
+static void sim_matmul_bwd(sd_backend *be, float *dinp, float *dw, float *dbias,
+                           const float *dout, const float *inp, const float *w, int M, int K,
+                           int N, int accumulate_dinp) {
+  if (!g_sim_bf16) {
+    g_cpu.ops->matmul_bwd(be, dinp, dw, dbias, dout, inp, w, M, K, N, accumulate_dinp);
+    jitter(dinp, (size_t)M * K);
+    jitter(dw, (size_t)N * K);
+    return;
+  }
+  float *rd = rounded_copy(dout, (size_t)M * N), *ri = rounded_copy(inp, (size_t)M * K);
+  float *rw = rounded_copy(w, (size_t)N * K);
+  g_cpu.ops->matmul_bwd(be, dinp, dw, NULL, rd, ri, rw, M, K, N, accumulate_dinp);
+  if (dbias) g_cpu.ops->matmul_bwd(be, NULL, NULL, dbias, dout, inp, w, M, K, N, 0);
+  free(rd);
+  free(ri);
+  free(rw);
+}
+
+static void sim_attention_fwd(sd_backend *be, float *out, float *lse, const float *qkv, int B,
+                              int T, int NH, int HD) {
+  if (!g_sim_bf16 || !g_sim_attention) {
+    g_cpu.ops->attention_fwd(be, out, lse, qkv, B, T, NH, HD);
+    return;
+  }
+  float *rq = rounded_copy(qkv, (size_t)B * T * 3 * NH * HD);
+  g_cpu.ops->attention_fwd(be, out, lse, rq, B, T, NH, HD);
+  free(rq);
+}
+
+static void sim_attention_bwd(sd_backend *be, float *dqkv, const float *dout, const float *qkv,
+                              const float *out, const float *lse, int B, int T, int NH,
+                              int HD) {
+  if (!g_sim_bf16 || !g_sim_attention) {
+    g_cpu.ops->attention_bwd(be, dqkv, dout, qkv, out, lse, B, T, NH, HD);
+    return;
+  }
+  float *rq = rounded_copy(qkv, (size_t)B * T * 3 * NH * HD);
+  float *rd = rounded_copy(dout, (size_t)B * T * NH * HD);
+  g_cpu.ops->attention_bwd(be, dqkv, rd, rq, out, lse, B, T, NH, HD);
+  free(rq);
+  free(rd);
+}
+
+// Planted faults (SD_GPU_SIM_BUG=unwritten|guard|noacc|nondet|input), to see that the tests
+// catch each kind: an element never written, a write past the end, = instead of +=, results
+// that change between runs, an input overwritten.
+static const char *g_sim_bug = "";
+static unsigned g_sim_bug_calls = 0;
+
+static void bug_gelu_fwd(sd_backend *be, float *out, const float *x, size_t n) {
+  g_cpu.ops->gelu_fwd(be, out, x, n > 1 ? n - 1 : n);  // the last element is never written
+}
+static void bug_copy(sd_backend *be, void *dst, const void *src, size_t bytes) {
+  g_cpu.ops->copy(be, dst, src, bytes);
+  memset((char *)dst + bytes, 0, 4);  // 4 bytes past the end
+}
+static void bug_axpy(sd_backend *be, float *y, const float *x, size_t n, float a) {
+  for (size_t i = 0; i < n; i++) y[i] = a * x[i];  // = instead of +=
+  (void)be;
+}
+static void bug_scatter_add(sd_backend *be, float *x, const float *sub, const int32_t *idx,
+                            int B, int T, int Tk, int D) {
+  g_cpu.ops->scatter_add_tokens(be, x, sub, idx, B, T, Tk, D);
+  if (++g_sim_bug_calls % 2) x[idx[0] * D] = nextafterf(x[idx[0] * D], INFINITY);
+}
+static void bug_scale_rows(sd_backend *be, float *out, const float *x, const float *sc, int B,
+                           size_t n) {
+  g_cpu.ops->scale_rows(be, out, x, sc, B, n);
+  ((float *)x)[0] = 1.0f;  // an input overwritten
+}
+
+static void plant_bug(const char *bug) {
+  g_sim_bug = bug;
+  if (!strcmp(bug, "unwritten")) g_sim_ops.gelu_fwd = bug_gelu_fwd;
+  else if (!strcmp(bug, "guard")) g_sim_ops.copy = bug_copy;
+  else if (!strcmp(bug, "noacc")) g_sim_ops.axpy = bug_axpy;
+  else if (!strcmp(bug, "nondet")) g_sim_ops.scatter_add_tokens = bug_scatter_add;
+  else if (!strcmp(bug, "input")) g_sim_ops.scale_rows = bug_scale_rows;
+  else g_sim_bug = "";
+  if (g_sim_bug[0]) printf("planted fault: %s\n", g_sim_bug);
+}
+
+int gpu_is_sim(const sd_backend *be) { return be->ops == &g_sim_ops; }
+
+static void sim_open(sd_backend *be, const char *mode) {
+  if (strcmp(mode, "matmul") != 0 && strcmp(mode, "matmul+attention") != 0) {
+    printf("FAIL unknown simulation mode '%s' (known: matmul, matmul+attention)\n", mode);
+    exit(2);
+  }
+  sd_backend_cpu_init(&g_cpu, 0);
+  g_sim_ops = *g_cpu.ops;
+  g_sim_ops.matmul_fwd = sim_matmul_fwd;
+  g_sim_ops.matmul_bwd = sim_matmul_bwd;
+  g_sim_ops.attention_fwd = sim_attention_fwd;
+  g_sim_ops.attention_bwd = sim_attention_bwd;
+  g_sim_attention = strcmp(mode, "matmul+attention") == 0;
+  const char *bug = getenv("SD_GPU_SIM_BUG");
+  if (bug) plant_bug(bug);
+  g_sim_bf16 = 1;
+  *be = g_cpu;
+  be->name = "sim";
+  be->ops = &g_sim_ops;
+  printf("device under test: CPU stand-in (bf16 rounds the inputs of the matmuls%s; fp32 "
+         "moves matmul outputs by one ulp), %d threads\n",
+         g_sim_attention ? " and of attention" : "", be->num_threads);
+}
+
+// ---- opening the device ---------------------------------------------------------------------
+
+void gpu_open_or_skip(sd_backend *be, const char *sim_mode, const char *test_name) {
+  if (sim_mode) {
+    sim_open(be, sim_mode);
+    return;
+  }
+  char err[512] = "";
+  int rc = sd_backend_cuda_init(be, 0, err, sizeof err);
+  if (rc == 0) {
+    printf("device under test: CUDA backend '%s' on device 0\n", be->name ? be->name : "?");
+    return;
+  }
+  if (strstr(err, "no CUDA device") || strstr(err, "no CUDA backend")) {
+    printf("skip: %s: %s\n", test_name, err);
+    fflush(stdout);
+    exit(77);
+  }
+  printf("FAIL %s: the CUDA backend did not start (rc %d): %s\n", test_name, rc, err);
+  fflush(stdout);
+  exit(1);
+}
+
+void gpu_close(sd_backend *be) {
+  if (gpu_is_sim(be)) {
+    sd_backend_cpu_destroy(&g_cpu);
+    memset(be, 0, sizeof *be);
+  } else {
+    sd_backend_cuda_destroy(be);
+  }
+}
+
+int gpu_set_precision(sd_backend *be, const char *precision, char *err, size_t errlen) {
+  if (strcmp(precision, "fp32") != 0 && strcmp(precision, "bf16") != 0) {
+    snprintf(err, errlen, "unknown precision '%s'", precision);
+    return -1;
+  }
+  if (gpu_is_sim(be)) {
+    g_sim_bf16 = strcmp(precision, "bf16") == 0;
+    return 0;
+  }
+  if (!sd_backend_cuda_set_precision) {
+    snprintf(err, errlen, "sd_backend_cuda_set_precision is not linked into this build (not "
+             "defined yet, or defined in an object file nothing else pulls in)");
+    return -1;
+  }
+  err[0] = '\0';
+  int rc = sd_backend_cuda_set_precision(be, precision, err, errlen);
+  if (rc != 0 && !err[0]) snprintf(err, errlen, "returned %d", rc);
+  return rc == 0 ? 0 : -1;
+}
+
+// ---- measures -----------------------------------------------------------------------------
+
+static int same_bits(float a, float b) {
+  uint32_t x, y;
+  memcpy(&x, &a, sizeof x);
+  memcpy(&y, &b, sizeof y);
+  return x == y;
+}
+
+static double nmse_core(const float *a, const float *ref, const float *base, size_t n,
+                        size_t *worst) {
+  double num = 0.0, den = 0.0, wd = -1.0;
+  size_t w = 0;
+  int nonfinite = 0;
+  for (size_t i = 0; i < n; i++) {
+    double b = base ? (double)base[i] : 0.0;
+    if (same_bits(a[i], ref[i])) {
+      if (isfinite(ref[i]) && isfinite(b)) den += ((double)ref[i] - b) * ((double)ref[i] - b);
+      continue;
+    }
+    if (!isfinite(a[i]) || !isfinite(ref[i]) || !isfinite(b)) {
+      if (!nonfinite) w = i;
+      nonfinite = 1;
+      continue;
+    }
+    double d = (double)a[i] - (double)ref[i], r = (double)ref[i] - b;
+    num += d * d;
+    den += r * r;
+    if (!nonfinite && fabs(d) > wd) {
+      wd = fabs(d);
+      w = i;
+    }
+  }
+  if (worst) *worst = w;
+  if (nonfinite) return INFINITY;
+  if (num == 0.0) return 0.0;
+  if (den == 0.0) return INFINITY;
+  return num / den;
+}
+
+double gpu_nmse(const float *a, const float *ref, size_t n, size_t *worst) {
+  return nmse_core(a, ref, NULL, n, worst);
+}
+
+double gpu_nmse_delta(const float *a, const float *ref, const float *base, size_t n,
+                      size_t *worst) {
+  return nmse_core(a, ref, base, n, worst);
+}
+
+double gpu_now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
