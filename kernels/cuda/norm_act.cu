@@ -465,71 +465,7 @@ void sd_cuda_timestep_features(sd_backend *be, float *feat, const float *t, int 
 
 // ---- self-test: every op above against the CPU op on random inputs ----------------------------
 
-namespace {
-
-struct Rng {
-  uint64_t s;
-  explicit Rng(uint64_t seed) : s(seed * 0x9E3779B97F4A7C15ull + 1) {}
-  uint32_t next() {  // xorshift64*
-    s ^= s >> 12;
-    s ^= s << 25;
-    s ^= s >> 27;
-    return (uint32_t)((s * 0x2545F4914F6CDD1Dull) >> 32);
-  }
-  float uni(float lo, float hi) { return lo + (hi - lo) * (float)(next() >> 8) * (1.0f / 16777216.0f); }
-  std::vector<float> vec(size_t n, float lo, float hi) {
-    std::vector<float> v(n);
-    for (auto &e : v) e = uni(lo, hi);
-    return v;
-  }
-};
-
-// The worst element seen so far: error |gpu - cpu| / max(|cpu|, rms of the cpu array).
-struct Worst {
-  double err = 0.0;
-  char what[160] = "none";
-  void compare(const char *op, const std::vector<float> &gpu, const std::vector<float> &cpu) {
-    double ss = 0.0;
-    for (float c : cpu) ss += (double)c * c;
-    double ref = cpu.empty() ? 1.0 : std::sqrt(ss / (double)cpu.size());
-    if (!(ref > 0.0)) ref = 1e-30;
-    for (size_t i = 0; i < cpu.size(); i++) {
-      double g = gpu[i], c = cpu[i], e;
-      if (g == c) continue;  // also equal infinities
-      if (!std::isfinite(g) || !std::isfinite(c)) e = INFINITY;
-      else e = std::fabs(g - c) / std::fmax(std::fabs(c), ref);
-      if (!(e <= err)) {
-        err = e;
-        snprintf(what, sizeof what, "%s[%zu]: gpu %.9g cpu %.9g (rel %.3g)", op, i, g, c, e);
-      }
-    }
-  }
-};
-
-// Device buffers freed at the end of the test.
-struct DevPool {
-  std::vector<void *> ptrs;
-  cudaStream_t st;
-  explicit DevPool(cudaStream_t s) : st(s) {}
-  ~DevPool() {
-    for (void *p : ptrs) cudaFree(p);
-  }
-  float *up(const std::vector<float> &h) {
-    void *p = NULL;
-    SD_CUDA_CHECK(cudaMalloc(&p, (h.empty() ? 1 : h.size()) * sizeof(float)));
-    ptrs.push_back(p);
-    SD_CUDA_CHECK(cudaMemcpyAsync(p, h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice, st));
-    return (float *)p;
-  }
-  std::vector<float> down(const float *d, size_t n) {
-    std::vector<float> h(n);
-    SD_CUDA_CHECK(cudaMemcpyAsync(h.data(), d, n * sizeof(float), cudaMemcpyDeviceToHost, st));
-    SD_CUDA_CHECK(cudaStreamSynchronize(st));
-    return h;
-  }
-};
-
-}  // namespace
+#include "selftest_util.h"
 
 extern "C" int sd_cuda_norm_act_selftest(sd_backend *be, char *err, size_t len) {
   sd_backend cpu;
