@@ -2,7 +2,9 @@
 // host buffers, in place), swept over message sizes like the usual collective benchmarks.
 //
 //   mpirun -n N benchmarks/allreduce [-b MIN_BYTES] [-e MAX_BYTES] [-f FACTOR] [-n ITERS]
-//                                    [-w WARMUP] [--check | --no-check] [--json]
+//                                    [-w WARMUP] [--check | --no-check] [--json] [--nccl]
+// --nccl: the same sweep through NCCL on device memory (one GPU per rank, sd_dist_nccl_init);
+// prints "# skip: ..." and exits 0 where the build or the machine has no NCCL/GPU.
 //
 // Sizes take an optional K, M or G suffix (powers of 1024) and are rounded down to whole
 // floats; defaults: 8 B to 64M, factor 2, 20 timed iterations after 5 warm-up ones.
@@ -17,6 +19,8 @@
 // Output on rank 0: a header (ranks, host, date) and one row per size, or with --json one
 // object per size.
 #include "dist.h"
+#include "dist_nccl.h"
+#include "nccl_comm.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -34,7 +38,7 @@ typedef struct opts {
 static void usage(const char *argv0) {
   fprintf(stderr,
           "usage: %s [-b MIN_BYTES] [-e MAX_BYTES] [-f FACTOR] [-n ITERS] [-w WARMUP]\n"
-          "          [--check | --no-check] [--json]\n"
+          "          [--check | --no-check] [--json] [--nccl]\n"
           "  sizes accept K, M, G suffixes (1024-based); defaults -b 8 -e 64M -f 2 -n 20 -w 5\n",
           argv0);
 }
@@ -62,6 +66,44 @@ static int64_t now_ns(void) {
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+// Where the reduction happens: MPI on host memory, or NCCL on device memory (--nccl).
+typedef struct path {
+  sd_dist *d;
+  sd_nccl *nccl;  // NULL: MPI on host memory
+  float *dev;     // device buffer (NCCL)
+} path;
+
+// In-place sum of count floats: host buf (MPI), or the device copy (NCCL, stream synced).
+static void reduce(const path *p, float *buf, size_t count, const char *what) {
+  if (!p->nccl) {
+    sd_dist_allreduce_sum_f32(p->d, buf, count, what);
+    return;
+  }
+  char err[512];
+  if (sd_nccl_allreduce_sum_f32(p->nccl, p->dev, count, err, sizeof err) != 0 ||
+      sd_nccl_sync(p->nccl, err, sizeof err) != 0) {
+    fprintf(stderr, "error: %s: %s\n", what, err);
+    exit(1);
+  }
+}
+
+// Host buf <-> the device copy (NCCL only; no-ops for MPI).
+static void upload(const path *p, const float *buf, size_t count) {
+  char err[512];
+  if (p->nccl && sd_cuda_to_device(p->dev, buf, count * sizeof(float), err, sizeof err) != 0) {
+    fprintf(stderr, "error: %s\n", err);
+    exit(1);
+  }
+}
+
+static void download(const path *p, float *buf, size_t count) {
+  char err[512];
+  if (p->nccl && sd_cuda_to_host(buf, p->dev, count * sizeof(float), err, sizeof err) != 0) {
+    fprintf(stderr, "error: %s\n", err);
+    exit(1);
+  }
+}
+
 static float pattern(int rank, size_t i) { return (float)(rank + 1) * (float)(i % 64 + 1); }
 
 static void fill(float *buf, size_t count, int rank) {
@@ -72,11 +114,12 @@ int main(int argc, char **argv) {
   sd_dist d;
   sd_dist_init(&d, &argc, &argv);
   opts o = {8, (size_t)64 << 20, 2.0, 20, 5, 1, 0};
-  int bad = 0;
+  int bad = 0, use_nccl = 0;
   for (int i = 1; i < argc && !bad; i++) {
     const char *a = argv[i];
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(a, "--json")) o.json = 1;
+    else if (!strcmp(a, "--nccl")) use_nccl = 1;
     else if (!strcmp(a, "--check")) o.check = 1;
     else if (!strcmp(a, "--no-check")) o.check = 0;
     else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -110,6 +153,24 @@ int main(int argc, char **argv) {
     return 1;
   }
   fill(buf, max_count, d.rank);  // touch every page before timing
+  path pth = {&d, NULL, NULL};
+  if (use_nccl) {
+    char err[512];
+    if (sd_dist_nccl_init(&d, &pth.nccl, err, sizeof err) != 0) {
+      if (d.rank == 0) printf("# skip: --nccl: %s\n", err);
+      free(buf);
+      free(times);
+      sd_dist_finalize(&d);
+      return 0;
+    }
+    void *dev = NULL;
+    if (sd_cuda_alloc(&dev, max_count * sizeof(float), err, sizeof err) != 0) {
+      fprintf(stderr, "error: %s\n", err);
+      return 1;
+    }
+    pth.dev = dev;
+    upload(&pth, buf, max_count);
+  }
 
   const int n = d.world;
   const double bus_factor = n > 1 ? 2.0 * (n - 1) / n : 0.0;
@@ -125,7 +186,9 @@ int main(int argc, char **argv) {
              n, d.host, date, d.active ? "true" : "false", o.iters, o.warmup,
              o.check ? "true" : "false");
     } else {
-      printf("# sddit all-reduce: sd_dist_allreduce_sum_f32 (MPI, host memory, in place)\n");
+      printf("# sddit all-reduce: %s\n", pth.nccl ? "sd_nccl_allreduce_sum_f32 (NCCL, device "
+             "memory, in place, stream synced per call)" : "sd_dist_allreduce_sum_f32 (MPI, host "
+             "memory, in place)");
       printf("# ranks %d  host %s  date %s  mpi %s\n", n, d.host, date,
              d.active ? "yes" : "no (world of one)");
       printf("# op sum  iters %d  warmup %d  check %s  time = mean over iters of max over "
@@ -145,11 +208,11 @@ int main(int argc, char **argv) {
     last = (double)bytes;
 
     for (int it = 0; it < o.warmup; it++)
-      sd_dist_allreduce_sum_f32(&d, buf, count, "allreduce bench warm-up");
+      reduce(&pth, buf, count, "allreduce bench warm-up");
     for (int it = 0; it < o.iters; it++) {
       sd_dist_barrier(&d, "allreduce bench barrier");
       int64_t t0 = now_ns();
-      sd_dist_allreduce_sum_f32(&d, buf, count, "allreduce bench");
+      reduce(&pth, buf, count, "allreduce bench");
       times[it] = now_ns() - t0;
     }
     sd_dist_allreduce_max_i64(&d, times, (size_t)o.iters, "allreduce bench times");
@@ -160,7 +223,9 @@ int main(int argc, char **argv) {
     long wrong = -1;
     if (o.check) {
       fill(buf, count, d.rank);
-      sd_dist_allreduce_sum_f32(&d, buf, count, "allreduce bench check");
+      upload(&pth, buf, count);
+      reduce(&pth, buf, count, "allreduce bench check");
+      download(&pth, buf, count);
       int64_t w = 0;
       for (size_t i = 0; i < count; i++)
         if (buf[i] != sum_ranks * (float)(i % 64 + 1)) w++;
@@ -169,6 +234,7 @@ int main(int argc, char **argv) {
       total_wrong += wrong;
     }
     fill(buf, count, d.rank);  // keep values small for the next size's timed iterations
+    upload(&pth, buf, count);
 
     double time_us = mean_ns / 1e3;
     double algbw = mean_ns > 0 ? (double)bytes / mean_ns : 0.0;  // bytes/ns = GB/s
@@ -196,6 +262,10 @@ int main(int argc, char **argv) {
 
   free(buf);
   free(times);
+  if (pth.nccl) {
+    sd_cuda_free(pth.dev);
+    sd_nccl_destroy(pth.nccl);
+  }
   sd_dist_finalize(&d);
   return total_wrong ? 1 : 0;
 }

@@ -20,3 +20,10 @@ bad=$(awk '$7 != "0"' <<<"$rows")
 [ -z "$bad" ] || { echo "FAIL: rows with wrong elements:"; echo "$bad"; exit 1; }
 grep -q "^  *1048576 *262144 *float" <<<"$rows" || { echo "FAIL: 1 MiB row missing"; exit 1; }
 echo "ok: allreduce smoke, $nrows sizes, no wrong elements"
+# The NCCL path: a table on a machine with GPUs, else one "# skip:" line and exit 0.
+out=$(timeout 60 "$exe" --nccl -b 8 -e 1K -n 2 -w 1 2>&1); rc=$?
+if [ $rc -eq 0 ] && { grep -q "^# skip: --nccl: " <<<"$out" || grep -q "NCCL, device memory" <<<"$out"; }; then
+  echo "ok: --nccl: $(head -1 <<<"$out")"
+else
+  echo "FAIL: --nccl: exit $rc"; echo "$out" | tail -3; exit 1
+fi
