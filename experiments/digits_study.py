@@ -1,0 +1,317 @@
+#!/usr/bin/python3
+"""Ablation study of SD-DiT on the embedded digits (issue 9, first part).
+
+  experiments/digits_study.py [--variants a,b] [--seeds 0,1,2] [--steps N] [--every K]
+                              [--per-class P] [--guidance G] [--fd-target F] [--out DIR]
+                              [--threads T] [--sddit PATH] [--smoke]
+
+For every variant x seed it trains `sddit train --config launch/configs/digits.ini` plus the
+variant's overrides (checkpoints every K steps, all kept), then samples every checkpoint
+(`sddit sample --per-class P --guidance G --seed 0`) and evaluates it with
+data-prep/eval_digits.py (class accuracy, Frechet distance). Writes into DIR:
+  runs/<variant>-s<seed>/      the training run, its samples and evaluations
+  runs/<variant>-s<seed>/result.json   that run's rows (resumable: a run with one is skipped)
+  results.json                 every run x checkpoint: step, wall time, accuracy, fd
+  curves.png                   FD and accuracy vs steps and vs wall time, mean over seeds
+  results.md                   command, machine, date, tables (final metrics, steps to --fd-target)
+
+Wall time of a checkpoint = its file's modification time minus the start of its training
+process (training time only; sampling and evaluation excluded).
+"""
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PY = "/usr/bin/python3"
+
+# name -> (description, overrides). Encoder + decoder depth sum to 6 (model.depth).
+VARIANTS = {
+    "baseline": ("plain DiT (EDM): no discrimination, no mask",
+                 ["--sddit.lambda_dis=0", "--sddit.mask_ratio=0"]),
+    "sddit": ("SD-DiT default (digits.ini: mask 0.2, fixed teacher sigma, lambda 1, dec 2)", []),
+    "mask0": ("SD-DiT, mask_ratio 0", ["--sddit.mask_ratio=0"]),
+    "mask0.5": ("SD-DiT, mask_ratio 0.5", ["--sddit.mask_ratio=0.5"]),
+    "sigma_logu": ("SD-DiT, teacher sigma log_uniform",
+                   ["--sddit.teacher_sigma_mode=log_uniform"]),
+    "lambda0.1": ("SD-DiT, lambda_dis 0.1", ["--sddit.lambda_dis=0.1"]),
+    "dec1": ("SD-DiT, encoder 5 + decoder 1",
+             ["--model.encoder_depth=5", "--model.decoder_depth=1"]),
+}
+# Aliases so that every variant in the brief can be named; they share the run of the
+# identical configuration (digits.ini defaults: mask 0.2, fixed sigma, lambda 1, decoder 2).
+ALIASES = {"mask0.2": "sddit", "sigma_fixed": "sddit", "lambda1": "sddit", "dec2": "sddit"}
+DEFAULT_VARIANTS = ["baseline", "sddit", "mask0", "mask0.5", "sigma_logu", "lambda0.1", "dec1"]
+
+# Measured throughput on 2 cores (README / issue): training ~800 img/s at batch 64,
+# sampling (Heun 40 steps, guided) ~16 samples/s; eval_digits.py ~3 s per checkpoint.
+TRAIN_IMG_S = 800.0
+SAMPLE_S = 16.0
+EVAL_S = 3.0
+BATCH = 64
+
+
+def log(msg):
+    print("[study %s] %s" % (time.strftime("%H:%M:%S"), msg), flush=True)
+
+
+def estimate(n_runs, steps, every, per_class):
+    n_ckpt = len(range(every, steps + 1, every)) + (0 if steps % every == 0 else 1)
+    train = steps * BATCH / TRAIN_IMG_S
+    sample = n_ckpt * (10 * per_class / SAMPLE_S + EVAL_S)
+    return n_runs * (train + sample + 2.0), train, sample, n_ckpt
+
+
+def run(cmd, logf, env):
+    with open(logf, "a") as f:
+        f.write("$ " + " ".join(cmd) + "\n")
+        f.flush()
+        r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    if r.returncode != 0:
+        tail = open(logf).read()[-2000:]
+        sys.exit("digits_study: command failed (%d): %s\n--- %s (tail)\n%s" % (
+            r.returncode, " ".join(cmd), logf, tail))
+
+
+def do_run(a, variant, seed, sddit, data, env):
+    name = "%s-s%d" % (variant, seed)
+    rdir = os.path.join(a.out, "runs", name)
+    res = os.path.join(rdir, "result.json")
+    if os.path.isfile(res):
+        log("%s: result exists, skipped" % name)
+        with open(res) as f:
+            return json.load(f)
+    if os.path.isdir(rdir):
+        shutil.rmtree(rdir)  # an unfinished run: start it over
+    os.makedirs(rdir)
+    logf = os.path.join(rdir, "log.txt")
+    ckdir = os.path.join(rdir, "checkpoints")
+    cmd = [sddit, "train", "--config", os.path.join(ROOT, "launch/configs/digits.ini"),
+           "--resume", "none", "--data.path=" + data, "--train.out_dir=" + rdir,
+           "--train.steps=%d" % a.steps, "--train.seed=%d" % seed,
+           "--train.threads=%d" % a.threads, "--train.log_every=%d" % max(1, min(100, a.every)),
+           "--ckpt.every=%d" % a.every, "--ckpt.keep=0", "--ckpt.dir=" + ckdir]
+    cmd += VARIANTS[variant][1]
+    log("%s: training %d steps" % (name, a.steps))
+    t0 = time.time()
+    run(cmd, logf, env)
+    ttrain = time.time() - t0
+    ckpts = []
+    for fn in os.listdir(ckdir):
+        if fn.startswith("ckpt-") and fn.endswith(".h5"):
+            ckpts.append((int(fn[5:-3]), os.path.join(ckdir, fn)))
+    ckpts.sort()
+    log("%s: trained in %.0f s, %d checkpoints" % (name, ttrain, len(ckpts)))
+    rows = []
+    for step, ck in ckpts:
+        sfile = os.path.join(rdir, "samples-%d.h5" % step)
+        edir = os.path.join(rdir, "eval-%d" % step)
+        run([sddit, "sample", "--checkpoint", ck, "--per-class", str(a.per_class),
+             "--guidance", str(a.guidance), "--seed", "0", "--out", sfile], logf, env)
+        run([PY, os.path.join(ROOT, "data-prep/eval_digits.py"), "--real", data,
+             "--samples", sfile, "--out", edir], logf, env)
+        with open(os.path.join(edir, "metrics.json")) as f:
+            m = json.load(f)
+        row = {"variant": variant, "seed": seed, "step": step,
+               "wall_s": round(os.path.getmtime(ck) - t0, 3),
+               "accuracy": float(m["accuracy"]), "fd": float(m["fd"])}
+        rows.append(row)
+        log("%s: step %d  wall %.0f s  accuracy %.3f  fd %.3f" % (
+            name, step, row["wall_s"], row["accuracy"], row["fd"]))
+    with open(res + ".tmp", "w") as f:
+        json.dump(rows, f, indent=1)
+    os.replace(res + ".tmp", res)
+    return rows
+
+
+def mean_curves(rows, variants):
+    """variant -> sorted [(step, mean wall, mean acc, mean fd, n seeds)]."""
+    out = {}
+    for v in variants:
+        by = {}
+        for r in rows:
+            if r["variant"] == v:
+                by.setdefault(r["step"], []).append(r)
+        pts = []
+        for s in sorted(by):
+            rs = by[s]
+            n = len(rs)
+            pts.append((s, sum(r["wall_s"] for r in rs) / n, sum(r["accuracy"] for r in rs) / n,
+                        sum(r["fd"] for r in rs) / n, n))
+        out[v] = pts
+    return out
+
+
+COLORS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+          (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+
+
+def draw_curves(curves, path, fd_target):
+    from PIL import Image, ImageDraw
+    W, H, M = 420, 300, 50
+    img = Image.new("RGB", (2 * W, 2 * H + 30 + 16 * ((len(curves) + 2) // 3)), "white")
+    d = ImageDraw.Draw(img)
+    panels = [(0, 0, 0, 3, "FD vs steps"), (W, 0, 1, 3, "FD vs wall time (s)"),
+              (0, H, 0, 2, "accuracy vs steps"), (W, H, 1, 2, "accuracy vs wall time (s)")]
+    for ox, oy, xi, yi, title in panels:
+        xs = [p[xi] for pts in curves.values() for p in pts]
+        ys = [p[yi] for pts in curves.values() for p in pts if math.isfinite(p[yi])]
+        if yi == 3 and fd_target is not None:
+            ys.append(fd_target)
+        if not xs or not ys:
+            continue
+        x0, x1 = 0.0, max(xs) or 1.0
+        y0, y1 = (0.0, 1.0) if yi == 2 else (0.0, max(ys) * 1.05 or 1.0)
+        L, T, R, B = ox + M, oy + 25, ox + W - 15, oy + H - 30
+
+        def X(v):
+            return L + (v - x0) / (x1 - x0) * (R - L)
+
+        def Y(v):
+            return B - (v - y0) / (y1 - y0) * (B - T)
+        d.rectangle([L, T, R, B], outline="black")
+        d.text((L, oy + 8), title, fill="black")
+        for k in range(5):
+            yv = y0 + (y1 - y0) * k / 4
+            d.line([L - 4, Y(yv), L, Y(yv)], fill="black")
+            d.text((ox + 5, Y(yv) - 6), "%.3g" % yv, fill="black")
+            xv = x0 + (x1 - x0) * k / 4
+            d.line([X(xv), B, X(xv), B + 4], fill="black")
+            d.text((X(xv) - 10, B + 6), "%.4g" % xv, fill="black")
+        if yi == 3 and fd_target is not None and fd_target <= y1:
+            for xx in range(int(L), int(R), 8):
+                d.line([xx, Y(fd_target), xx + 4, Y(fd_target)], fill=(120, 120, 120))
+        for ci, (v, pts) in enumerate(curves.items()):
+            c = COLORS[ci % len(COLORS)]
+            P = [(X(p[xi]), Y(p[yi])) for p in pts if math.isfinite(p[yi])]
+            if len(P) > 1:
+                d.line(P, fill=c, width=2)
+            for px, py in P:
+                d.ellipse([px - 2, py - 2, px + 2, py + 2], fill=c)
+    ly = 2 * H + 5
+    for ci, v in enumerate(curves):
+        c = COLORS[ci % len(COLORS)]
+        x = 10 + (ci % 3) * 270
+        y = ly + 16 * (ci // 3)
+        d.rectangle([x, y + 3, x + 14, y + 9], fill=c)
+        d.text((x + 20, y), v, fill="black")
+    d.text((10, img.height - 14), "mean over seeds; dashed grey: FD target", fill="black")
+    img.save(path)
+
+
+def first_reach(pts, target):
+    for s, w, acc, fd, n in pts:
+        if fd <= target:
+            return s, w
+    return None
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                   help="comma list of: %s (aliases %s)" % (
+                       ", ".join(VARIANTS), ", ".join("%s=%s" % kv for kv in ALIASES.items())))
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--every", type=int, default=250)
+    p.add_argument("--per-class", type=int, default=16)
+    p.add_argument("--guidance", type=float, default=2.5)
+    p.add_argument("--fd-target", type=float, default=2.0)
+    p.add_argument("--out", default="runs/study")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--sddit", default=os.path.join(ROOT, "build/src/sddit"))
+    p.add_argument("--smoke", action="store_true",
+                   help="~2 minutes: baseline,sddit; seed 0; 60 steps; every 30; 10 per class")
+    a = p.parse_args()
+    if a.smoke:
+        a.variants, a.seeds, a.steps, a.every, a.per_class = "baseline,sddit", "0", 60, 30, 10
+    variants = []
+    for v in a.variants.split(","):
+        v = ALIASES.get(v.strip(), v.strip())
+        if v not in VARIANTS:
+            p.error("unknown variant %r (known: %s)" % (v, ", ".join(list(VARIANTS) + list(ALIASES))))
+        if v not in variants:
+            variants.append(v)
+    seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
+    if a.steps < 1 or a.every < 1 or a.per_class < 1:
+        p.error("--steps, --every and --per-class must be positive")
+    sddit = os.path.abspath(a.sddit)
+    if not os.access(sddit, os.X_OK):
+        sys.exit("digits_study: no sddit binary at %s (build it: meson setup build && ninja -C "
+                 "build, or pass --sddit PATH)" % sddit)
+    a.out = os.path.abspath(a.out)
+    os.makedirs(a.out, exist_ok=True)
+    data = os.path.join(ROOT, "data/digits.h5")
+    if not os.path.isfile(data):
+        log("preparing %s" % data)
+        os.makedirs(os.path.dirname(data), exist_ok=True)
+        subprocess.run([PY, os.path.join(ROOT, "data-prep/digits.py"), "--out", data], check=True)
+    env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+    n_runs = len(variants) * len(seeds)
+    total, tt, ts, nck = estimate(n_runs, a.steps, a.every, a.per_class)
+    log("%d runs (%d variants x %d seeds), %d steps, %d checkpoints each, %d samples per "
+        "checkpoint" % (n_runs, len(variants), len(seeds), a.steps, nck, 10 * a.per_class))
+    log("estimated runtime: %.0f s (~%.1f min): per run %.0f s training + %.0f s sampling/eval "
+        "(at %.0f img/s, %.0f samples/s, %.0f s/eval; runs with results are skipped)" % (
+            total, total / 60, tt, ts, TRAIN_IMG_S, SAMPLE_S, EVAL_S))
+    t_start = time.time()
+    rows = []
+    k = 0
+    for v in variants:
+        for s in seeds:
+            k += 1
+            log("run %d/%d: %s seed %d (%.0f s elapsed)" % (k, n_runs, v, s, time.time() - t_start))
+            rows += do_run(a, v, s, sddit, data, env)
+
+    cmdline = " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
+    with open(os.path.join(a.out, "results.json"), "w") as f:
+        json.dump({"command": cmdline, "smoke": a.smoke, "steps": a.steps, "every": a.every,
+                   "per_class": a.per_class, "guidance": a.guidance, "fd_target": a.fd_target,
+                   "seeds": seeds,
+                   "variants": {v: {"description": VARIANTS[v][0], "overrides": VARIANTS[v][1]}
+                                for v in variants},
+                   "rows": rows}, f, indent=1)
+    curves = mean_curves(rows, variants)
+    draw_curves(curves, os.path.join(a.out, "curves.png"), a.fd_target)
+
+    md = ["# Digits study%s" % (" (smoke)" if a.smoke else ""), "",
+          "- command: `%s`" % cmdline,
+          "- machine: %s, %s, %d cores, %d threads per run" % (
+              platform.node(), platform.machine(), os.cpu_count() or 0, a.threads),
+          "- date: %s" % datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+          "- steps %d, checkpoint every %d, %d samples per class, guidance %g, seeds %s" % (
+              a.steps, a.every, a.per_class, a.guidance, ",".join(map(str, seeds))),
+          "- study wall time: %.0f s" % (time.time() - t_start), "",
+          "## Final checkpoint (mean over seeds)", "",
+          "| variant | overrides | step | accuracy | FD |", "|---|---|---|---|---|"]
+    for v in variants:
+        if curves[v]:
+            s, w, acc, fd, n = curves[v][-1]
+            md.append("| %s | %s | %d | %.3f | %.3f |" % (
+                v, " ".join(o.lstrip("-") for o in VARIANTS[v][1]) or "(digits.ini)", s, acc, fd))
+    md += ["", "## Steps to reach FD <= %g (mean curve over seeds)" % a.fd_target, "",
+           "| variant | steps | wall time (s) |", "|---|---|---|"]
+    for v in variants:
+        r = first_reach(curves[v], a.fd_target)
+        md.append("| %s | %s | %s |" % (v, r[0] if r else "not reached",
+                                         "%.0f" % r[1] if r else "-"))
+    md += ["", "## What the data shows", ""]
+    md.append("smoke run: not a result" if a.smoke else
+              "(to be written from these results)")
+    md += ["", "Curves: curves.png. Every run x checkpoint: results.json."]
+    with open(os.path.join(a.out, "results.md"), "w") as f:
+        f.write("\n".join(md) + "\n")
+    log("done in %.0f s: %s/results.json, curves.png, results.md" % (time.time() - t_start, a.out))
+
+
+if __name__ == "__main__":
+    main()
