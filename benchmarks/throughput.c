@@ -165,11 +165,8 @@ static int run_preset(sd_backend *be, const char *preset, int B, int warmup, int
     dy = be->ops->alloc(be, sizeof(int32_t) * (size_t)B);
     dvis = be->ops->alloc(be, sizeof(int32_t) * (size_t)B * Tv);
   }
-  sd_random_opts ro = {.seed = cfg.seed, .p_mean = cfg.p_mean, .p_std = cfg.p_std,
-                       .teacher_log_uniform = strcmp(cfg.teacher_sigma_mode, "log_uniform") == 0,
-                       .teacher_sigma = cfg.teacher_sigma, .sigma_min = cfg.sigma_min,
-                       .label_dropout = cfg.label_dropout, .num_classes = cfg.model.num_classes,
-                       .tokens = T, .visible_tokens = Tv, .elements = n};
+  sd_random_opts ro;
+  sd_random_opts_from_config(&cfg, &ro);
   double t_data = 0, t_fb = 0, t_opt = 0;
   float loss = 0;
   for (int it = 0; it < warmup + iters; it++) {

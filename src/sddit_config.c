@@ -30,3 +30,18 @@ void sd_head_config_from_config(const sd_config *c, sd_head_config *h) {
   *h = (sd_head_config){.in_dim = c->model.hidden, .hidden = c->head_hidden,
                         .bottleneck = c->head_bottleneck, .prototypes = c->head_prototypes};
 }
+
+void sd_random_opts_from_config(const sd_config *c, sd_random_opts *o) {
+  memset(o, 0, sizeof *o);
+  o->seed = c->seed;
+  o->p_mean = c->p_mean;
+  o->p_std = c->p_std;
+  o->teacher_log_uniform = strcmp(c->teacher_sigma_mode, "log_uniform") == 0;
+  o->teacher_sigma = c->teacher_sigma;
+  o->sigma_min = c->sigma_min;
+  o->label_dropout = c->label_dropout;
+  o->num_classes = c->model.num_classes;
+  o->tokens = sd_dit_tokens(&c->model);
+  o->visible_tokens = sd_config_visible_tokens(c);
+  o->elements = c->model.in_channels * c->model.input_size * c->model.input_size;
+}

@@ -310,11 +310,8 @@ int sd_cmd_train(int argc, char **argv) {
   float *st = sd_xmalloc(sizeof(float) * (size_t)B, "sigma_t");
   int32_t *y = sd_xmalloc(sizeof(int32_t) * (size_t)B, "y");
   int32_t *vis = sd_xmalloc(sizeof(int32_t) * (size_t)B * Tv, "vis");
-  sd_random_opts ro = {.seed = cfg.seed, .p_mean = cfg.p_mean, .p_std = cfg.p_std,
-                       .teacher_log_uniform = strcmp(cfg.teacher_sigma_mode, "log_uniform") == 0,
-                       .teacher_sigma = cfg.teacher_sigma, .sigma_min = cfg.sigma_min,
-                       .label_dropout = cfg.label_dropout, .num_classes = cfg.model.num_classes,
-                       .tokens = T, .visible_tokens = Tv, .elements = n};
+  sd_random_opts ro;
+  sd_random_opts_from_config(&cfg, &ro);
   const nan_fault fault = nan_fault_from_env();
   double t_start = now_s(), t_log = t_start;
   step_times tt = {0};

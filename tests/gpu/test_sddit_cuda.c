@@ -343,7 +343,7 @@ static void run_synthetic(sd_backend *be, int steps, float *L_gen, float *L_dis)
   sd_head_config_from_config(&cfg, &hc);
   sd_sddit_opts o;
   sd_sddit_opts_from_config(&cfg, &o);
-  const int B = cfg.global_batch, Tv = o.visible_tokens, T = sd_dit_tokens(&cfg.model);
+  const int B = cfg.global_batch, Tv = o.visible_tokens;
   const size_t n = (size_t)cfg.model.in_channels * cfg.model.input_size * cfg.model.input_size;
   sd_sddit s;
   sd_sddit_create(&s, &cfg.model, &hc, &o, be, B);
@@ -357,11 +357,8 @@ static void run_synthetic(sd_backend *be, int steps, float *L_gen, float *L_dis)
   float *st = sd_xmalloc(sizeof(float) * (size_t)B, "sigma_t");
   int32_t *y = sd_xmalloc(sizeof(int32_t) * (size_t)B, "y");
   int32_t *vis = sd_xmalloc(sizeof(int32_t) * (size_t)B * Tv, "vis");
-  sd_random_opts ro = {.seed = cfg.seed, .p_mean = cfg.p_mean, .p_std = cfg.p_std,
-                       .teacher_log_uniform = strcmp(cfg.teacher_sigma_mode, "log_uniform") == 0,
-                       .teacher_sigma = cfg.teacher_sigma, .sigma_min = cfg.sigma_min,
-                       .label_dropout = cfg.label_dropout, .num_classes = cfg.model.num_classes,
-                       .tokens = T, .visible_tokens = Tv, .elements = (int)n};
+  sd_random_opts ro;
+  sd_random_opts_from_config(&cfg, &ro);
   dev_inputs d;
   dev_inputs_alloc(be, &d, B, n, Tv);
   for (long step = 0; step < steps; step++) {
