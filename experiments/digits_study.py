@@ -98,6 +98,7 @@ def do_run(a, variant, seed, sddit, data, env):
            "--train.steps=%d" % a.steps, "--train.seed=%d" % seed,
            "--train.threads=%d" % a.threads, "--train.log_every=%d" % max(1, min(100, a.every)),
            "--ckpt.every=%d" % a.every, "--ckpt.keep=0", "--ckpt.dir=" + ckdir]
+    cmd += ["--" + kv for kv in a.set]
     cmd += VARIANTS[variant][1]
     log("%s: training %d steps" % (name, a.steps))
     t0 = time.time()
@@ -206,6 +207,14 @@ def draw_curves(curves, path, fd_target):
     img.save(path)
 
 
+def mean_std(xs):
+    n = len(xs)
+    if n == 0:
+        return float("nan"), float("nan")
+    m = sum(xs) / n
+    return m, (math.sqrt(sum((x - m) ** 2 for x in xs) / (n - 1)) if n > 1 else 0.0)
+
+
 def first_reach(pts, target):
     for s, w, acc, fd, n in pts:
         if fd <= target:
@@ -218,7 +227,12 @@ def main():
     p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
                    help="comma list of: %s (aliases %s)" % (
                        ", ".join(VARIANTS), ", ".join("%s=%s" % kv for kv in ALIASES.items())))
-    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--seeds", default="0,1,2",
+                   help="seeds of the baseline and sddit runs (default 0,1,2)")
+    p.add_argument("--ablation-seeds", default=None,
+                   help="seeds of the other variants (default: the same as --seeds)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="a config override for every run (repeatable), e.g. optim.ema_decay=0.995")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--every", type=int, default=250)
     p.add_argument("--per-class", type=int, default=16)
@@ -240,6 +254,14 @@ def main():
         if v not in variants:
             variants.append(v)
     seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
+    abl_seeds = seeds if a.ablation_seeds is None else [
+        int(s) for s in a.ablation_seeds.split(",") if s.strip()]
+    for kv in a.set:
+        if "=" not in kv or "." not in kv.split("=", 1)[0]:
+            p.error("--set takes SECTION.KEY=VALUE, got %r" % kv)
+
+    def seeds_of(v):
+        return seeds if v in ("baseline", "sddit") else abl_seeds
     if a.steps < 1 or a.every < 1 or a.per_class < 1:
         p.error("--steps, --every and --per-class must be positive")
     sddit = os.path.abspath(a.sddit)
@@ -256,10 +278,12 @@ def main():
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-    n_runs = len(variants) * len(seeds)
+    n_runs = sum(len(seeds_of(v)) for v in variants)
     total, tt, ts, nck = estimate(n_runs, a.steps, a.every, a.per_class)
-    log("%d runs (%d variants x %d seeds), %d steps, %d checkpoints each, %d samples per "
-        "checkpoint" % (n_runs, len(variants), len(seeds), a.steps, nck, 10 * a.per_class))
+    log("%d runs (%d variants; seeds %s for baseline/sddit, %s for ablations), %d steps, %d "
+        "checkpoints each, %d samples per checkpoint" % (
+            n_runs, len(variants), a.seeds, ",".join(map(str, abl_seeds)), a.steps, nck,
+            10 * a.per_class))
     log("estimated runtime: %.0f s (~%.1f min): per run %.0f s training + %.0f s sampling/eval "
         "(at %.0f img/s, %.0f samples/s, %.0f s/eval; runs with results are skipped)" % (
             total, total / 60, tt, ts, TRAIN_IMG_S, SAMPLE_S, EVAL_S))
@@ -267,7 +291,7 @@ def main():
     rows = []
     k = 0
     for v in variants:
-        for s in seeds:
+        for s in seeds_of(v):
             k += 1
             log("run %d/%d: %s seed %d (%.0f s elapsed)" % (k, n_runs, v, s, time.time() - t_start))
             rows += do_run(a, v, s, sddit, data, env)
@@ -276,7 +300,7 @@ def main():
     with open(os.path.join(a.out, "results.json"), "w") as f:
         json.dump({"command": cmdline, "smoke": a.smoke, "steps": a.steps, "every": a.every,
                    "per_class": a.per_class, "guidance": a.guidance, "fd_target": a.fd_target,
-                   "seeds": seeds,
+                   "seeds": seeds, "ablation_seeds": abl_seeds, "set": a.set,
                    "variants": {v: {"description": VARIANTS[v][0], "overrides": VARIANTS[v][1]}
                                 for v in variants},
                    "rows": rows}, f, indent=1)
@@ -288,22 +312,48 @@ def main():
           "- machine: %s, %s, %d cores, %d threads per run" % (
               platform.node(), platform.machine(), os.cpu_count() or 0, a.threads),
           "- date: %s" % datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
-          "- steps %d, checkpoint every %d, %d samples per class, guidance %g, seeds %s" % (
-              a.steps, a.every, a.per_class, a.guidance, ",".join(map(str, seeds))),
+          "- steps %d, checkpoint every %d, %d samples per class, guidance %g" % (
+              a.steps, a.every, a.per_class, a.guidance),
+          "- seeds %s (baseline, sddit), %s (ablations); overrides on every run: %s" % (
+              ",".join(map(str, seeds)), ",".join(map(str, abl_seeds)),
+              " ".join(a.set) or "none"),
           "- study wall time: %.0f s" % (time.time() - t_start), "",
-          "## Final checkpoint (mean over seeds)", "",
-          "| variant | overrides | step | accuracy | FD |", "|---|---|---|---|---|"]
+          "## Final checkpoint (mean +- std over seeds)", "",
+          "| variant | overrides | seeds | step | accuracy | FD | train s |",
+          "|---|---|---|---|---|---|---|"]
     for v in variants:
-        if curves[v]:
-            s, w, acc, fd, n = curves[v][-1]
-            md.append("| %s | %s | %d | %.3f | %.3f |" % (
-                v, " ".join(o.lstrip("-") for o in VARIANTS[v][1]) or "(digits.ini)", s, acc, fd))
-    md += ["", "## Steps to reach FD <= %g (mean curve over seeds)" % a.fd_target, "",
-           "| variant | steps | wall time (s) |", "|---|---|---|"]
+        if not curves[v]:
+            continue
+        last = curves[v][-1][0]
+        fin = [r for r in rows if r["variant"] == v and r["step"] == last]
+        acc_m, acc_s = mean_std([r["accuracy"] for r in fin])
+        fd_m, fd_s = mean_std([r["fd"] for r in fin])
+        w_m, _ = mean_std([r["wall_s"] for r in fin])
+        md.append("| %s | %s | %d | %d | %.3f +- %.3f | %.3f +- %.3f | %.0f |" % (
+            v, " ".join(o.lstrip("-") for o in VARIANTS[v][1]) or "(digits.ini)", len(fin),
+            last, acc_m, acc_s, fd_m, fd_s, w_m))
+    md += ["", "## FD at every checkpoint (mean over seeds)", ""]
+    steps_all = sorted({r["step"] for r in rows})
+    md += ["| variant | " + " | ".join(str(x) for x in steps_all) + " |",
+           "|---|" + "---|" * len(steps_all)]
+    for v in variants:
+        by = {p_[0]: p_[3] for p_ in curves[v]}
+        md.append("| %s | " % v + " | ".join(
+            "%.2f" % by[x] if x in by else "-" for x in steps_all) + " |")
+    md += ["", "## Steps to reach FD <= %g" % a.fd_target, "",
+           "Mean curve over seeds, and each seed's own first checkpoint at or below the target.",
+           "", "| variant | steps (mean curve) | wall time (s) | per seed |", "|---|---|---|---|"]
     for v in variants:
         r = first_reach(curves[v], a.fd_target)
-        md.append("| %s | %s | %s |" % (v, r[0] if r else "not reached",
-                                         "%.0f" % r[1] if r else "-"))
+        per = []
+        for sd in seeds_of(v):
+            pts = [(x["step"], x["wall_s"], x["accuracy"], x["fd"], 1)
+                   for x in sorted(rows, key=lambda x: x["step"])
+                   if x["variant"] == v and x["seed"] == sd]
+            rr = first_reach(pts, a.fd_target)
+            per.append("s%d: %s" % (sd, rr[0] if rr else "-"))
+        md.append("| %s | %s | %s | %s |" % (v, r[0] if r else "not reached",
+                                              "%.0f" % r[1] if r else "-", ", ".join(per)))
     md += ["", "## What the data shows", ""]
     md.append("smoke run: not a result" if a.smoke else
               "(to be written from these results)")

@@ -53,9 +53,13 @@ void sd_dist_init(sd_dist *d, int *argc, char ***argv) {
     MPI_Abort(MPI_COMM_WORLD, 1);
   }
   MPI_Comm *comm = malloc(sizeof(MPI_Comm)), *diag = malloc(sizeof(MPI_Comm));
+  MPI_Comm *bg = malloc(sizeof(MPI_Comm));
   MPI_Comm_dup(MPI_COMM_WORLD, comm);
   MPI_Comm_dup(MPI_COMM_WORLD, diag);
+  MPI_Comm_dup(MPI_COMM_WORLD, bg);
   MPI_Comm_set_errhandler(*comm, MPI_ERRORS_ARE_FATAL);
+  MPI_Comm_set_errhandler(*bg, MPI_ERRORS_ARE_FATAL);
+  d->bg_comm = bg;
   g_comm = *comm;
   d->comm = comm;
   d->diag_comm = diag;
@@ -74,8 +78,10 @@ void sd_dist_finalize(sd_dist *d) {
   if (!d->active) return;
   MPI_Comm_free((MPI_Comm *)d->comm);
   MPI_Comm_free((MPI_Comm *)d->diag_comm);
+  MPI_Comm_free((MPI_Comm *)d->bg_comm);
   free(d->comm);
   free(d->diag_comm);
+  free(d->bg_comm);
   g_comm = MPI_COMM_NULL;
   MPI_Finalize();
   d->active = 0;
@@ -124,6 +130,12 @@ void sd_dist_bcast_f32(sd_dist *d, float *buf, size_t count, int root, const cha
 
 void sd_dist_bcast_bytes(sd_dist *d, void *buf, size_t bytes, int root, const char *what) {
   bcast(d, buf, bytes, 1, MPI_BYTE, root, what);
+}
+
+sd_dist sd_dist_background(const sd_dist *d) {
+  sd_dist b = *d;
+  if (d->active) b.comm = d->bg_comm;
+  return b;
 }
 
 void sd_dist_barrier(sd_dist *d, const char *what) {

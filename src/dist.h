@@ -21,6 +21,7 @@ typedef struct sd_dist {
   size_t chunk;               // elements per MPI call (INT_MAX; smaller in tests)
   void *comm;                 // MPI_Comm (opaque here so callers need no mpi.h)
   void *diag_comm;            // a duplicate for the watchdog's heartbeats
+  void *bg_comm;              // a duplicate for the communication thread (grad_sync.h)
 } sd_dist;
 
 // Starts MPI when a launcher is detected (Open MPI, PMIx, PMI, Slurm with several tasks) or
@@ -37,5 +38,10 @@ void sd_dist_allreduce_max_i64(sd_dist *d, int64_t *buf, size_t count, const cha
 void sd_dist_bcast_f32(sd_dist *d, float *buf, size_t count, int root, const char *what);
 void sd_dist_bcast_bytes(sd_dist *d, void *buf, size_t bytes, int root, const char *what);
 void sd_dist_barrier(sd_dist *d, const char *what);
+
+// A view of d whose collectives use the background duplicate communicator, so that a
+// communication thread's collectives never interleave with the main thread's (which needs
+// MPI_THREAD_MULTIPLE, d->thread_multiple).
+sd_dist sd_dist_background(const sd_dist *d);
 
 #endif

@@ -11,10 +11,12 @@
 typedef struct range {
   float *p;
   size_t n;
+  int bcast;  // 0: mean over ranks; 1: broadcast from rank 0
 } range;
 
 struct sd_grad_sync {
   sd_dist *d;
+  sd_dist bg;  // d on the background communicator: the thread's collectives
   int overlap;
   pthread_t thread;
   pthread_mutex_t mu;
@@ -31,9 +33,14 @@ static double now_s(void) {
   return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
-// Mean over ranks of one range, in place.
-static void reduce(sd_grad_sync *g, range r) {
-  sd_dist_allreduce_sum_f32(g->d, r.p, r.n, "gradient all-reduce");
+// Mean over ranks of one range, in place (or the broadcast of a range from rank 0), on the
+// background communicator when called from the thread.
+static void reduce(sd_grad_sync *g, sd_dist *d, range r) {
+  if (r.bcast) {
+    sd_dist_bcast_f32(d, r.p, r.n, 0, "teacher broadcast");
+    return;
+  }
+  sd_dist_allreduce_sum_f32(d, r.p, r.n, "gradient all-reduce");
   const float inv = 1.0f / (float)g->d->world;
   for (size_t i = 0; i < r.n; i++) r.p[i] *= inv;
 }
@@ -48,7 +55,7 @@ static void *comm_main(void *arg) {
     g->busy = 1;
     pthread_mutex_unlock(&g->mu);
     double t0 = now_s();
-    reduce(g, r);
+    reduce(g, &g->bg, r);
     double dt = now_s() - t0;
     pthread_mutex_lock(&g->mu);
     g->comm_s += dt;
@@ -63,7 +70,9 @@ static void *comm_main(void *arg) {
 sd_grad_sync *sd_grad_sync_create(sd_dist *d, int overlap) {
   sd_grad_sync *g = sd_xcalloc(1, sizeof *g, "gradient sync");
   g->d = d;
-  g->overlap = overlap && d->world > 1;
+  g->bg = sd_dist_background(d);
+  // The thread's collectives run concurrently with the main thread's: MPI_THREAD_MULTIPLE.
+  g->overlap = overlap && d->world > 1 && d->thread_multiple;
   pthread_mutex_init(&g->mu, NULL);
   pthread_cond_init(&g->cv, NULL);
   if (g->overlap && pthread_create(&g->thread, NULL, comm_main, g) != 0)
@@ -85,12 +94,11 @@ void sd_grad_sync_destroy(sd_grad_sync *g) {
   free(g);
 }
 
-void sd_grad_sync_ready(sd_grad_sync *g, float *grads, size_t count) {
+static void enqueue(sd_grad_sync *g, range r) {
   if (g->d->world <= 1) return;
-  range r = {grads, count};
   if (!g->overlap) {
     double t0 = now_s();
-    reduce(g, r);
+    reduce(g, g->d, r);
     g->comm_s += now_s() - t0;
     g->exposed_s += now_s() - t0;
     return;
@@ -101,6 +109,16 @@ void sd_grad_sync_ready(sd_grad_sync *g, float *grads, size_t count) {
   pthread_cond_broadcast(&g->cv);
   pthread_mutex_unlock(&g->mu);
 }
+
+void sd_grad_sync_ready(sd_grad_sync *g, float *grads, size_t count) {
+  enqueue(g, (range){grads, count, 0});
+}
+
+void sd_grad_sync_bcast0(sd_grad_sync *g, float *buf, size_t count) {
+  enqueue(g, (range){buf, count, 1});
+}
+
+int sd_grad_sync_overlaps(const sd_grad_sync *g) { return g->overlap; }
 
 void sd_grad_sync_wait(sd_grad_sync *g) {
   if (!g->overlap) return;

@@ -3,6 +3,9 @@
 // reduces the ranges in that order (sum over ranks, then scaled by 1/world: the mean) while
 // the backward goes on with the next layers. sd_grad_sync_wait blocks until every reported
 // range is done and accounts the time it waited: the communication the overlap did not hide.
+// The same queue carries broadcasts from rank 0 (sd_grad_sync_bcast0: the teacher, sent while
+// the next step's student forward runs). The thread's collectives use the background
+// communicator (sd_dist_background), so the main thread may run its own meanwhile.
 #ifndef SD_GRAD_SYNC_H
 #define SD_GRAD_SYNC_H
 
@@ -16,7 +19,12 @@ typedef struct sd_grad_sync sd_grad_sync;
 sd_grad_sync *sd_grad_sync_create(sd_dist *d, int overlap);
 void sd_grad_sync_destroy(sd_grad_sync *g);
 void sd_grad_sync_ready(sd_grad_sync *g, float *grads, size_t count);
+// Queue a broadcast of count floats from rank 0 (at once in the caller without overlap).
+void sd_grad_sync_bcast0(sd_grad_sync *g, float *buf, size_t count);
+// Blocks until every queued job (reductions and broadcasts) is done.
 void sd_grad_sync_wait(sd_grad_sync *g);
+// 1 when jobs run on the communication thread.
+int sd_grad_sync_overlaps(const sd_grad_sync *g);
 // Seconds spent inside the reductions and seconds the caller waited for them, since the last
 // call (then reset).
 void sd_grad_sync_take_times(sd_grad_sync *g, double *comm_s, double *exposed_s);

@@ -180,17 +180,11 @@ void sd_sddit_forward_backward(sd_sddit *s, const sd_step_inputs *in, int B, lon
   precondition(s, in->sigma_s, B, s->c_skip, s->c_out, s->c_in, s->c_noise, s->weight);
   precondition(s, in->sigma_t, B, NULL, NULL, s->c_in_t, s->c_noise_t, NULL);
 
-  // teacher: all tokens through the encoder, no gradient; head on the visible positions
-  sd_dit_acts *ta = &s->ta;
-  op->scale_rows(be, s->x_in, s->x_t, s->c_in_t, B, n);
-  sd_dit_cond_forward(&s->tdit, ta, B, s->c_noise_t, in->y);
-  sd_dit_embed_forward(&s->tdit, ta, B, s->x_in);
-  sd_dit_select_tokens(&s->tdit, ta, B, NULL, T);
-  sd_dit_blocks_forward(&s->tdit, ta, B, 0, E);
-  op->gather_tokens(be, s->ht_vis, ta->x[E], in->vis, B, T, Tv, D);  // (B, Tv, D)
-  sd_head_forward(be, &s->hcfg, &s->tw, &s->th, s->ht_vis, N);      // z_t (N, P)
+  // lambda_dis = 0 is plain DiT training: no teacher, no head, no L_dis (reported as 0), so
+  // that a baseline pays nothing for the parts it does not use.
+  const int dis = s->opt.lambda_dis != 0.0f;
 
-  // student encoder on the visible tokens, head, L_dis
+  // student encoder on the visible tokens, head
   sd_dit_acts *sa = &s->sa;
   op->scale_rows(be, s->x_in, s->x_s, s->c_in, B, n);
   sd_dit_cond_forward(&s->student, sa, B, s->c_noise, in->y);
@@ -198,10 +192,7 @@ void sd_sddit_forward_backward(sd_sddit *s, const sd_step_inputs *in, int B, lon
   sd_dit_select_tokens(&s->student, sa, B, in->vis, Tv);
   sd_dit_blocks_forward(&s->student, sa, B, 0, E);
   op->copy(be, s->h_s, sa->x[E], sizeof(float) * (size_t)N * D);      // (B, Tv, D)
-  sd_head_forward(be, &s->hcfg, &s->hw, &s->sh, s->h_s, N);           // z_s (N, P)
-  op->sum_rows(be, s->zt_mean, s->th.z, N, P);  // for the center update, (P)
-  op->dino_loss_fwd(be, s->scalars, s->th.z, s->sh.z, s->th.z, s->center, s->opt.tau_s,
-                    st->tau_t, N, P);  // the teacher probabilities overwrite its logits
+  if (dis) sd_head_forward(be, &s->hcfg, &s->hw, &s->sh, s->h_s, N);  // z_s (N, P)
   // decoder on the merged sequence: encoder outputs at visible rows, noisy tokens elsewhere
   op->merge_tokens_fwd(be, sa->x[E], sa->tok, s->h_s, in->vis, B, T, Tv, D);
   sa->Tk = T;
@@ -222,6 +213,25 @@ void sd_sddit_forward_backward(sd_sddit *s, const sd_step_inputs *in, int B, lon
   }
   op->edm_loss_fwd(be, s->scalars + 1, s->D, sa->out, s->x_s, in->x0, s->c_skip, s->c_out,
                    s->weight, mask, B, n);
+
+  // teacher last, so that the previous step's teacher broadcast had the student's forward to
+  // arrive in: all tokens through the encoder, no gradient; head on the visible positions
+  if (dis) {
+    sd_sddit_teacher_wait(s);
+    sd_dit_acts *ta = &s->ta;
+    op->scale_rows(be, s->x_in, s->x_t, s->c_in_t, B, n);
+    sd_dit_cond_forward(&s->tdit, ta, B, s->c_noise_t, in->y);
+    sd_dit_embed_forward(&s->tdit, ta, B, s->x_in);
+    sd_dit_select_tokens(&s->tdit, ta, B, NULL, T);
+    sd_dit_blocks_forward(&s->tdit, ta, B, 0, E);
+    op->gather_tokens(be, s->ht_vis, ta->x[E], in->vis, B, T, Tv, D);  // (B, Tv, D)
+    sd_head_forward(be, &s->hcfg, &s->tw, &s->th, s->ht_vis, N);      // z_t (N, P)
+    op->sum_rows(be, s->zt_mean, s->th.z, N, P);  // for the center update, (P)
+    op->dino_loss_fwd(be, s->scalars, s->th.z, s->sh.z, s->th.z, s->center, s->opt.tau_s,
+                      st->tau_t, N, P);  // the teacher probabilities overwrite its logits
+  } else {
+    op->memset(be, s->scalars, 0, sizeof(float));
+  }
   float host[2];
   op->to_host(be, host, s->scalars, sizeof host);
   st->L_dis = host[0];
@@ -239,7 +249,7 @@ void sd_sddit_forward_backward(sd_sddit *s, const sd_step_inputs *in, int B, lon
   }
   op->memset(be, sa->dtok, 0, sizeof(float) * (size_t)B * T * D);
   op->merge_tokens_bwd(be, sa->dtok, s->dh_s, sa->dres, in->vis, B, T, Tv, D);
-  if (s->opt.lambda_dis != 0.0f) {
+  if (dis) {
     float *dz = s->sh.z;  // the student logits are not needed after this point
     op->dino_loss_bwd(be, dz, s->sh.z, s->th.z, s->opt.tau_s, N, P, s->opt.lambda_dis);
     sd_head_backward(be, &s->hcfg, &s->hw, &s->hg, &s->sh, s->h_s, dz, s->dh_s, N);
@@ -281,7 +291,7 @@ static void teacher_ema(sd_sddit *s, float *teacher, float m) {
 static void teacher_update(sd_sddit *s, long step, float m) {
   const sd_sddit_comm *c = &s->comm;
   const int every = c->teacher_sync_every > 0 ? c->teacher_sync_every : 1;
-  if (!c->bcast0 || c->world <= 1 || (step + 1) % every != 0) {
+  if (!c->bcast0_start || c->world <= 1 || (step + 1) % every != 0) {
     teacher_ema(s, s->teacher, m);
     return;
   }
@@ -291,10 +301,19 @@ static void teacher_update(sd_sddit *s, long step, float m) {
     teacher_ema(s, s->teacher, m);
     s->be->ops->copy(s->be, s->grads, s->teacher, sizeof(float) * s->total);  // grads: scratch
   }
-  // only what the EMA touches: the embedders + encoder blocks, and the head
-  c->bcast0(c->ctx, s->teacher, s->enc_prefix);
-  c->bcast0(c->ctx, s->teacher + s->dit_total, s->head_total);
-  if (c->rank != 0 && c->check_teacher) {
+  // only what the EMA touches: the embedders + encoder blocks, and the head; in flight until
+  // sd_sddit_teacher_wait (the next teacher forward, or a checkpoint)
+  c->bcast0_start(c->ctx, s->teacher, s->enc_prefix);
+  c->bcast0_start(c->ctx, s->teacher + s->dit_total, s->head_total);
+  s->teacher_pending = 1;
+}
+
+void sd_sddit_teacher_wait(sd_sddit *s) {
+  const sd_sddit_comm *c = &s->comm;
+  if (!s->teacher_pending) return;
+  s->teacher_pending = 0;
+  if (c->bcast0_wait) c->bcast0_wait(c->ctx);
+  if (c->rank != 0 && c->check_teacher) {  // s->grads holds the local EMA (see teacher_update)
     float *a = sd_xmalloc(sizeof(float) * s->total, "teacher check");
     float *b = sd_xmalloc(sizeof(float) * s->total, "teacher check");
     s->be->ops->to_host(s->be, a, s->grads, sizeof(float) * s->total);
@@ -317,12 +336,14 @@ void sd_sddit_update(sd_sddit *s, int B, long step, sd_step_stats *st) {
   // center <- m_c center + (1 - m_c) mean(z_t) over the global batch (zt_mean: row sums)
   const int P = s->hcfg.prototypes, world = s->comm.world > 0 ? s->comm.world : 1;
   const long N = (long)B * o->visible_tokens * world;
-  if (s->comm.sum_dev) s->comm.sum_dev(s->comm.ctx, s->zt_mean, (size_t)P);
-  float inv = 1.0f / (float)N;
-  op->to_device(be, s->scalars + 3, &inv, sizeof inv);
-  op->scale_rows(be, s->zt_mean, s->zt_mean, s->scalars + 3, 1, (size_t)P);
-  op->ema(be, s->center, s->zt_mean, (size_t)P, o->center_momentum);
-  teacher_update(s, step, st->teacher_m);
+  if (o->lambda_dis != 0.0f) {  // plain DiT (lambda_dis = 0) keeps no center or teacher
+    if (s->comm.sum_dev) s->comm.sum_dev(s->comm.ctx, s->zt_mean, (size_t)P);
+    float inv = 1.0f / (float)N;
+    op->to_device(be, s->scalars + 3, &inv, sizeof inv);
+    op->scale_rows(be, s->zt_mean, s->zt_mean, s->scalars + 3, 1, (size_t)P);
+    op->ema(be, s->center, s->zt_mean, (size_t)P, o->center_momentum);
+    teacher_update(s, step, st->teacher_m);
+  }
   // generation EMA of the DiT: kept by rank 0 only
   if (s->comm.rank == 0) op->ema(be, s->ema, s->params, s->dit_total, o->ema_decay);
 }

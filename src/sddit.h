@@ -14,7 +14,7 @@ typedef struct sd_sddit_opts {
   int visible_tokens;     // Tv = floor(T * (1 - mask_ratio))
   int gen_visible_only;   // L_gen over visible tokens only (else all tokens)
   float sigma_data;       // 0.5
-  float lambda_dis;       // weight of L_dis
+  float lambda_dis;       // weight of L_dis; 0 = plain DiT (no teacher, head or center work)
   float tau_s;            // student temperature
   float tau_t_start, tau_t_end;
   long teacher_temp_warmup;
@@ -58,8 +58,11 @@ typedef struct sd_sddit_comm {
   // In-place sum over ranks (blocking) of host memory / of backend memory.
   void (*sum_host)(void *ctx, float *buf, size_t count);
   void (*sum_dev)(void *ctx, float *buf, size_t count);
-  // Broadcast of backend memory from rank 0 (blocking).
-  void (*bcast0)(void *ctx, float *buf, size_t count);
+  // Broadcast of backend memory from rank 0: bcast0_start begins it (it may run in the
+  // background; the buffer is not touched until bcast0_wait) and bcast0_wait (NULL: the start
+  // was blocking) returns once every started broadcast has arrived.
+  void (*bcast0_start)(void *ctx, float *buf, size_t count);
+  void (*bcast0_wait)(void *ctx);
 } sd_sddit_comm;
 
 typedef struct sd_sddit {
@@ -87,6 +90,7 @@ typedef struct sd_sddit {
   sd_sddit_comm comm;                       // zeroed: one rank
   size_t *block_start;                      // (depth + 1) flat offsets: blocks, then final
   long teacher_mismatches;                  // check_teacher: broadcasts that differed
+  int teacher_pending;                      // a teacher broadcast is in flight
 } sd_sddit;
 
 void sd_sddit_create(sd_sddit *s, const sd_dit_config *dcfg, const sd_head_config *hcfg,
@@ -107,6 +111,11 @@ void sd_sddit_forward_backward(sd_sddit *s, const sd_step_inputs *in, int B, lon
                                sd_step_stats *st);
 // AdamW (skipped when st->skipped), then center (batch mean over all ranks), teacher EMA
 // (rank 0 broadcasts it every teacher_sync_every steps) and generation EMA (rank 0 only).
+// The broadcast is left in flight: the next forward waits for it only after the student's
+// forward, just before the teacher's, so the two overlap.
 void sd_sddit_update(sd_sddit *s, int B, long step, sd_step_stats *st);
+// Waits for a teacher broadcast in flight (and, with check_teacher, compares it with the local
+// EMA). Call before reading s->teacher outside the step: checkpoints, replica checks, the end.
+void sd_sddit_teacher_wait(sd_sddit *s);
 
 #endif

@@ -341,7 +341,10 @@ int sd_cmd_train(int argc, char **argv) {
     tt.exposed += exposed;
     tt.comm += comm;
     tt.optim += t3 - t2;
-    if (cfg.check_replicas) sd_train_check_replicas(&dist, &s, step);
+    if (cfg.check_replicas) {
+      sd_sddit_teacher_wait(&s);  // the broadcast is otherwise left in flight for the next step
+      sd_train_check_replicas(&dist, &s, step);
+    }
     if (stats.skipped) {  // the same decision on every rank: losses and gradients are global
       skipped_total++;
       if (++bad_in_row > cfg.max_bad_steps)
@@ -383,9 +386,11 @@ int sd_cmd_train(int argc, char **argv) {
     const int sig = sd_train_stop_agreed(&dist);  // every rank, every step boundary
     const int stop_here = sig || (cfg.stop_at > 0 && step + 1 == cfg.stop_at);
     if (lead && (step + 1 == cfg.steps || stop_here ||
-                 (cfg.ckpt_every > 0 && (step + 1) % cfg.ckpt_every == 0)))
+                 (cfg.ckpt_every > 0 && (step + 1) % cfg.ckpt_every == 0))) {
+      sd_sddit_teacher_wait(&s);
       last_save_failed = save_checkpoint(&cfg, ckdir, &s, step + 1, world, cfg_text, last_ckpt,
                                          sizeof last_ckpt) != 0;
+    }
     if (stop_here && step + 1 < cfg.steps) {
       if (lead && sig)
         printf("# %s received: stopped after step %ld with a checkpoint; continue with "
@@ -398,6 +403,7 @@ int sd_cmd_train(int argc, char **argv) {
       break;
     }
   }
+  sd_sddit_teacher_wait(&s);  // every rank: no broadcast left in flight
   if (lead) {
     fclose(mf);
     printf("# done: steps %ld..%ld in %.1f s\n", start, end, now_s() - t_start);

@@ -36,9 +36,10 @@ static void hook_sum_dev(void *ctx, float *buf, size_t n) {
   else staged(tc, buf, n, -1, "center sums");
 }
 
-static void hook_bcast0(void *ctx, float *buf, size_t n) {
+// Host memory: queued on the communication thread (or sent at once without overlap).
+static void hook_bcast0_start(void *ctx, float *buf, size_t n) {
   sd_train_comm *tc = ctx;
-  if (tc->host_memory) sd_dist_bcast_f32(tc->d, buf, n, 0, "teacher broadcast");
+  if (tc->host_memory) sd_grad_sync_bcast0(tc->sync, buf, n);
   else staged(tc, buf, n, 0, "teacher broadcast");
 }
 
@@ -81,11 +82,18 @@ static void nccl_sum_dev(void *ctx, float *buf, size_t n) {
   nccl_check(sd_nccl_join_into(tc->nccl, tc->stream, err, sizeof err), "center sum", err);
 }
 
-static void nccl_bcast0(void *ctx, float *buf, size_t n) {
+// On NCCL's stream after the EMA that produced it; the compute stream joins it only when the
+// teacher forward needs it (nccl_bcast0_wait), so the student forward runs meanwhile.
+static void nccl_bcast0_start(void *ctx, float *buf, size_t n) {
   sd_train_comm *tc = ctx;
   char err[512];
   nccl_check(sd_nccl_wait_for(tc->nccl, tc->stream, err, sizeof err), "teacher broadcast", err);
   nccl_check(sd_nccl_bcast_f32(tc->nccl, buf, n, 0, err, sizeof err), "teacher broadcast", err);
+}
+
+static void nccl_bcast0_wait(void *ctx) {
+  sd_train_comm *tc = ctx;
+  char err[512];
   nccl_check(sd_nccl_join_into(tc->nccl, tc->stream, err, sizeof err), "teacher broadcast", err);
 }
 
@@ -115,13 +123,15 @@ void sd_train_comm_bind(sd_train_comm *tc, sd_dist *d, const sd_config *cfg, sd_
     c->grad_wait = nccl_grad_wait;
     c->sum_host = hook_sum_host;
     c->sum_dev = nccl_sum_dev;
-    c->bcast0 = nccl_bcast0;
+    c->bcast0_start = nccl_bcast0_start;
+    c->bcast0_wait = nccl_bcast0_wait;
   } else if (d->world > 1) {
     c->grad_ready = tc->host_memory ? hook_grad_ready : NULL;
     c->grad_wait = tc->host_memory ? hook_grad_wait : hook_grad_wait_staged;
     c->sum_host = hook_sum_host;
     c->sum_dev = hook_sum_dev;
-    c->bcast0 = hook_bcast0;
+    c->bcast0_start = hook_bcast0_start;
+    c->bcast0_wait = tc->host_memory ? hook_grad_wait : NULL;
   }
 }
 
