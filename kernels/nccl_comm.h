@@ -60,6 +60,11 @@ int sd_nccl_allreduce_sum_f32(sd_nccl *c, float *dev, size_t count, char *err, s
 int sd_nccl_allreduce_mean_f32(sd_nccl *c, float *dev, size_t count, char *err, size_t errlen);
 int sd_nccl_bcast_f32(sd_nccl *c, float *dev, size_t count, int root, char *err,
                       size_t errlen);
+// Mean over ranks sent as bfloat16 (dist.grad_dtype = bf16): on the communicator's stream the
+// floats are rounded to bf16 into a scratch buffer the communicator owns (grown as needed),
+// summed with ncclAllReduce(ncclBfloat16) and written back as fp32 times 1/world.
+int sd_nccl_allreduce_mean_bf16(sd_nccl *c, float *dev, size_t count, char *err,
+                                size_t errlen);
 // Waits for everything enqueued on the communicator's stream; reports asynchronous NCCL
 // errors too.
 int sd_nccl_sync(sd_nccl *c, char *err, size_t errlen);

@@ -164,6 +164,13 @@ typedef void sd_edm_loss_bwd_fn(sd_backend *be, float *dF, const float *D, const
 typedef void sd_adamw_fn(sd_backend *be, float *p, const float *g, float *m, float *v,
                          size_t n, float lr, float beta1, float beta2, float eps, float wd,
                          long t, float grad_scale);
+// AdamW as sd_adamw_fn, then in the same pass up to two moving averages of the updated p:
+// ema1 (n) = decay1 * ema1 + (1 - decay1) * p when ema1 is not NULL, the same for ema2.
+// Bitwise equal to sd_adamw_fn followed by sd_ema_fn on each; one read of p instead of three.
+typedef void sd_adamw_ema_fn(sd_backend *be, float *p, const float *g, float *m, float *v,
+                             size_t n, float lr, float beta1, float beta2, float eps, float wd,
+                             long t, float grad_scale, float *ema1, float decay1, float *ema2,
+                             float decay2);
 // y (n) += a * x.
 typedef void sd_axpy_fn(sd_backend *be, float *y, const float *x, size_t n, float a);
 // dst (n) = decay * dst + (1 - decay) * src.
@@ -215,6 +222,7 @@ typedef struct sd_ops {
   sd_edm_loss_bwd_fn *edm_loss_bwd;
   sd_adamw_fn *adamw;
   sd_ema_fn *ema;
+  sd_adamw_ema_fn *adamw_ema;
   sd_axpy_fn *axpy;
   sd_alloc_fn *alloc;
   sd_free_fn *free;

@@ -1,5 +1,6 @@
 // `sddit sample` and `sddit denoise` (see cmd_sample.h).
 #include "cmd_sample.h"
+#include "backend_open.h"
 #include "ckpt.h"
 #include "dataset.h"
 #include "denoiser.h"
@@ -40,6 +41,8 @@ static const char *k_sample_usage =
     "  --out FILE.h5           output (samples.h5)\n"
     "  --sigma-min, --sigma-max, --rho   the EDM schedule (0.002, 80, 7)\n"
     "  --threads N             CPU threads per rank (0 = OpenMP default)\n"
+    "  --backend cpu|cuda      where the network runs (cpu); cuda: this rank's GPU\n"
+    "  --precision bf16|fp32   cuda matmul inputs (default: the checkpoint's train.precision)\n"
     "  --save-noise            also store the start noise as /noise\n"
     "  runs on every rank of an mpirun/srun job; the output does not depend on the ranks\n";
 
@@ -281,7 +284,7 @@ static void out_commit(h5out *o) {
 // ---- sample ----------------------------------------------------------------------------------
 
 typedef struct sample_args {
-  const char *checkpoint, *out, *classes;
+  const char *checkpoint, *out, *classes, *backend, *precision;
   int raw, heun, save_noise, threads;
   long steps, per_class, num, batch;
   double guidance, smin, smax, rho;
@@ -291,6 +294,7 @@ typedef struct sample_args {
 static void parse_sample_args(int argc, char **argv, sample_args *a) {
   memset(a, 0, sizeof *a);
   a->out = "samples.h5";
+  a->backend = "cpu";
   a->heun = 1;
   a->steps = 40;
   a->guidance = 1.5;
@@ -327,7 +331,15 @@ static void parse_sample_args(int argc, char **argv, sample_args *a) {
     else if ((v = opt_value(argc, argv, &i, "--rho", u))) a->rho = parse_double("--rho", v);
     else if ((v = opt_value(argc, argv, &i, "--threads", u)))
       a->threads = (int)parse_long("--threads", v, 0, 4096);
-    else if (!strcmp(argv[i], "--save-noise")) a->save_noise = 1;
+    else if ((v = opt_value(argc, argv, &i, "--backend", u))) {
+      if (strcmp(v, "cpu") != 0 && strcmp(v, "cuda") != 0)
+        SD_FATAL("--backend: '%s' is not cpu or cuda", v);
+      a->backend = v;
+    } else if ((v = opt_value(argc, argv, &i, "--precision", u))) {
+      if (strcmp(v, "bf16") != 0 && strcmp(v, "fp32") != 0)
+        SD_FATAL("--precision: '%s' is not bf16 or fp32", v);
+      a->precision = v;
+    } else if (!strcmp(argv[i], "--save-noise")) a->save_noise = 1;
     else SD_FATAL_HINT(u, "unknown option '%s'", argv[i]);
   }
   if (!a->checkpoint) SD_FATAL_HINT(u, "--checkpoint FILE|DIR is required");
@@ -451,7 +463,10 @@ int sd_cmd_sample(int argc, char **argv) {
   const long mine = s_hi - s_lo;
 
   sd_backend be;
-  sd_backend_cpu_init(&be, a.threads);
+  if (sd_backend_open(&be, a.backend, a.precision ? a.precision : cfg->precision, a.threads,
+                      dist.local_rank, err, sizeof err) != 0)
+    SD_FATAL_HINT("use --backend cpu, or run where a GPU is visible", "--backend %s: %s",
+                  a.backend, err);
   const long rows = so.guidance != 1.0f ? 2 * bs : bs;
   const int cap = chunk_capacity(&cfg->model, rows);
   sd_denoiser dn;
@@ -465,8 +480,14 @@ int sd_cmd_sample(int argc, char **argv) {
     printf("# sampler %s, %d steps, sigma %g..%g, rho %g, guidance %g: %ld network evaluations "
            "per sample\n", a.heun ? "heun" : "euler", so.steps, so.smax, so.smin, so.rho,
            so.guidance, evals);
-    printf("# %ld samples, seed %llu, batch %ld, %d rank%s x %d threads, %d samples per "
-           "network pass\n", N, a.seed, bs, world, world == 1 ? "" : "s", be.num_threads, cap);
+    if (strcmp(be.name, "cpu") == 0)
+      printf("# %ld samples, seed %llu, batch %ld, %d rank%s x %d threads, %d samples per "
+             "network pass\n", N, a.seed, bs, world, world == 1 ? "" : "s", be.num_threads,
+             cap);
+    else
+      printf("# %ld samples, seed %llu, batch %ld, %d rank%s x one GPU (%s matmuls), %d "
+             "samples per network pass\n", N, a.seed, bs, world, world == 1 ? "" : "s",
+             a.precision ? a.precision : cfg->precision, cap);
     fflush(stdout);
   }
 
@@ -541,6 +562,7 @@ int sd_cmd_sample(int argc, char **argv) {
     out_attr_f64(&o, "guidance", so.guidance);
     out_attr_u64(&o, "seed", a.seed);
     out_attr_str(&o, "weights", a.raw ? "raw" : "ema");
+    out_attr_str(&o, "backend", be.name);
     out_attr_str(&o, "checkpoint", w.path);
     out_attr_i64(&o, "train_step", w.step);
     out_attr_i64(&o, "num_classes", K);
@@ -576,7 +598,7 @@ int sd_cmd_sample(int argc, char **argv) {
   free(noise);
   free(labels);
   sd_denoiser_destroy(&dn);
-  sd_backend_cpu_destroy(&be);
+  sd_backend_close(&be);
   sd_dn_weights_free(&w);
   int64_t code = 0;
   sd_dist_allreduce_max_i64(&dist, &code, 1, "exit status");

@@ -41,6 +41,7 @@ static const char *const k_sources[] = {"synthetic", "hdf5", NULL};
 static const char *const k_validate[] = {"full", "quick", NULL};
 static const char *const k_backends[] = {"cpu", "cuda", NULL};
 static const char *const k_precisions[] = {"bf16", "fp32", NULL};
+static const char *const k_grad_dtypes[] = {"fp32", "bf16", NULL};
 
 static const char *const k_sections[] = {"model", "sddit", "diffusion", "optim", "data",
                                          "train", "dist", "ckpt", "log"};
@@ -141,6 +142,8 @@ static const key_desc k_keys[] = {
     {"dist", "teacher_sync_every", KEY_INT, offsetof(sd_config, teacher_sync_every),
      RANGE_AT_LEAST_1, NULL, 0},
     {"dist", "overlap", KEY_BOOL, offsetof(sd_config, overlap), RANGE_ANY, NULL, 0},
+    {"dist", "grad_dtype", KEY_STRING, offsetof(sd_config, grad_dtype), RANGE_ANY, k_grad_dtypes,
+     sizeof(((sd_config *)0)->grad_dtype)},
     {"dist", "check_replicas", KEY_BOOL, offsetof(sd_config, check_replicas), RANGE_ANY, NULL,
      0},
 
@@ -503,6 +506,7 @@ void sd_config_defaults(sd_config *c, const char *preset) {
   c->dist_timeout = 300.0f;
   c->teacher_sync_every = 1;
   c->overlap = 1;
+  snprintf(c->grad_dtype, sizeof c->grad_dtype, "fp32");
   c->check_replicas = 0;
 
   c->ckpt_every = 1000;

@@ -65,6 +65,8 @@ typedef struct sd_config {
                             // ends with a message naming it (300; 0 = no watchdog)
   int teacher_sync_every;   // rank 0 broadcasts the teacher EMA every so many steps (1)
   int overlap;              // gradient all-reduce overlapped with the backward (true)
+  char grad_dtype[8];       // gradient all-reduce in "fp32" (default) or "bf16" (half the
+                            // bytes; each rank's contribution and partial sums rounded to bf16)
   int check_replicas;       // compare weights across ranks after every step (false; tests)
   // [ckpt]
   char ckpt_dir[512];       // "" = <out_dir>/checkpoints

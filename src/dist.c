@@ -1,6 +1,7 @@
 // The distributed layer (see dist.h): launcher detection, MPI start and end, node-local ranks,
 // chunked typed collectives, and MPI_Abort as the fatal-error path.
 #include "dist.h"
+#include "bf16.h"
 #include "error.h"
 #include "watchdog.h"
 
@@ -12,6 +13,16 @@
 #include <unistd.h>
 
 static MPI_Comm g_comm = MPI_COMM_NULL;
+static MPI_Op g_bf16_sum = MPI_OP_NULL;
+
+// The user reduction of bf16 values carried as MPI_UINT16_T: inout = round(in + inout).
+static void bf16_sum(void *in, void *inout, int *len, MPI_Datatype *type) {
+  (void)type;
+  const uint16_t *a = in;
+  uint16_t *b = inout;
+  for (int i = 0; i < *len; i++)
+    b[i] = sd_bf16_from_float(sd_bf16_to_float(a[i]) + sd_bf16_to_float(b[i]));
+}
 
 static void abort_hook(int code) {
   fflush(stdout);
@@ -60,6 +71,7 @@ void sd_dist_init(sd_dist *d, int *argc, char ***argv) {
   MPI_Comm_set_errhandler(*comm, MPI_ERRORS_ARE_FATAL);
   MPI_Comm_set_errhandler(*bg, MPI_ERRORS_ARE_FATAL);
   d->bg_comm = bg;
+  MPI_Op_create(bf16_sum, 1, &g_bf16_sum);
   g_comm = *comm;
   d->comm = comm;
   d->diag_comm = diag;
@@ -79,6 +91,7 @@ void sd_dist_finalize(sd_dist *d) {
   MPI_Comm_free((MPI_Comm *)d->comm);
   MPI_Comm_free((MPI_Comm *)d->diag_comm);
   MPI_Comm_free((MPI_Comm *)d->bg_comm);
+  if (g_bf16_sum != MPI_OP_NULL) MPI_Op_free(&g_bf16_sum);
   free(d->comm);
   free(d->diag_comm);
   free(d->bg_comm);
@@ -111,6 +124,10 @@ void sd_dist_allreduce_sum_f64(sd_dist *d, double *buf, size_t count, const char
 
 void sd_dist_allreduce_max_i64(sd_dist *d, int64_t *buf, size_t count, const char *what) {
   allreduce(d, buf, count, sizeof(int64_t), MPI_INT64_T, MPI_MAX, what);
+}
+
+void sd_dist_allreduce_sum_bf16(sd_dist *d, uint16_t *buf, size_t count, const char *what) {
+  allreduce(d, buf, count, sizeof(uint16_t), MPI_UINT16_T, g_bf16_sum, what);
 }
 
 static void bcast(sd_dist *d, void *buf, size_t count, size_t elsize, MPI_Datatype type,

@@ -34,6 +34,9 @@ void sd_dist_finalize(sd_dist *d);
 void sd_dist_allreduce_sum_f32(sd_dist *d, float *buf, size_t count, const char *what);
 void sd_dist_allreduce_sum_f64(sd_dist *d, double *buf, size_t count, const char *what);
 void sd_dist_allreduce_max_i64(sd_dist *d, int64_t *buf, size_t count, const char *what);
+// In-place sum over ranks of count bfloat16 values (bf16.h): every partial sum is rounded to
+// bf16, as NCCL's bf16 all-reduce does.
+void sd_dist_allreduce_sum_bf16(sd_dist *d, uint16_t *buf, size_t count, const char *what);
 // Broadcast of count floats / bytes from root.
 void sd_dist_bcast_f32(sd_dist *d, float *buf, size_t count, int root, const char *what);
 void sd_dist_bcast_bytes(sd_dist *d, void *buf, size_t bytes, int root, const char *what);

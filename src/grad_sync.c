@@ -1,5 +1,6 @@
 // Gradient reduction on a communication thread (see grad_sync.h).
 #include "grad_sync.h"
+#include "bf16.h"
 #include "error.h"
 
 #include <pthread.h>
@@ -18,6 +19,9 @@ struct sd_grad_sync {
   sd_dist *d;
   sd_dist bg;  // d on the background communicator: the thread's collectives
   int overlap;
+  int bf16;
+  uint16_t *half;     // (half_cap) bf16 staging of the range being reduced
+  size_t half_cap;
   pthread_t thread;
   pthread_mutex_t mu;
   pthread_cond_t cv;
@@ -40,8 +44,19 @@ static void reduce(sd_grad_sync *g, sd_dist *d, range r) {
     sd_dist_bcast_f32(d, r.p, r.n, 0, "teacher broadcast");
     return;
   }
-  sd_dist_allreduce_sum_f32(d, r.p, r.n, "gradient all-reduce");
   const float inv = 1.0f / (float)g->d->world;
+  if (g->bf16) {  // one thread reduces at a time (the comm thread, or the caller without it)
+    if (r.n > g->half_cap) {
+      free(g->half);
+      g->half = sd_xmalloc(sizeof(uint16_t) * r.n, "bf16 gradient staging");
+      g->half_cap = r.n;
+    }
+    for (size_t i = 0; i < r.n; i++) g->half[i] = sd_bf16_from_float(r.p[i]);
+    sd_dist_allreduce_sum_bf16(d, g->half, r.n, "gradient all-reduce (bf16)");
+    for (size_t i = 0; i < r.n; i++) r.p[i] = sd_bf16_to_float(g->half[i]) * inv;
+    return;
+  }
+  sd_dist_allreduce_sum_f32(d, r.p, r.n, "gradient all-reduce");
   for (size_t i = 0; i < r.n; i++) r.p[i] *= inv;
 }
 
@@ -67,9 +82,10 @@ static void *comm_main(void *arg) {
   return NULL;
 }
 
-sd_grad_sync *sd_grad_sync_create(sd_dist *d, int overlap) {
+sd_grad_sync *sd_grad_sync_create(sd_dist *d, int overlap, int bf16) {
   sd_grad_sync *g = sd_xcalloc(1, sizeof *g, "gradient sync");
   g->d = d;
+  g->bf16 = bf16;
   g->bg = sd_dist_background(d);
   // The thread's collectives run concurrently with the main thread's: MPI_THREAD_MULTIPLE.
   g->overlap = overlap && d->world > 1 && d->thread_multiple;
@@ -91,6 +107,7 @@ void sd_grad_sync_destroy(sd_grad_sync *g) {
   }
   pthread_mutex_destroy(&g->mu);
   pthread_cond_destroy(&g->cv);
+  free(g->half);
   free(g);
 }
 

@@ -16,7 +16,9 @@
 typedef struct sd_grad_sync sd_grad_sync;
 
 // overlap = 0 reduces each range at once in the calling thread (for comparison and debugging).
-sd_grad_sync *sd_grad_sync_create(sd_dist *d, int overlap);
+// bf16 = 1 sends the gradients as bfloat16 (dist.grad_dtype = bf16): half the bytes; each
+// rank's values and every partial sum are rounded to bf16, the mean is formed in fp32.
+sd_grad_sync *sd_grad_sync_create(sd_dist *d, int overlap, int bf16);
 void sd_grad_sync_destroy(sd_grad_sync *g);
 void sd_grad_sync_ready(sd_grad_sync *g, float *grads, size_t count);
 // Queue a broadcast of count floats from rank 0 (at once in the caller without overlap).

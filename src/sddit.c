@@ -280,34 +280,6 @@ void sd_sddit_forward_backward(sd_sddit *s, const sd_step_inputs *in, int B, lon
   st->skipped = !isfinite(st->L) || !isfinite(st->grad_norm);
 }
 
-// Teacher EMA on the embedders + encoder blocks and the head. On broadcast steps rank 0
-// computes it and sends it to every rank; otherwise every rank applies the same update.
-static void teacher_ema(sd_sddit *s, float *teacher, float m) {
-  const sd_ops *op = s->be->ops;
-  op->ema(s->be, teacher, s->params, s->enc_prefix, m);
-  op->ema(s->be, teacher + s->dit_total, s->params + s->dit_total, s->head_total, m);
-}
-
-static void teacher_update(sd_sddit *s, long step, float m) {
-  const sd_sddit_comm *c = &s->comm;
-  const int every = c->teacher_sync_every > 0 ? c->teacher_sync_every : 1;
-  if (!c->bcast0_start || c->world <= 1 || (step + 1) % every != 0) {
-    teacher_ema(s, s->teacher, m);
-    return;
-  }
-  if (c->rank == 0) {
-    teacher_ema(s, s->teacher, m);
-  } else if (c->check_teacher) {  // compute it here too, to compare with rank 0's
-    teacher_ema(s, s->teacher, m);
-    s->be->ops->copy(s->be, s->grads, s->teacher, sizeof(float) * s->total);  // grads: scratch
-  }
-  // only what the EMA touches: the embedders + encoder blocks, and the head; in flight until
-  // sd_sddit_teacher_wait (the next teacher forward, or a checkpoint)
-  c->bcast0_start(c->ctx, s->teacher, s->enc_prefix);
-  c->bcast0_start(c->ctx, s->teacher + s->dit_total, s->head_total);
-  s->teacher_pending = 1;
-}
-
 void sd_sddit_teacher_wait(sd_sddit *s) {
   const sd_sddit_comm *c = &s->comm;
   if (!s->teacher_pending) return;
@@ -328,22 +300,46 @@ void sd_sddit_update(sd_sddit *s, int B, long step, sd_step_stats *st) {
   sd_backend *be = s->be;
   const sd_ops *op = be->ops;
   const sd_sddit_opts *o = &s->opt;
+  const sd_sddit_comm *c = &s->comm;
   if (st->skipped) return;
   float scale = 1.0f;
   if (o->grad_clip > 0.0f && st->grad_norm > o->grad_clip) scale = o->grad_clip / st->grad_norm;
-  op->adamw(be, s->params, s->grads, s->adam_m, s->adam_v, s->total, o->lr, o->beta1, o->beta2,
-            o->adam_eps, o->weight_decay, step + 1, scale);
+  // Who computes which moving average this step. The teacher EMA covers the embedders +
+  // encoder blocks and the head; plain DiT (lambda_dis = 0) keeps no teacher. On broadcast
+  // steps rank 0 computes it and sends it (other ranks compute it too only to check it). The
+  // generation EMA of the DiT is rank 0's alone.
+  const int dis = o->lambda_dis != 0.0f;
+  const int every = c->teacher_sync_every > 0 ? c->teacher_sync_every : 1;
+  const int bcast = dis && c->bcast0_start && c->world > 1 && (step + 1) % every == 0;
+  float *tea = dis && (!bcast || c->rank == 0 || c->check_teacher) ? s->teacher : NULL;
+  float *gen = c->rank == 0 ? s->ema : NULL;
+  const float tm = st->teacher_m, gd = o->ema_decay;
+  // AdamW fused with the averages of the updated weights, one pass per region:
+  // [0, enc_prefix) teacher + generation, [enc_prefix, dit_total) generation, head teacher.
+  const size_t e = s->enc_prefix, d = s->dit_total;
+  op->adamw_ema(be, s->params, s->grads, s->adam_m, s->adam_v, e, o->lr, o->beta1, o->beta2,
+                o->adam_eps, o->weight_decay, step + 1, scale, tea, tm, gen, gd);
+  op->adamw_ema(be, s->params + e, s->grads + e, s->adam_m + e, s->adam_v + e, d - e, o->lr,
+                o->beta1, o->beta2, o->adam_eps, o->weight_decay, step + 1, scale, NULL, 0.0f,
+                gen ? gen + e : NULL, gd);
+  op->adamw_ema(be, s->params + d, s->grads + d, s->adam_m + d, s->adam_v + d, s->head_total,
+                o->lr, o->beta1, o->beta2, o->adam_eps, o->weight_decay, step + 1, scale,
+                tea ? tea + d : NULL, tm, NULL, 0.0f);
+  if (!dis) return;
   // center <- m_c center + (1 - m_c) mean(z_t) over the global batch (zt_mean: row sums)
-  const int P = s->hcfg.prototypes, world = s->comm.world > 0 ? s->comm.world : 1;
+  const int P = s->hcfg.prototypes, world = c->world > 0 ? c->world : 1;
   const long N = (long)B * o->visible_tokens * world;
-  if (o->lambda_dis != 0.0f) {  // plain DiT (lambda_dis = 0) keeps no center or teacher
-    if (s->comm.sum_dev) s->comm.sum_dev(s->comm.ctx, s->zt_mean, (size_t)P);
-    float inv = 1.0f / (float)N;
-    op->to_device(be, s->scalars + 3, &inv, sizeof inv);
-    op->scale_rows(be, s->zt_mean, s->zt_mean, s->scalars + 3, 1, (size_t)P);
-    op->ema(be, s->center, s->zt_mean, (size_t)P, o->center_momentum);
-    teacher_update(s, step, st->teacher_m);
-  }
-  // generation EMA of the DiT: kept by rank 0 only
-  if (s->comm.rank == 0) op->ema(be, s->ema, s->params, s->dit_total, o->ema_decay);
+  if (c->sum_dev) c->sum_dev(c->ctx, s->zt_mean, (size_t)P);
+  float inv = 1.0f / (float)N;
+  op->to_device(be, s->scalars + 3, &inv, sizeof inv);
+  op->scale_rows(be, s->zt_mean, s->zt_mean, s->scalars + 3, 1, (size_t)P);
+  op->ema(be, s->center, s->zt_mean, (size_t)P, o->center_momentum);
+  if (!bcast) return;
+  if (c->rank != 0 && c->check_teacher)  // keep the local EMA to compare with rank 0's
+    op->copy(be, s->grads, s->teacher, sizeof(float) * s->total);  // grads: scratch
+  // only what the EMA touches: the embedders + encoder blocks, and the head; in flight until
+  // sd_sddit_teacher_wait (the next teacher forward, or a checkpoint)
+  c->bcast0_start(c->ctx, s->teacher, e);
+  c->bcast0_start(c->ctx, s->teacher + d, s->head_total);
+  s->teacher_pending = 1;
 }

@@ -2,6 +2,7 @@
 // keyed randomness, the step loop, the progress line, the JSON-lines metrics file and the
 // periodic checkpoints.
 #include "train.h"
+#include "backend_open.h"
 #include "batch_source.h"
 #include "ckpt.h"
 #include "config.h"
@@ -143,23 +144,11 @@ static nan_fault nan_fault_from_env(void) {
 
 // The backend named by train.backend: the CPU, or the GPU of this rank's local rank.
 static void open_backend(sd_backend *be, const sd_config *cfg, const sd_dist *d) {
-  if (strcmp(cfg->backend, "cpu") == 0) {
-    sd_backend_cpu_init(be, cfg->threads);
-    return;
-  }
-  char err[512];
-  int count = sd_cuda_device_count(err, sizeof err);
-  if (count <= 0)
-    SD_FATAL_HINT("use train.backend = cpu, or run where a GPU is visible", "%s", err);
-  if (sd_backend_cuda_init(be, d->local_rank % count, err, sizeof err) != 0)
-    SD_FATAL_HINT("use train.backend = cpu", "train.backend = cuda: %s", err);
-  if (sd_backend_cuda_set_precision(be, cfg->precision, err, sizeof err) != 0)
-    SD_FATAL("train.precision = %s: %s", cfg->precision, err);
-}
-
-static void close_backend(sd_backend *be) {
-  if (strcmp(be->name, "cpu") == 0) sd_backend_cpu_destroy(be);
-  else sd_backend_cuda_destroy(be);
+  char err[600];
+  if (sd_backend_open(be, cfg->backend, cfg->precision, cfg->threads, d->local_rank, err,
+                      sizeof err) != 0)
+    SD_FATAL_HINT("use train.backend = cpu, or run where a GPU is visible",
+                  "train.backend = %s: %s", cfg->backend, err);
 }
 
 // A step's inputs in backend memory (device backends).
@@ -425,7 +414,7 @@ done:
   sd_train_comm_release(&tcomm);
   sd_batch_source_close(&src);
   sd_sddit_destroy(&s);
-  close_backend(&be);
+  sd_backend_close(&be);
   // every rank agrees on the exit code, so no rank leaves while another is still in MPI
   int64_t code = rc;
   sd_dist_allreduce_max_i64(&dist, &code, 1, "exit status");

@@ -5,6 +5,7 @@
 #include "nccl_comm.h"
 
 #include <signal.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,8 +65,9 @@ static void nccl_grad_ready(void *ctx, float *g, size_t n) {
   sd_train_comm *tc = ctx;
   char err[512];
   nccl_check(sd_nccl_wait_for(tc->nccl, tc->stream, err, sizeof err), "gradient bucket", err);
-  nccl_check(sd_nccl_allreduce_mean_f32(tc->nccl, g, n, err, sizeof err), "gradient bucket",
-             err);
+  nccl_check(tc->grad_bf16 ? sd_nccl_allreduce_mean_bf16(tc->nccl, g, n, err, sizeof err)
+                          : sd_nccl_allreduce_mean_f32(tc->nccl, g, n, err, sizeof err),
+             "gradient bucket", err);
 }
 
 static void nccl_grad_wait(void *ctx) {
@@ -102,7 +104,8 @@ void sd_train_comm_bind(sd_train_comm *tc, sd_dist *d, const sd_config *cfg, sd_
   tc->d = d;
   tc->s = s;
   tc->host_memory = strcmp(s->be->name, "cpu") == 0;
-  tc->sync = sd_grad_sync_create(d, cfg->overlap && tc->host_memory);
+  tc->grad_bf16 = strcmp(cfg->grad_dtype, "bf16") == 0;
+  tc->sync = sd_grad_sync_create(d, cfg->overlap && tc->host_memory, tc->grad_bf16);
   if (!tc->host_memory && d->world > 1 && sd_nccl_available()) {
     char err[512];
     if (sd_dist_nccl_init(d, &tc->nccl, err, sizeof err) != 0)
@@ -110,6 +113,9 @@ void sd_train_comm_bind(sd_train_comm *tc, sd_dist *d, const sd_config *cfg, sd_
     tc->stream = sd_backend_cuda_stream(s->be);
   } else if (!tc->host_memory && d->world > 1) {
     tc->stage = sd_xmalloc(sizeof(float) * s->total, "communication staging");
+    if (tc->grad_bf16 && d->rank == 0)
+      fprintf(stderr, "warning: dist.grad_dtype = bf16 needs NCCL on a GPU backend; this build "
+              "reduces gradients through host memory in fp32\n");
   }
   sd_sddit_comm *c = &s->comm;
   memset(c, 0, sizeof *c);

@@ -18,6 +18,7 @@ typedef struct sd_train_comm {
   float *stage;     // (s->total) host staging buffer for device backends without NCCL
   struct sd_nccl *nccl;  // device backends with NCCL: collectives on device memory
   void *stream;          // the backend's compute stream (cudaStream_t)
+  int grad_bf16;         // dist.grad_dtype = bf16
 } sd_train_comm;
 
 // Fills s->comm from the configuration (dist.overlap, teacher_sync_every, check_replicas).

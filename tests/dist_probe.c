@@ -2,6 +2,7 @@
 // sums are exact in any order, so every element must equal its closed form bit for bit. Counts
 // span several chunks (SD_DIST_CHUNK makes chunks small). Prints one line per check and exits
 // non-zero on any mismatch, naming the first bad index.
+#include "bf16.h"
 #include "dist.h"
 
 #include <math.h>
@@ -24,6 +25,12 @@ static void report(sd_dist *d, const char *what, long bad, double got, double wa
 // W (W + 1) / 2, exact in float for these magnitudes.
 static double value(size_t i, int r) {
   return ldexp((double)((long)(i % 61) - 30), -(int)(i % 7)) * (r + 1);
+}
+
+// For the bf16 sum: (i % 9 - 4) * 2^-(i % 7) * (r + 1); every partial sum needs at most
+// 6 significant bits for up to 4 ranks, so the bf16 rounding of each partial sum is exact.
+static double small(size_t i, int r) {
+  return ldexp((double)((long)(i % 9) - 4), -(int)(i % 7)) * (r + 1);
 }
 
 int main(int argc, char **argv) {
@@ -52,6 +59,17 @@ int main(int argc, char **argv) {
     report(&d, what, badf, badf >= 0 ? f[badf] : 0, badf >= 0 ? value(badf, 0) * tri : 0);
     snprintf(what, sizeof what, "allreduce f64 sum of %zu", n);
     report(&d, what, badg, badg >= 0 ? g[badg] : 0, badg >= 0 ? value(badg, 0) * tri : 0);
+    // bf16 sum (dist.grad_dtype = bf16)
+    uint16_t *h = malloc(sizeof(uint16_t) * n);
+    for (size_t i = 0; i < n; i++) h[i] = sd_bf16_from_float((float)small(i, d.rank));
+    sd_dist_allreduce_sum_bf16(&d, h, n, "test bf16 sum");
+    long badh = -1;
+    for (size_t i = 0; i < n && badh < 0; i++)
+      if ((double)sd_bf16_to_float(h[i]) != small(i, 0) * tri) badh = (long)i;
+    snprintf(what, sizeof what, "allreduce bf16 sum of %zu", n);
+    report(&d, what, badh, badh >= 0 ? sd_bf16_to_float(h[badh]) : 0,
+           badh >= 0 ? small(badh, 0) * tri : 0);
+    free(h);
     // broadcast from the last rank
     for (size_t i = 0; i < n; i++) f[i] = d.rank == d.world - 1 ? (float)value(i, 3) : -1.0f;
     sd_dist_bcast_f32(&d, f, n, d.world - 1, "test bcast");

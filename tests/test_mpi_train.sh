@@ -5,7 +5,9 @@
 #     bitwise the same weights after every step and every teacher broadcast equals the local EMA
 #     (the trainer aborts otherwise);
 #     a NaN in one rank's batch is skipped by every rank, and a persistent one stops the run;
-#  2. the overlapped gradient all-reduce gives bitwise the run without overlap;
+#  2. the overlapped gradient all-reduce gives bitwise the run without overlap; the bf16
+#     all-reduce (dist.grad_dtype = bf16) keeps replicas bitwise equal and tracks the fp32 run
+#     within DP_BF16_LOSS_RTOL / DP_BF16_WEIGHT_RTOL, without being equal to it;
 #  3. SIGTERM to one rank: all ranks stop at the next step boundary, rank 0 checkpoints, exit 0;
 #     `--resume auto` then ends bitwise equal to the uninterrupted run;
 #  4. kill -9 of one rank: the job ends non-zero within 60 s and the last checkpoint verifies.
@@ -23,6 +25,7 @@ ok()  { echo "ok   $*"; pass=$((pass+1)); }
 bad() { echo "FAIL $*"; fail=$((fail+1)); }
 tol() { sed -n "s/^#define $1 //p" "$root/tests/tolerances.h"; }
 loss_tol=$(tol DP_LOSS_RTOL); weight_tol=$(tol DP_WEIGHT_RTOL)
+bf16_loss_tol=$(tol DP_BF16_LOSS_RTOL); bf16_weight_tol=$(tol DP_BF16_WEIGHT_RTOL)
 mpi() {  # mpi N ARGS...: sddit on N ranks (SD_FAULT_NAN passed on when set)
   local n="$1"; shift
   local x=(-x OMP_NUM_THREADS -x OMP_WAIT_POLICY)
@@ -88,6 +91,33 @@ for d in /student/params /student/adam_m /student/adam_v /teacher /center; do
   h5diff -q "$tmp/w2/checkpoints/ckpt-00000005.h5" "$tmp/no/checkpoints/ckpt-00000005.h5" "$d" "$d" >/dev/null 2>&1 || diffs="$diffs $d"
 done
 [ -z "$diffs" ] && ok "overlapped all-reduce == all-reduce after the backward, bitwise" || bad "overlap changes$diffs"
+
+if mpi 2 "${common[@]}" --dist.grad_dtype=bf16 --train.out_dir="$tmp/bf16" >"$tmp/bf16.log" 2>&1; then
+  ok "bf16 gradient all-reduce on 2 ranks: replica check after every step passed"
+else
+  bad "bf16 all-reduce run failed: $(grep -E 'error' "$tmp/bf16.log" | head -3)"
+fi
+out=$(/usr/bin/python3 - "$tmp/w2" "$tmp/bf16" "$bf16_loss_tol" "$bf16_weight_tol" <<'PY'
+import json, sys
+import h5py, numpy as np
+a, b, ltol, wtol = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+def losses(d):
+    return [(j["L_gen"], j["L_dis"]) for j in map(json.loads, open(d + "/metrics.jsonl"))]
+la, lb = losses(a), losses(b)
+worst = max(abs(x - y) / abs(x) for p, q in zip(la, lb) for x, y in zip(p, q))
+ok = len(la) == len(lb) == 5 and worst <= ltol
+print(f"{'ok  ' if ok else 'FAIL'} losses of 5 steps, bf16 vs fp32 all-reduce: worst relative difference {worst:.2e} (tolerance {ltol:g})")
+x = h5py.File(a + "/checkpoints/ckpt-00000005.h5", "r")["/student/params"][:]
+y = h5py.File(b + "/checkpoints/ckpt-00000005.h5", "r")["/student/params"][:]
+err = float(np.abs(x - y).max() / np.abs(x).max())
+i = int(np.argmax(np.abs(x - y)))
+good = 0 < err <= wtol
+print(f"{'ok  ' if good else 'FAIL'} student weights, bf16 vs fp32 all-reduce: norm-relative difference {err:.2e} (must be > 0: the bf16 path ran; tolerance {wtol:g}; worst index {i}: {x[i]:.8g} vs {y[i]:.8g})")
+sys.exit(0 if ok and good else 1)
+PY
+); rc=$?
+echo "$out" | sed "s/^/  [bf16 all-reduce] /"
+[ $rc -eq 0 ] && ok "bf16 all-reduce tracks the fp32 one" || bad "bf16 all-reduce off track"
 
 # ---- 3. SIGTERM on one rank, then --resume auto ----
 long=(train --train.steps=120 --train.log_every=5 --train.global_batch=32 --ckpt.every=0 --dist.timeout=60)

@@ -405,8 +405,56 @@ static void case_edm(int masked) {
   run_case(&c);
 }
 
+// Not a gradient: the fused optimizer op must give exactly what AdamW followed by each EMA
+// gives, for every choice of averages (the trainer relies on it for replicas and resumes).
+static void case_adamw_ema(void) {
+  const size_t n = 1001;  // odd: no vector-width assumption
+  const float lr = 1e-3f, b1 = 0.9f, b2 = 0.999f, eps = 1e-8f, wd = 0.05f, gs = 0.7f;
+  float *g = fbuf(n), *init[4], *ref[4], *got[4];  // p, m, v, e; e2 starts as -e
+  for (int k = 0; k < 4; k++) {
+    init[k] = fbuf(n);
+    ref[k] = fbuf(n);
+    got[k] = fbuf(n);
+    fill_normal(init[k], n, 70 + k, k == 2 ? 0.01f : 0.5f);
+  }
+  for (size_t i = 0; i < n; i++) init[2][i] = fabsf(init[2][i]);  // v >= 0
+  fill_normal(g, n, 75, 1.0f);
+  float *e2r = fbuf(n), *e2g = fbuf(n);
+  for (int mode = 0; mode < 4; mode++) {  // bit 0: ema1, bit 1: ema2
+    for (int k = 0; k < 4; k++) {
+      memcpy(ref[k], init[k], sizeof(float) * n);
+      memcpy(got[k], init[k], sizeof(float) * n);
+    }
+    for (size_t i = 0; i < n; i++) e2r[i] = e2g[i] = -init[3][i];
+    g_be.ops->adamw(&g_be, ref[0], g, ref[1], ref[2], n, lr, b1, b2, eps, wd, 9, gs);
+    if (mode & 1) g_be.ops->ema(&g_be, ref[3], ref[0], n, 0.996f);
+    if (mode & 2) g_be.ops->ema(&g_be, e2r, ref[0], n, 0.9999f);
+    g_be.ops->adamw_ema(&g_be, got[0], g, got[1], got[2], n, lr, b1, b2, eps, wd, 9, gs,
+                        mode & 1 ? got[3] : NULL, 0.996f, mode & 2 ? e2g : NULL, 0.9999f);
+    const char *names[4] = {"p", "m", "v", "ema1"};
+    char what[96];
+    for (int k = 0; k < 4; k++) {
+      snprintf(what, sizeof what, "adamw_ema (ema1 %s, ema2 %s) %s == adamw + ema",
+               mode & 1 ? "on" : "off", mode & 2 ? "on" : "off", names[k]);
+      check_bitwise(what, got[k], ref[k], sizeof(float) * n);
+    }
+    snprintf(what, sizeof what, "adamw_ema (ema1 %s, ema2 %s) ema2 == adamw + ema",
+             mode & 1 ? "on" : "off", mode & 2 ? "on" : "off");
+    check_bitwise(what, e2g, e2r, sizeof(float) * n);
+  }
+  for (int k = 0; k < 4; k++) {
+    free(init[k]);
+    free(ref[k]);
+    free(got[k]);
+  }
+  free(g);
+  free(e2r);
+  free(e2g);
+}
+
 int main(void) {
   sd_backend_cpu_init(&g_be, 0);
+  case_adamw_ema();
   case_matmul(0);
   case_matmul(1);
   case_lnmod();

@@ -33,6 +33,12 @@
 // Shell tests read these two lines.
 #define DP_LOSS_RTOL 1e-6
 #define DP_WEIGHT_RTOL 1e-5
+// The bf16 gradient all-reduce (dist.grad_dtype = bf16) against the fp32 one, 2 ranks, the
+// same 5 steps: gradients rounded to 8 significant bits (relative 2^-9 = 2e-3 per value)
+// move AdamW's update direction a little. Measured: losses 3.8e-5, weights 3.7e-4 (norm-
+// relative); about 10x room, still below a real error such as a skipped bucket (1e-2).
+#define DP_BF16_LOSS_RTOL 1e-3
+#define DP_BF16_WEIGHT_RTOL 5e-3
 
 // Random-number sanity: sample mean/std of 2^20 draws within 5 standard errors.
 #define RNG_SIGMAS 5.0

@@ -77,6 +77,7 @@ static const sd_ops cpu_ops = {
     .edm_loss_bwd = sd_cpu_edm_loss_bwd,
     .adamw = sd_cpu_adamw,
     .ema = sd_cpu_ema,
+    .adamw_ema = sd_cpu_adamw_ema,
     .axpy = sd_cpu_axpy,
     .alloc = cpu_alloc,
     .free = cpu_free,

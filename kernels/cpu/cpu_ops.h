@@ -40,6 +40,7 @@ sd_scale_rows_fn sd_cpu_scale_rows;
 sd_edm_loss_fwd_fn sd_cpu_edm_loss_fwd;
 sd_edm_loss_bwd_fn sd_cpu_edm_loss_bwd;
 sd_adamw_fn sd_cpu_adamw;
+sd_adamw_ema_fn sd_cpu_adamw_ema;
 sd_ema_fn sd_cpu_ema;
 sd_axpy_fn sd_cpu_axpy;
 

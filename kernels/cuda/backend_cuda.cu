@@ -175,6 +175,7 @@ static sd_ops make_cuda_ops(void) {
   o.edm_loss_bwd = sd_cuda_edm_loss_bwd;
   o.adamw = sd_cuda_adamw;
   o.ema = sd_cuda_ema;
+  o.adamw_ema = sd_cuda_adamw_ema2;
   o.axpy = sd_cuda_axpy;
   o.alloc = cuda_alloc;
   o.free = cuda_free;

@@ -109,6 +109,7 @@ extern "C" int sd_cuda_attention_selftest(sd_backend *be, char *err, size_t len)
 
 // loss_optim.cu: sd_cuda_adamw, then ema = decay*ema + (1-decay)*p of the updated p, in one pass (bitwise = adamw then ema).
 void sd_cuda_adamw_ema(sd_backend *be, float *p, const float *g, float *m, float *v, float *ema, size_t n, float lr, float beta1, float beta2, float eps, float wd, long t, float grad_scale, float decay);
+void sd_cuda_adamw_ema2(sd_backend *be, float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2, float eps, float wd, long t, float grad_scale, float *ema1, float decay1, float *ema2, float decay2);
 extern "C" int sd_cuda_loss_optim_selftest(sd_backend *be, char *err, size_t len);  // vs CPU ops + determinism; 0 = pass
 
 #endif

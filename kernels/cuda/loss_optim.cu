@@ -287,6 +287,41 @@ struct AdamEmaOp {
   }
 };
 
+// AdamW, then two moving averages of the updated p (the one-EMA case is AdamEmaOp).
+struct AdamEma2Op {
+  float *p;
+  const float *g;
+  float *m, *v, *e1, *e2;
+  AdamConst c;
+  float d1, omd1, d2, omd2;
+  __device__ void one(size_t i) const {
+    float pi = p[i], mi = m[i], vi = v[i];
+    adam_elem(c, pi, g[i], mi, vi);
+    p[i] = pi;
+    m[i] = mi;
+    v[i] = vi;
+    e1[i] = ema_elem(e1[i], pi, d1, omd1);
+    e2[i] = ema_elem(e2[i], pi, d2, omd2);
+  }
+  __device__ void quad(size_t i) const {
+    float4 p4 = ld4(p + i), m4 = ld4(m + i), v4 = ld4(v + i), a4 = ld4(e1 + i), b4 = ld4(e2 + i);
+    const float4 g4 = ld4(g + i);
+    adam_elem(c, p4.x, g4.x, m4.x, v4.x);
+    adam_elem(c, p4.y, g4.y, m4.y, v4.y);
+    adam_elem(c, p4.z, g4.z, m4.z, v4.z);
+    adam_elem(c, p4.w, g4.w, m4.w, v4.w);
+    a4 = make_float4(ema_elem(a4.x, p4.x, d1, omd1), ema_elem(a4.y, p4.y, d1, omd1),
+                     ema_elem(a4.z, p4.z, d1, omd1), ema_elem(a4.w, p4.w, d1, omd1));
+    b4 = make_float4(ema_elem(b4.x, p4.x, d2, omd2), ema_elem(b4.y, p4.y, d2, omd2),
+                     ema_elem(b4.z, p4.z, d2, omd2), ema_elem(b4.w, p4.w, d2, omd2));
+    st4(p + i, p4);
+    st4(m + i, m4);
+    st4(v + i, v4);
+    st4(e1 + i, a4);
+    st4(e2 + i, b4);
+  }
+};
+
 struct EmaOp {
   float *dst;
   const float *src;
@@ -702,6 +737,27 @@ void sd_cuda_adamw_ema(sd_backend *be, float *p, const float *g, float *m, float
       "adamw_ema");
 }
 
+// The ops-table entry: AdamW with zero, one or two EMAs, one pass.
+void sd_cuda_adamw_ema2(sd_backend *be, float *p, const float *g, float *m, float *v, size_t n,
+                        float lr, float beta1, float beta2, float eps, float wd, long t,
+                        float grad_scale, float *ema1, float decay1, float *ema2,
+                        float decay2) {
+  if (!ema1 && !ema2) {
+    sd_cuda_adamw(be, p, g, m, v, n, lr, beta1, beta2, eps, wd, t, grad_scale);
+  } else if (!ema1 || !ema2) {
+    sd_cuda_adamw_ema(be, p, g, m, v, ema1 ? ema1 : ema2, n, lr, beta1, beta2, eps, wd, t,
+                      grad_scale, ema1 ? decay1 : decay2);
+  } else {
+    const AdamEma2Op op{p,     g,          m,     v,          ema1, ema2,
+                        adam_const(lr, beta1, beta2, eps, wd, t, grad_scale),
+                        decay1, 1.0f - decay1, decay2, 1.0f - decay2};
+    launch_elementwise(be, op, n,
+                       aligned16(p) && aligned16(g) && aligned16(m) && aligned16(v) &&
+                           aligned16(ema1) && aligned16(ema2),
+                       "adamw_ema2");
+  }
+}
+
 void sd_cuda_ema(sd_backend *be, float *dst, const float *src, size_t n, float decay) {
   launch_elementwise(be, EmaOp{dst, src, decay, 1.0f - decay}, n,
                      aligned16(dst) && aligned16(src), "ema");
@@ -1043,6 +1099,7 @@ int selftest_body(sd_backend *be, sd_backend *cpu, Checker &ck, char *err, size_
     float *pd = db.alloc(n), *gd = db.up(g.p, n), *mdv = db.alloc(n), *vd = db.alloc(n),
           *ed = db.alloc(n);
     float *p2 = db.alloc(n), *m2 = db.alloc(n), *v2 = db.alloc(n), *e2 = db.alloc(n);
+    float *e3 = db.alloc(n);
     ST_DEV_OK("alloc (adamw)");
     for (int off = 0; off < 2; off++) {
       const size_t nn = n - off;
@@ -1095,6 +1152,25 @@ int selftest_body(sd_backend *be, sd_backend *cpu, Checker &ck, char *err, size_
       ck.same("adamw_ema == adamw + ema (m)", f2.p, r2.p, sizeof(float) * n);
       ck.same("adamw_ema == adamw + ema (v)", f3.p, r3.p, sizeof(float) * n);
       ck.same("adamw_ema == adamw + ema (ema)", f4.p, r4.p, sizeof(float) * n);
+      // two EMAs in one pass (the trainer's teacher and generation EMAs on the encoder)
+      db.put(p2, p.p, n);
+      db.put(m2, m.p, n);
+      db.put(v2, v.p, n);
+      db.put(e2, e.p, n);
+      db.put(e3, e.p, n);
+      sd_cuda_adamw_ema2(be, p2 + off, gd + off, m2 + off, v2 + off, nn, lr, b1, b2, eps, wdk, t,
+                         gs, e2 + off, decay, e3 + off, 0.9f);
+      db.put(ed, e.p, n);
+      sd_cuda_ema(be, ed + off, pd + off, nn, 0.9f);  // pd: the separate adamw's result
+      HostBuf h1(n), h2(n), h3(n), h4(n);
+      db.get(h1.p, p2, n);
+      db.get(h2.p, e2, n);
+      db.get(h3.p, e3, n);
+      db.get(h4.p, ed, n);
+      ST_DEV_OK("adamw_ema2");
+      ck.same("adamw_ema2 == adamw + 2 ema (p)", h1.p, r1.p, sizeof(float) * n);
+      ck.same("adamw_ema2 == adamw + 2 ema (ema1)", h2.p, r4.p, sizeof(float) * n);
+      ck.same("adamw_ema2 == adamw + 2 ema (ema2)", h3.p, h4.p, sizeof(float) * n);
       // axpy: y = e, x = g
       memcpy(ec.p, e.p, sizeof(float) * n);
       sd_cpu_axpy(cpu, ec.p + off, g.p + off, nn, -0.3f);

@@ -2,6 +2,7 @@
 // its own non-blocking stream on which every collective is enqueued, in chunks.
 #include "nccl_comm.h"
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <nccl.h>
 #include <stdarg.h>
@@ -24,6 +25,8 @@ struct sd_nccl {
   int rank, world, device;
   size_t chunk;  // elements per NCCL call
   int has_avg;   // header and linked library both have ncclAvg
+  __nv_bfloat16 *half;  // (half_cap) bf16 scratch of sd_nccl_allreduce_mean_bf16
+  size_t half_cap;
 };
 
 static int fail(char *err, size_t errlen, const char *fmt, ...) {
@@ -156,6 +159,51 @@ extern "C" int sd_nccl_allreduce_mean_f32(sd_nccl *c, float *dev, size_t count, 
   return 0;
 }
 
+__global__ static void to_bf16(__nv_bfloat16 *h, const float *x, size_t count) {
+  size_t stride = (size_t)gridDim.x * blockDim.x;
+  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < count; i += stride)
+    h[i] = __float2bfloat16_rn(x[i]);
+}
+
+__global__ static void from_bf16_scaled(float *x, const __nv_bfloat16 *h, size_t count,
+                                        float s) {
+  size_t stride = (size_t)gridDim.x * blockDim.x;
+  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < count; i += stride)
+    x[i] = __fmul_rn(__bfloat162float(h[i]), s);
+}
+
+extern "C" int sd_nccl_allreduce_mean_bf16(sd_nccl *c, float *dev, size_t count, char *err,
+                                           size_t errlen) {
+  if (!c) return fail(err, errlen, "ncclAllReduce (bf16): no communicator");
+  if (count == 0 || c->world == 1) return 0;
+  if (use_device(c, err, errlen) != 0) return -1;
+  if (count > c->half_cap) {  // stream-ordered: earlier users of the old scratch come first
+    if (c->half) cudaFreeAsync(c->half, c->stream);
+    c->half = NULL;
+    c->half_cap = 0;
+    cudaError_t e = cudaMallocAsync((void **)&c->half, sizeof(__nv_bfloat16) * count, c->stream);
+    if (e != cudaSuccess) return cuda_fail(err, errlen, "allocating the bf16 gradient scratch", e);
+    c->half_cap = count;
+  }
+  const unsigned threads = 256;
+  size_t blocks = (count + threads - 1) / threads;
+  if (blocks > 4096) blocks = 4096;
+  to_bf16<<<(unsigned)blocks, threads, 0, c->stream>>>(c->half, dev, count);
+  cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) return cuda_fail(err, errlen, "launching the bf16 conversion", e);
+  for (size_t done = 0; done < count; done += c->chunk) {
+    size_t n = count - done < c->chunk ? count - done : c->chunk;
+    ncclResult_t r = ncclAllReduce(c->half + done, c->half + done, n, ncclBfloat16, ncclSum,
+                                   c->comm, c->stream);
+    if (r != ncclSuccess) return nccl_fail(err, errlen, "ncclAllReduce (bf16 sum)", r);
+  }
+  from_bf16_scaled<<<(unsigned)blocks, threads, 0, c->stream>>>(dev, c->half, count,
+                                                                  1.0f / (float)c->world);
+  e = cudaGetLastError();
+  if (e != cudaSuccess) return cuda_fail(err, errlen, "launching the bf16 mean", e);
+  return 0;
+}
+
 extern "C" int sd_nccl_bcast_f32(sd_nccl *c, float *dev, size_t count, int root, char *err,
                                  size_t errlen) {
   if (!c) return fail(err, errlen, "ncclBroadcast: no communicator");
@@ -193,6 +241,7 @@ extern "C" void sd_nccl_destroy(sd_nccl *c) {
   if (!c) return;
   cudaSetDevice(c->device);
   cudaStreamSynchronize(c->stream);
+  if (c->half) cudaFree(c->half);
   ncclCommDestroy(c->comm);
   cudaStreamDestroy(c->stream);
   free(c);

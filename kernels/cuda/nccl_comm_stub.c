@@ -68,6 +68,12 @@ int sd_nccl_allreduce_mean_f32(sd_nccl *c, float *dev, size_t count, char *err,
   return unavailable(err, errlen, "NCCL allreduce");
 }
 
+int sd_nccl_allreduce_mean_bf16(sd_nccl *c, float *dev, size_t count, char *err,
+                                size_t errlen) {
+  (void)c, (void)dev, (void)count;
+  return unavailable(err, errlen, "NCCL allreduce");
+}
+
 int sd_nccl_bcast_f32(sd_nccl *c, float *dev, size_t count, int root, char *err,
                       size_t errlen) {
   (void)c, (void)dev, (void)count, (void)root;
