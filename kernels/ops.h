@@ -21,6 +21,19 @@ typedef void sd_matmul_bwd_fn(sd_backend *be, float *dinp, float *dw, float *dbi
                               const float *dout, const float *inp, const float *w,
                               int M, int K, int N, int accumulate_dinp);
 
+// ---- matmul with the MLP's GELU (tanh approximation) fused in ------------------------------
+// pre (M, N) = inp (M, K) @ w (N, K)^T + bias (N);  out (M, N) = gelu(pre).
+// Equal (to rounding) to matmul_fwd into pre followed by gelu_fwd.
+typedef void sd_matmul_gelu_fwd_fn(sd_backend *be, float *out, float *pre, const float *inp,
+                                   const float *w, const float *bias, int M, int K, int N);
+// The backward of the layer after the GELU, producing the gradient of the pre-activation:
+// dinp (M, K) = (dout @ w) * gelu'(pre (M, K))  (=);  dw (N, K) += dout^T @ inp;
+// dbias (N) += column sums of dout. dw and dbias may be NULL. Equal (to rounding) to
+// matmul_bwd (no accumulation) followed by gelu_bwd in place.
+typedef void sd_matmul_bwd_dgelu_fn(sd_backend *be, float *dinp, float *dw, float *dbias,
+                                    const float *dout, const float *inp, const float *w,
+                                    const float *pre, int M, int K, int N);
+
 // ---- layer norm (no affine) fused with adaLN modulate ----------------------------------
 // out (B, T, D) = LN(x)*(1 + scale[b]) + shift[b]; shift/scale rows are read at
 // shift + b*mod_stride (so they can point into a (B, 6D) modulation buffer).
@@ -187,6 +200,8 @@ typedef void sd_sync_fn(sd_backend *be);
 typedef struct sd_ops {
   sd_matmul_fwd_fn *matmul_fwd;
   sd_matmul_bwd_fn *matmul_bwd;
+  sd_matmul_gelu_fwd_fn *matmul_gelu_fwd;
+  sd_matmul_bwd_dgelu_fn *matmul_bwd_dgelu;
   sd_lnmod_fwd_fn *lnmod_fwd;
   sd_lnmod_bwd_fn *lnmod_bwd;
   sd_attention_fwd_fn *attention_fwd;

@@ -34,8 +34,8 @@ void sd_dit_blocks_backward(sd_dit *m, sd_dit_acts *a, int B, int l0, int l1) {
     // MLP branch: x3 = x2 + gate_m * f2; dres = d x3 (and, being the identity path, d x2)
     op->gated_residual_bwd(be, a->dbuf_d, dmod + 5 * D, a->dres, k->f2, mod + 5 * D, 6 * D, B,
                            Tk, D);                                             // d f2
-    op->matmul_bwd(be, a->dbuf_m, g->fc2_w, g->fc2_b, a->dbuf_d, k->gl, w->fc2_w, N, M, D, 0);
-    op->gelu_bwd(be, a->dbuf_m, a->dbuf_m, k->f1, (size_t)N * M);             // d f1
+    op->matmul_bwd_dgelu(be, a->dbuf_m, g->fc2_w, g->fc2_b, a->dbuf_d, k->gl, w->fc2_w, k->f1,
+                         N, M, D);  // d f1 (B, Tk, M)
     op->matmul_bwd(be, a->dbuf_d, g->fc1_w, g->fc1_b, a->dbuf_m, k->h2, w->fc1_w, N, D, M, 0);
     op->lnmod_bwd(be, a->dres, dmod + 3 * D, dmod + 4 * D, a->dbuf_d, k->x2, k->mean2,
                   k->rstd2, mod + 4 * D, 6 * D, B, Tk, D);                    // dres = d x2

@@ -64,8 +64,7 @@ void sd_dit_blocks_forward(const sd_dit *m, sd_dit_acts *a, int B, int l0, int l
     op->gated_residual_fwd(be, k->x2, a->x[l], k->ao, mod + 2 * D, 6 * D, B, Tk, D);
     op->lnmod_fwd(be, k->h2, k->mean2, k->rstd2, k->x2, mod + 3 * D, mod + 4 * D, 6 * D, B, Tk,
                   D, c->ln_eps);
-    op->matmul_fwd(be, k->f1, k->h2, w->fc1_w, w->fc1_b, N, D, M);  // (B, Tk, M)
-    op->gelu_fwd(be, k->gl, k->f1, (size_t)N * M);
+    op->matmul_gelu_fwd(be, k->gl, k->f1, k->h2, w->fc1_w, w->fc1_b, N, D, M);  // (B, Tk, M)
     op->matmul_fwd(be, k->f2, k->gl, w->fc2_w, w->fc2_b, N, M, D);  // (B, Tk, D)
     op->gated_residual_fwd(be, a->x[l + 1], k->x2, k->f2, mod + 5 * D, 6 * D, B, Tk, D);
   }

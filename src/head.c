@@ -117,10 +117,8 @@ void sd_head_forward(sd_backend *be, const sd_head_config *c, const sd_head_weig
   const int D = c->in_dim, H = c->hidden, bn = c->bottleneck, P = c->prototypes;
   if (N > a->Ncap) SD_FATAL("head: %d rows exceed the capacity %d", N, a->Ncap);
   a->N = N;
-  op->matmul_fwd(be, a->a1, h, w->w0, w->b0, N, D, H);   // (N, H)
-  op->gelu_fwd(be, a->g1, a->a1, (size_t)N * H);
-  op->matmul_fwd(be, a->a2, a->g1, w->w2, w->b2, N, H, H);
-  op->gelu_fwd(be, a->g2, a->a2, (size_t)N * H);
+  op->matmul_gelu_fwd(be, a->g1, a->a1, h, w->w0, w->b0, N, D, H);     // (N, H)
+  op->matmul_gelu_fwd(be, a->g2, a->a2, a->g1, w->w2, w->b2, N, H, H);  // (N, H)
   op->matmul_fwd(be, a->v, a->g2, w->w4, w->b4, N, H, bn);  // (N, bn)
   op->l2norm_rows_fwd(be, a->u, a->unorm, a->v, N, bn);
   op->l2norm_rows_fwd(be, a->weff, a->vnorm, w->v, P, bn);  // weight norm, gain 1
@@ -138,9 +136,7 @@ void sd_head_backward(sd_backend *be, const sd_head_config *c, const sd_head_wei
   op->l2norm_rows_bwd(be, a->dweff, a->dweff, a->weff, a->vnorm, P, bn);
   op->axpy(be, g->v, a->dweff, (size_t)P * bn, 1.0f);
   op->l2norm_rows_bwd(be, a->dv, a->du, a->u, a->unorm, N, bn);
-  op->matmul_bwd(be, a->dg, g->w4, g->b4, a->dv, a->g2, w->w4, N, H, bn, 0);
-  op->gelu_bwd(be, a->dg, a->dg, a->a2, (size_t)N * H);
-  op->matmul_bwd(be, a->dg2, g->w2, g->b2, a->dg, a->g1, w->w2, N, H, H, 0);  // d g1
-  op->gelu_bwd(be, a->dg2, a->dg2, a->a1, (size_t)N * H);
+  op->matmul_bwd_dgelu(be, a->dg, g->w4, g->b4, a->dv, a->g2, w->w4, a->a2, N, H, bn);  // d a2
+  op->matmul_bwd_dgelu(be, a->dg2, g->w2, g->b2, a->dg, a->g1, w->w2, a->a1, N, H, H);  // d a1
   op->matmul_bwd(be, dh, g->w0, g->b0, a->dg2, h, w->w0, N, D, H, 1);
 }

@@ -6,6 +6,8 @@
 
 sd_matmul_fwd_fn sd_cpu_matmul_fwd;
 sd_matmul_bwd_fn sd_cpu_matmul_bwd;
+sd_matmul_gelu_fwd_fn sd_cpu_matmul_gelu_fwd;
+sd_matmul_bwd_dgelu_fn sd_cpu_matmul_bwd_dgelu;
 sd_lnmod_fwd_fn sd_cpu_lnmod_fwd;
 sd_lnmod_bwd_fn sd_cpu_lnmod_bwd;
 sd_attention_fwd_fn sd_cpu_attention_fwd;

@@ -47,3 +47,19 @@ void sd_cpu_matmul_bwd(sd_backend *be, float *dinp, float *dw, float *dbias,
                 dw, K);
   if (dbias) colsum_add(dbias, dout, M, N);
 }
+
+// The MLP's fused forms on the CPU are the two ops in sequence, called through the backend's
+// table (so a test that swaps one of them sees it here too): the reference the CUDA epilogue
+// versions are tested against.
+void sd_cpu_matmul_gelu_fwd(sd_backend *be, float *out, float *pre, const float *inp,
+                            const float *w, const float *bias, int M, int K, int N) {
+  be->ops->matmul_fwd(be, pre, inp, w, bias, M, K, N);
+  be->ops->gelu_fwd(be, out, pre, (size_t)M * N);
+}
+
+void sd_cpu_matmul_bwd_dgelu(sd_backend *be, float *dinp, float *dw, float *dbias,
+                             const float *dout, const float *inp, const float *w,
+                             const float *pre, int M, int K, int N) {
+  be->ops->matmul_bwd(be, dinp, dw, dbias, dout, inp, w, M, K, N, 0);
+  be->ops->gelu_bwd(be, dinp, dinp, pre, (size_t)M * K);
+}

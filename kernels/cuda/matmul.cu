@@ -34,8 +34,14 @@ typedef struct mm_key {
   int transa, transb;   // cublasOperation_t
   int precision;        // enum sd_cuda_precision (the A/B type)
   int bias;             // CUBLASLT_EPILOGUE_BIAS with an fp32 bias of length m
-  int align_a, align_b, align_d, align_bias;  // pointer alignment in bytes (capped at 256)
+  int epi;              // enum mm_epi: GELU_AUX(_BIAS) or DGELU with an fp32 aux (m x n, ld m)
+  int align_a, align_b, align_d, align_bias, align_aux;  // pointer alignment in bytes (<= 256)
 } mm_key;
+
+// Activation epilogues: the forward GELU (D = gelu(AB + bias), aux = AB + bias, the
+// pre-activation the backward needs) and the backward DGELU (D = AB * gelu'(aux)). cuBLASLt's
+// GELU is the tanh approximation, the one DiT uses (kernels/cpu/activations.c).
+enum mm_epi { MM_EPI_NONE = 0, MM_EPI_GELU_AUX = 1, MM_EPI_DGELU = 2 };
 
 typedef struct mm_plan {
   mm_key key;
@@ -82,7 +88,8 @@ static const char *op_name(int t) { return t == CUBLAS_OP_T ? "T" : "N"; }
 
 // The plan for `key`, built (descriptors + one heuristic query) on first use. `bias` is set in
 // the descriptor before the query because the heuristic reads its alignment from the pointer.
-static mm_plan *get_plan(sd_cuda_state *st, const mm_key *key, const float *bias) {
+static mm_plan *get_plan(sd_cuda_state *st, const mm_key *key, const float *bias,
+                         const float *aux) {
   mm_cache *c = (mm_cache *)st->matmul_plans;
   if (!c) {
     c = (mm_cache *)sd_xcalloc(1, sizeof *c, "cuBLASLt plan cache");
@@ -108,11 +115,24 @@ static mm_plan *get_plan(sd_cuda_state *st, const mm_key *key, const float *bias
                                                  sizeof ta));
   SD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb,
                                                  sizeof tb));
+  if (key->epi != MM_EPI_NONE) {
+    cublasLtEpilogue_t epi = key->epi == MM_EPI_DGELU ? CUBLASLT_EPILOGUE_DGELU
+                             : key->bias              ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS
+                                                      : CUBLASLT_EPILOGUE_GELU_AUX;
+    SD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi,
+                                                   sizeof epi));
+    const int64_t aux_ld = key->m;
+    SD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
+        p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux));
+    SD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD,
+                                                   &aux_ld, sizeof aux_ld));
+  }
   if (key->bias) {
     cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
     int32_t bias_type = CUDA_R_32F;
-    SD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi,
-                                                   sizeof epi));
+    if (key->epi == MM_EPI_NONE)  // else GELU_AUX_BIAS, set above
+      SD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE,
+                                                     &epi, sizeof epi));
     SD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
         p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof bias_type));
     SD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
@@ -161,15 +181,17 @@ static mm_plan *get_plan(sd_cuda_state *st, const mm_key *key, const float *bias
 }
 
 // D (m x n, column-major, ld m) = op(A) @ op(B) + beta * D (+ bias (m) broadcast over the n
-// columns when bias != NULL). A and B are fp32 or bf16 per `precision`. Returns 0, or -1 when
-// bias != NULL and cuBLASLt has no bias-epilogue algorithm (nothing was queued then).
-static int lt_gemm(sd_backend *be, int precision, cublasOperation_t transa,
-                   cublasOperation_t transb, int m, int n, int k, const void *A, const void *B,
-                   float *D, float beta, const float *bias) {
+// columns when bias != NULL), then the activation epilogue `epi` with aux (m x n, ld m; see
+// mm_epi). A and B are fp32 or bf16 per `precision`. Returns 0, or -1 when an epilogue (bias
+// or activation) was asked for and cuBLASLt has no algorithm for it (nothing was queued then).
+static int lt_gemm_epi(sd_backend *be, int precision, cublasOperation_t transa,
+                       cublasOperation_t transb, int m, int n, int k, const void *A,
+                       const void *B, float *D, float beta, const float *bias, int epi,
+                       const float *aux) {
   sd_cuda_state *st = sd_cuda_st(be);
   if (m <= 0 || n <= 0) return 0;
   if (k <= 0) {  // an empty sum: D = beta * D (beta is 0 or 1 here)
-    if (bias) return -1;
+    if (bias || epi != MM_EPI_NONE) return -1;
     if (beta == 0.0f)
       SD_CUDA_CHECK(cudaMemsetAsync(D, 0, sizeof(float) * (size_t)m * (size_t)n, st->stream));
     return 0;
@@ -183,13 +205,15 @@ static int lt_gemm(sd_backend *be, int precision, cublasOperation_t transa,
   key.transb = transb;
   key.precision = precision;
   key.bias = bias != NULL;
+  key.epi = epi;
   key.align_a = ptr_align(A);
   key.align_b = ptr_align(B);
   key.align_d = ptr_align(D);
   key.align_bias = bias ? ptr_align(bias) : 0;
-  mm_plan *p = get_plan(st, &key, bias);
+  key.align_aux = aux ? ptr_align(aux) : 0;
+  mm_plan *p = get_plan(st, &key, bias, aux);
   if (!p->ok) {
-    if (bias) return -1;
+    if (bias || epi != MM_EPI_NONE) return -1;
     SD_FATAL_HINT("try SD_CUDA_PRECISION=fp32, or report the shape",
                   "cuBLASLt found no algorithm for D (%d x %d) = op_%s(A) op_%s(B), k = %d, "
                   "%s inputs, alignment A %d B %d D %d bytes",
@@ -200,11 +224,21 @@ static int lt_gemm(sd_backend *be, int precision, cublasOperation_t transa,
   if (bias)
     SD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                                    &bias, sizeof bias));
+  if (epi != MM_EPI_NONE)
+    SD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
+        p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux));
   const float alpha = 1.0f;
   SD_CUBLAS_CHECK(cublasLtMatmul(st->lt, p->desc, &alpha, A, p->a, B, p->b, &beta, D, p->d, D,
                                  p->d, &p->algo, st->lt_workspace, st->lt_workspace_bytes,
                                  st->stream));
   return 0;
+}
+
+static int lt_gemm(sd_backend *be, int precision, cublasOperation_t transa,
+                   cublasOperation_t transb, int m, int n, int k, const void *A, const void *B,
+                   float *D, float beta, const float *bias) {
+  return lt_gemm_epi(be, precision, transa, transb, m, n, k, A, B, D, beta, bias, MM_EPI_NONE,
+                     NULL);
 }
 
 // ---- kernels -------------------------------------------------------------------------------
@@ -352,6 +386,34 @@ static void colsum_add(sd_backend *be, float *dbias, const float *dout, int M, i
 
 // ---- the ops -------------------------------------------------------------------------------
 
+// The forward GEMM's operands: A = w, B = inp, as they are (fp32) or rounded to bf16 into
+// scratch.
+static void fwd_operands(sd_backend *be, int prec, const float *inp, const float *w, int M,
+                         int K, int N, const void **A, const void **B) {
+  *A = w;
+  *B = inp;
+  if (prec != SD_PREC_BF16) return;
+  const size_t nw = (size_t)N * K, ni = (size_t)M * K;
+  char *s = (char *)sd_cuda_scratch(be, round256(nw * 2) + round256(ni * 2));
+  __nv_bfloat16 *wb = (__nv_bfloat16 *)s;
+  __nv_bfloat16 *ib = (__nv_bfloat16 *)(s + round256(nw * 2));
+  const cvt_job jobs[2] = {{w, wb, nw}, {inp, ib, ni}};
+  to_bf16(be, jobs, 2);
+  *A = wb;
+  *B = ib;
+}
+
+// SD_CUDA_ACT_EPILOGUES=0 turns the GELU/DGELU epilogues off (separate kernels instead), for
+// comparisons and as a way around a cuBLASLt problem.
+static int act_epilogues_on(void) {
+  static int on = -1;
+  if (on < 0) {
+    const char *e = getenv("SD_CUDA_ACT_EPILOGUES");
+    on = !(e && strcmp(e, "0") == 0);
+  }
+  return on;
+}
+
 void sd_cuda_matmul_fwd(sd_backend *be, float *out, const float *inp, const float *w,
                         const float *bias, int M, int K, int N) {
   check_dims("matmul_fwd", M, K, N);
@@ -363,17 +425,8 @@ void sd_cuda_matmul_fwd(sd_backend *be, float *out, const float *inp, const floa
     return;
   }
   const int prec = st->precision;
-  const void *A = w, *B = inp;
-  if (prec == SD_PREC_BF16) {
-    const size_t nw = (size_t)N * K, ni = (size_t)M * K;
-    char *s = (char *)sd_cuda_scratch(be, round256(nw * 2) + round256(ni * 2));
-    __nv_bfloat16 *wb = (__nv_bfloat16 *)s;
-    __nv_bfloat16 *ib = (__nv_bfloat16 *)(s + round256(nw * 2));
-    const cvt_job jobs[2] = {{w, wb, nw}, {inp, ib, ni}};
-    to_bf16(be, jobs, 2);
-    A = wb;
-    B = ib;
-  }
+  const void *A, *B;
+  fwd_operands(be, prec, inp, w, M, K, N, &A, &B);
   // Row-major out (M, N) = inp (M, K) @ w (N, K)^T, in column-major terms:
   //   out^T (N x M, ld N) = w_cm^T (N x K) @ inp_cm (K x M)
   //   A = w:   row-major (N, K) = column-major K x N, ld K; transa = T -> N x K.
@@ -389,9 +442,12 @@ void sd_cuda_matmul_fwd(sd_backend *be, float *out, const float *inp, const floa
   }
 }
 
-void sd_cuda_matmul_bwd(sd_backend *be, float *dinp, float *dw, float *dbias,
-                        const float *dout, const float *inp, const float *w, int M, int K,
-                        int N, int accumulate_dinp) {
+// matmul_bwd; with dgelu_pre (M, K) the input gradient is multiplied by gelu'(dgelu_pre), in
+// the GEMM's DGELU epilogue when cuBLASLt has one for the shape (K a multiple of 8 for its aux
+// leading dimension), else by the GELU backward kernel after it.
+static void matmul_bwd_impl(sd_backend *be, float *dinp, float *dw, float *dbias,
+                            const float *dout, const float *inp, const float *w, int M, int K,
+                            int N, int accumulate_dinp, const float *dgelu_pre) {
   check_dims("matmul_bwd", M, K, N);
   if (M == 0 || (!dinp && !dw && !dbias)) return;  // M = 0: every output is empty or += 0
   sd_cuda_state *st = sd_cuda_st(be);
@@ -432,8 +488,15 @@ void sd_cuda_matmul_bwd(sd_backend *be, float *dinp, float *dw, float *dbias,
     //   B = dout: row-major (M, N) = column-major N x M, ld N; transb = N.
     //   D = dinp: column-major K x M, ld K.  m = K, n = M, k = N;
     //   beta = 1 to accumulate, else 0 (C is not read; N = 0 gives dinp = 0).
-    lt_gemm(be, prec, CUBLAS_OP_N, CUBLAS_OP_N, K, M, N, w_g, dout_g, dinp,
-            accumulate_dinp ? 1.0f : 0.0f, NULL);
+    int fused = 0;
+    if (dgelu_pre && act_epilogues_on() && N > 0 && K % 8 == 0)
+      fused = lt_gemm_epi(be, prec, CUBLAS_OP_N, CUBLAS_OP_N, K, M, N, w_g, dout_g, dinp, 0.0f,
+                          NULL, MM_EPI_DGELU, dgelu_pre) == 0;
+    if (!fused) {
+      lt_gemm(be, prec, CUBLAS_OP_N, CUBLAS_OP_N, K, M, N, w_g, dout_g, dinp,
+              accumulate_dinp ? 1.0f : 0.0f, NULL);
+      if (dgelu_pre) sd_cuda_gelu_bwd(be, dinp, dinp, dgelu_pre, (size_t)M * K);
+    }
   }
   if (want_dw) {
     // Row-major dw (N, K) += dout^T (N, M) @ inp (M, K), in column-major terms:
@@ -444,6 +507,44 @@ void sd_cuda_matmul_bwd(sd_backend *be, float *dinp, float *dw, float *dbias,
     lt_gemm(be, prec, CUBLAS_OP_N, CUBLAS_OP_T, K, N, M, inp_g, dout_g, dw, 1.0f, NULL);
   }
   if (dbias) colsum_add(be, dbias, dout, M, N, partial);
+}
+
+void sd_cuda_matmul_bwd(sd_backend *be, float *dinp, float *dw, float *dbias,
+                        const float *dout, const float *inp, const float *w, int M, int K,
+                        int N, int accumulate_dinp) {
+  matmul_bwd_impl(be, dinp, dw, dbias, dout, inp, w, M, K, N, accumulate_dinp, NULL);
+}
+
+void sd_cuda_matmul_bwd_dgelu(sd_backend *be, float *dinp, float *dw, float *dbias,
+                              const float *dout, const float *inp, const float *w,
+                              const float *pre, int M, int K, int N) {
+  if (!dinp || !pre) SD_FATAL("matmul_bwd_dgelu needs dinp and pre");
+  if (K > 0 && N == 0) {  // no products: dinp = 0 (times gelu' is still 0)
+    SD_CUDA_CHECK(cudaMemsetAsync(dinp, 0, sizeof(float) * (size_t)M * K,
+                                  sd_cuda_st(be)->stream));
+    return;
+  }
+  matmul_bwd_impl(be, dinp, dw, dbias, dout, inp, w, M, K, N, 0, pre);
+}
+
+// pre (M, N) = inp @ w^T + bias, out = gelu(pre): one cuBLASLt call with the GELU_AUX(_BIAS)
+// epilogue when it has an algorithm (N a multiple of 8 for the aux leading dimension), else
+// the matmul followed by the GELU kernel.
+void sd_cuda_matmul_gelu_fwd(sd_backend *be, float *out, float *pre, const float *inp,
+                             const float *w, const float *bias, int M, int K, int N) {
+  check_dims("matmul_gelu_fwd", M, K, N);
+  if (M == 0 || N == 0) return;
+  if (K > 0 && N % 8 == 0 && act_epilogues_on()) {
+    const int prec = sd_cuda_st(be)->precision;
+    const void *A, *B;
+    fwd_operands(be, prec, inp, w, M, K, N, &A, &B);
+    // the layout of sd_cuda_matmul_fwd; aux = pre has D's shape and leading dimension
+    if (lt_gemm_epi(be, prec, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, A, B, out, 0.0f, bias,
+                    MM_EPI_GELU_AUX, pre) == 0)
+      return;
+  }
+  sd_cuda_matmul_fwd(be, pre, inp, w, bias, M, K, N);
+  sd_cuda_gelu_fwd(be, out, pre, (size_t)M * N);
 }
 
 // ---- self-test -----------------------------------------------------------------------------

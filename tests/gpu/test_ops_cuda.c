@@ -301,6 +301,15 @@ static void call_matmul_bwd(const check *c, sd_backend *be, void **p) {
   be->ops->matmul_bwd(be, c->iv[3] ? F(3) : NULL, F(4), c->iv[5] ? F(5) : NULL, F(0), F(1),
                       F(2), c->iv[0], c->iv[1], c->iv[2], c->iv[4]);
 }
+static void call_matmul_gelu_fwd(const check *c, sd_backend *be, void **p) {
+  // iv: M K N; bufs: inp w bias out pre
+  be->ops->matmul_gelu_fwd(be, F(3), F(4), F(0), F(1), F(2), c->iv[0], c->iv[1], c->iv[2]);
+}
+static void call_matmul_bwd_dgelu(const check *c, sd_backend *be, void **p) {
+  // iv: M K N; bufs: dout inp w pre dinp dw dbias
+  be->ops->matmul_bwd_dgelu(be, F(4), F(5), F(6), F(0), F(1), F(2), F(3), c->iv[0], c->iv[1],
+                            c->iv[2]);
+}
 static void call_lnmod_fwd(const check *c, sd_backend *be, void **p) {
   // iv: B T D stride shift_off scale_off; bufs: x mod out mean rstd
   be->ops->lnmod_fwd(be, F(2), F(3), F(4), F(0), F(1) + c->iv[4], F(1) + c->iv[5], c->iv[3],
@@ -448,6 +457,12 @@ static void call_adamw(const check *c, sd_backend *be, void **p) {
   // iv: t; fv: lr beta1 beta2 eps wd grad_scale; bufs: g p m v
   be->ops->adamw(be, F(1), F(0), F(2), F(3), c->zv[0], c->fv[0], c->fv[1], c->fv[2], c->fv[3],
                  c->fv[4], (long)c->iv[0], c->fv[5]);
+}
+static void call_adamw_ema(const check *c, sd_backend *be, void **p) {
+  // iv: t; fv: lr beta1 beta2 eps wd grad_scale decay1 decay2; bufs: g p m v e1 e2
+  be->ops->adamw_ema(be, F(1), F(0), F(2), F(3), c->zv[0], c->fv[0], c->fv[1], c->fv[2],
+                     c->fv[3], c->fv[4], (long)c->iv[0], c->fv[5], F(4), c->fv[6], F(5),
+                     c->fv[7]);
 }
 static void call_ema(const check *c, sd_backend *be, void **p) {
   be->ops->ema(be, F(1), F(0), c->zv[0], c->fv[0]);  // bufs: src dst
@@ -640,6 +655,41 @@ static void add_matmuls(const shape *s) {
     else
       acc_f(c, "dbias", (size_t)mm[k].N, F_NORMAL, 1.0f, 0.0f, LIM(GPU_NMSE_MATMUL_BWD),
             LIM(GPU_NMSE_MATMUL_BWD));
+  }
+}
+
+// The MLP's fused GELU forms: fc1 + GELU forward and fc2's backward through the GELU (the
+// cuBLASLt epilogues), the head's hidden layer, and a shape whose width is not a multiple of 8
+// (the epilogues need one; the separate kernels run instead).
+static void add_matmul_gelu(const shape *s) {
+  const int M = s->B * s->T, D = s->D, Mm = 4 * s->D;
+  struct {
+    const char *what;
+    int M, K, N;
+  } mm[] = {{"fc1", M, D, Mm}, {"head_hidden", s->N, s->Hh, s->Hh}, {"odd", 37, 20, 30}};
+  for (size_t k = 0; k < sizeof mm / sizeof mm[0]; k++) {
+    const int m = mm[k].M, kk = mm[k].K, n = mm[k].N;
+    check *c = new_check("matmul_gelu_fwd", call_matmul_gelu_fwd, "matmul_gelu_fwd@%s-%s",
+                         s->tag, mm[k].what);
+    c->iv[0] = m, c->iv[1] = kk, c->iv[2] = n;
+    in_f(c, "inp", (size_t)m * kk, F_NORMAL, 1.0f, 0.0f);
+    in_f(c, "w", (size_t)n * kk, F_NORMAL, 0.05f, 0.0f);
+    in_f(c, "bias", (size_t)n, F_NORMAL, 0.1f, 0.0f);
+    out_f(c, "out", (size_t)m * n, LIM(GPU_NMSE_MATMUL_GELU_FWD));
+    out_f(c, "pre", (size_t)m * n, LIM(GPU_NMSE_MATMUL_GELU_FWD));
+    // the layer after the GELU: out (m, kk) = gelu(pre (m, n)) @ w2 (kk, n)^T; its backward
+    c = new_check("matmul_bwd_dgelu", call_matmul_bwd_dgelu, "matmul_bwd_dgelu@%s-%s", s->tag,
+                  mm[k].what);
+    c->iv[0] = m, c->iv[1] = n, c->iv[2] = kk;
+    in_f(c, "dout", (size_t)m * kk, F_NORMAL, 1.0f, 0.0f);
+    in_f(c, "inp", (size_t)m * n, F_NORMAL, 1.0f, 0.0f);
+    in_f(c, "w", (size_t)kk * n, F_NORMAL, 0.05f, 0.0f);
+    in_f(c, "pre", (size_t)m * n, F_NORMAL, 1.5f, 0.0f);
+    out_f(c, "dinp", (size_t)m * n, LIM(GPU_NMSE_MATMUL_BWD_DGELU));
+    acc_f(c, "dw", (size_t)kk * n, F_NORMAL, 1.0f, 0.0f, LIM(GPU_NMSE_MATMUL_BWD_DGELU),
+          LIM(GPU_NMSE_MATMUL_BWD_DGELU));
+    acc_f(c, "dbias", (size_t)kk, F_NORMAL, 1.0f, 0.0f, LIM(GPU_NMSE_MATMUL_BWD_DGELU),
+          LIM(GPU_NMSE_MATMUL_BWD_DGELU));
   }
 }
 
@@ -979,6 +1029,18 @@ static void add_optim_memory(void) {
     acc_f(c, "m", n, F_NORMAL, 0.005f, 0.0f, LIM(GPU_NMSE_ADAMW), NULL);
     acc_f(c, "v", n, F_UNIFORM, 1e-6f, 1e-4f, LIM(GPU_NMSE_ADAMW), NULL);
   }
+  {  // AdamW with the teacher and generation EMAs in one pass (the trainer's update)
+    check *c = new_check("adamw_ema", call_adamw_ema, "adamw_ema+2ema@n%zu", n);
+    c->iv[0] = 1000, c->zv[0] = n;
+    c->fv[0] = 1e-3f, c->fv[1] = 0.9f, c->fv[2] = 0.999f, c->fv[3] = 1e-8f;
+    c->fv[4] = 0.03f, c->fv[5] = 0.5f, c->fv[6] = 0.996f, c->fv[7] = 0.9999f;
+    in_f(c, "g", n, F_NORMAL, 0.01f, 0.0f);
+    acc_f(c, "p", n, F_NORMAL, 0.5f, 0.0f, LIM(GPU_NMSE_ADAMW), LIM(GPU_NMSE_ADAMW_STEP));
+    acc_f(c, "m", n, F_NORMAL, 0.005f, 0.0f, LIM(GPU_NMSE_ADAMW), NULL);
+    acc_f(c, "v", n, F_UNIFORM, 1e-6f, 1e-4f, LIM(GPU_NMSE_ADAMW), NULL);
+    acc_f(c, "e1", n, F_NORMAL, 0.5f, 0.0f, LIM(GPU_NMSE_EMA), LIM(GPU_NMSE_EMA_STEP));
+    acc_f(c, "e2", n, F_NORMAL, 0.5f, 0.0f, LIM(GPU_NMSE_EMA), LIM(GPU_NMSE_EMA_STEP));
+  }
   const float decays[2] = {0.9999f, 0.9f};
   for (int k = 0; k < 2; k++) {
     check *c = new_check("ema", call_ema, "ema+%g@n%zu", decays[k], n);
@@ -1016,6 +1078,7 @@ static void build_checks(void) {
   for (size_t k = 0; k < sizeof k_shapes / sizeof k_shapes[0]; k++) {
     const shape *s = &k_shapes[k];
     add_matmuls(s);
+    add_matmul_gelu(s);
     add_norm_attention(s);
     add_pointwise(s);
     add_residual_patch(s);

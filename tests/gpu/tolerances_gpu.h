@@ -48,6 +48,10 @@
 // ---- one line per op (and per output where outputs differ): fp32, bf16 ---------------------
 #define GPU_NMSE_MATMUL_FWD GPU_NMSE_GEMM_FP32, GPU_NMSE_GEMM_BF16  // out = inp w^T + bias
 #define GPU_NMSE_MATMUL_BWD GPU_NMSE_GEMM_FP32, GPU_NMSE_GEMM_BF16  // dinp, dw +=, dbias +=
+// The GELU/DGELU epilogues evaluate tanh their own way (cuBLASLt's, not tanhf): an fp32 GEMM
+// plus a transcendental per element, with room for a fast tanh.
+#define GPU_NMSE_MATMUL_GELU_FWD 1e-9, GPU_NMSE_GEMM_BF16         // pre, out = gelu(pre)
+#define GPU_NMSE_MATMUL_BWD_DGELU 1e-9, GPU_NMSE_GEMM_BF16        // dinp (x gelu'), dw +=, dbias +=
 #define GPU_NMSE_LNMOD_FWD GPU_NMSE_REDUCE, GPU_NMSE_REDUCE         // out, mean, rstd: row sums of D
 #define GPU_NMSE_LNMOD_BWD GPU_NMSE_REDUCE, GPU_NMSE_REDUCE         // dx +=, dshift/dscale += (sums over T)
 #define GPU_NMSE_ATTENTION_FWD 1e-10, 5e-4                          // out: fp32 sums; bf16 kernel allowed
