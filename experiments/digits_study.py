@@ -50,11 +50,12 @@ VARIANTS = {
 ALIASES = {"mask0.2": "sddit", "sigma_fixed": "sddit", "lambda1": "sddit", "dec2": "sddit"}
 DEFAULT_VARIANTS = ["baseline", "sddit", "mask0", "mask0.5", "sigma_logu", "lambda0.1", "dec1"]
 
-# Measured throughput on 2 cores (README / issue): training ~800 img/s at batch 64,
-# sampling (Heun 40 steps, guided) ~16 samples/s; eval_digits.py ~3 s per checkpoint.
-TRAIN_IMG_S = 800.0
-SAMPLE_S = 16.0
-EVAL_S = 3.0
+# Measured on 2 cores, one process with 2 threads: SD-DiT training ~430 img/s at batch 64 (the
+# plain-DiT baseline is faster: no teacher or head), sampling (Heun 40 steps, guidance 1)
+# ~30 samples/s; eval_digits.py ~4 s per checkpoint.
+TRAIN_IMG_S = 430.0
+SAMPLE_S = 30.0
+EVAL_S = 4.0
 BATCH = 64
 
 
@@ -97,7 +98,8 @@ def do_run(a, variant, seed, sddit, data, env):
            "--resume", "none", "--data.path=" + data, "--train.out_dir=" + rdir,
            "--train.steps=%d" % a.steps, "--train.seed=%d" % seed,
            "--train.threads=%d" % a.threads, "--train.log_every=%d" % max(1, min(100, a.every)),
-           "--ckpt.every=%d" % a.every, "--ckpt.keep=0", "--ckpt.dir=" + ckdir]
+           "--ckpt.every=%d" % a.every, "--ckpt.keep=0", "--ckpt.dir=" + ckdir,
+           "--optim.ema_decay=%g" % a.ema_decay]
     cmd += ["--" + kv for kv in a.set]
     cmd += VARIANTS[variant][1]
     log("%s: training %d steps" % (name, a.steps))
@@ -229,15 +231,20 @@ def main():
                        ", ".join(VARIANTS), ", ".join("%s=%s" % kv for kv in ALIASES.items())))
     p.add_argument("--seeds", default="0,1,2",
                    help="seeds of the baseline and sddit runs (default 0,1,2)")
-    p.add_argument("--ablation-seeds", default=None,
-                   help="seeds of the other variants (default: the same as --seeds)")
+    p.add_argument("--ablation-seeds", default="0",
+                   help="seeds of the other variants (default 0; 'same' = --seeds)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="a config override for every run (repeatable), e.g. optim.ema_decay=0.995")
-    p.add_argument("--steps", type=int, default=1000)
+                   help="a config override for every run (repeatable), e.g. sddit.tau_s=0.1")
+    p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--every", type=int, default=250)
-    p.add_argument("--per-class", type=int, default=16)
-    p.add_argument("--guidance", type=float, default=2.5)
-    p.add_argument("--fd-target", type=float, default=2.0)
+    p.add_argument("--per-class", type=int, default=20)
+    p.add_argument("--guidance", type=float, default=1.0,
+                   help="sampling guidance of the evaluation (1: none, the paper's "
+                        "convergence protocol; guidance > 1 trades FD for accuracy)")
+    p.add_argument("--ema-decay", type=float, default=0.995,
+                   help="generation EMA of the runs (digits.ini has 0.999, which averages "
+                        "over ~1000 steps: too long for a 1500-step curve)")
+    p.add_argument("--fd-target", type=float, default=1.5)
     p.add_argument("--out", default="runs/study")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--sddit", default=os.path.join(ROOT, "build/src/sddit"))
@@ -246,6 +253,7 @@ def main():
     a = p.parse_args()
     if a.smoke:
         a.variants, a.seeds, a.steps, a.every, a.per_class = "baseline,sddit", "0", 60, 30, 10
+        a.ablation_seeds = "0"
     variants = []
     for v in a.variants.split(","):
         v = ALIASES.get(v.strip(), v.strip())
@@ -254,7 +262,7 @@ def main():
         if v not in variants:
             variants.append(v)
     seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
-    abl_seeds = seeds if a.ablation_seeds is None else [
+    abl_seeds = seeds if a.ablation_seeds == "same" else [
         int(s) for s in a.ablation_seeds.split(",") if s.strip()]
     for kv in a.set:
         if "=" not in kv or "." not in kv.split("=", 1)[0]:
@@ -299,6 +307,7 @@ def main():
     cmdline = " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
     with open(os.path.join(a.out, "results.json"), "w") as f:
         json.dump({"command": cmdline, "smoke": a.smoke, "steps": a.steps, "every": a.every,
+                   "ema_decay": a.ema_decay,
                    "per_class": a.per_class, "guidance": a.guidance, "fd_target": a.fd_target,
                    "seeds": seeds, "ablation_seeds": abl_seeds, "set": a.set,
                    "variants": {v: {"description": VARIANTS[v][0], "overrides": VARIANTS[v][1]}
@@ -312,8 +321,8 @@ def main():
           "- machine: %s, %s, %d cores, %d threads per run" % (
               platform.node(), platform.machine(), os.cpu_count() or 0, a.threads),
           "- date: %s" % datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
-          "- steps %d, checkpoint every %d, %d samples per class, guidance %g" % (
-              a.steps, a.every, a.per_class, a.guidance),
+          "- steps %d, checkpoint every %d, %d samples per class, guidance %g, generation EMA "
+          "decay %g" % (a.steps, a.every, a.per_class, a.guidance, a.ema_decay),
           "- seeds %s (baseline, sddit), %s (ablations); overrides on every run: %s" % (
               ",".join(map(str, seeds)), ",".join(map(str, abl_seeds)),
               " ".join(a.set) or "none"),

@@ -20,10 +20,12 @@
 #include "batch_source.h"
 #include "check.h"
 #include "config.h"
+#include "denoiser.h"
 #include "error.h"
 #include "fixture.h"
 #include "gpu_common.h"
 #include "h5io.h"
+#include "rng.h"
 #include "sddit.h"
 #include "sddit_config.h"
 #include "step_random.h"
@@ -225,6 +227,43 @@ static void line(int prec, const char *name, const char *measure, double e, doub
   printf("sddit prec %s %s %s %.3e limit %.1e %s worst_index %zu got %.9g want %.9g\n",
          g_prec_names[prec], name, measure, e, lim, ok ? "ok" : "FAIL", w, got, want);
   check_record(ok);
+}
+
+// The sampler's denoiser D(x; sigma, y) (`sddit sample --backend cuda`) with the fixture's
+// initial DiT weights, on the device under test and on the CPU: noise levels across the EDM
+// range 0.002 .. 80, labels including the null class, a batch larger than the denoiser's
+// chunk so that chunking is exercised too.
+static void check_denoiser(sd_backend *dev, const fixture_inputs *fx, int prec) {
+  sd_backend cpu;
+  sd_backend_cpu_init(&cpu, 0);
+  const int B = 10, cap = 4, K = fx->dc.num_classes;
+  const size_t n = fx->n;
+  float *x = sd_xmalloc(sizeof(float) * B * n, "denoiser x");
+  float *dc = sd_xmalloc(sizeof(float) * B * n, "denoiser D cpu");
+  float *dd = sd_xmalloc(sizeof(float) * B * n, "denoiser D dev");
+  float sigma[10];
+  int32_t y[10];
+  for (int b = 0; b < B; b++) {
+    sigma[b] = (float)(0.002 * pow(80.0 / 0.002, (double)b / (B - 1)));
+    y[b] = b % (K + 1);  // K = the null class
+    sd_rng_normal(7, SD_RNG_TEST, 3, (uint32_t)b, 0, n, x + (size_t)b * n);
+    for (size_t i = 0; i < n; i++) x[(size_t)b * n + i] *= sqrtf(sigma[b] * sigma[b] + 0.25f);
+  }
+  sd_denoiser a, d;
+  sd_denoiser_create(&a, &fx->dc, fx->o.sigma_data, fx->init, cap, &cpu);
+  sd_denoiser_create(&d, &fx->dc, fx->o.sigma_data, fx->init, cap, dev);
+  sd_denoiser_eval(&a, x, sigma, y, B, dc);
+  sd_denoiser_eval(&d, x, sigma, y, B, dd);
+  size_t w;
+  double e = norm_rel(dd, dc, (size_t)B * n, &w);
+  line(prec, "denoiser_D", "rel", e, prec ? GPU_DENOISER_BF16_RTOL : GPU_DENOISER_FP32_RTOL, w,
+       dd[w], dc[w]);
+  sd_denoiser_destroy(&a);
+  sd_denoiser_destroy(&d);
+  sd_backend_cpu_destroy(&cpu);
+  free(x);
+  free(dc);
+  free(dd);
 }
 
 // Tensors [0, count) of the table in buf against `group`/NAME; base: compare changes.
@@ -437,6 +476,7 @@ int main(int argc, char **argv) {
     compare_fixture(f, &fx, &r1, prec, &table);
     run_fixture(f, &fx, &dev, &r2);
     compare_runs(prec, &r1, &r2);
+    check_denoiser(&dev, &fx, prec);
     printf("# prec %s: %d fixture steps in %.2f s\n", g_prec_names[prec], fx.steps, t1 - t0);
     free_result(&r1);
     free_result(&r2);

@@ -110,6 +110,14 @@
 // The teacher and generation EMA follow the student; the center is an EMA of teacher outputs.
 #define GPU_SDDIT_BF16_EMA_NMSE 1e-3
 
+// ---- the sampler's denoiser D(x; sigma, y): CUDA against CPU --------------------------------
+// Norm-relative over a batch spanning sigma 0.002 .. 80 (test_sddit_cuda check_denoiser). fp32:
+// summation order only. bf16: D = c_skip x + c_out F, where the network output F carries the
+// bf16 input rounding. Measured with the CPU stand-in (--simulate matmul): fp32 3.7e-8 (outputs
+// moved by an ulp), bf16 3.2e-4; the limits leave 15x or more for the device's own order.
+#define GPU_DENOISER_FP32_RTOL 1e-5
+#define GPU_DENOISER_BF16_RTOL 5e-3
+
 // ---- 50 training steps on synthetic data: CUDA against CPU ----------------------------------
 // max over steps of |L_cuda - L_cpu| / L_cpu for L_gen and L_dis (tiny preset, train.c's
 // synthetic source and sd_step_random, lr 1e-4). Measured with the CPU stand-in: fp32 with
