@@ -181,15 +181,10 @@ void sd_dn_weights_free(sd_dn_weights *w) {
 // ---- the denoiser ----------------------------------------------------------------------------
 
 size_t sd_denoiser_floats_per_sample(const sd_dit_config *c) {
-  // the buffers of dit_acts.c `carve` for one sample at T tokens
-  const size_t T = (size_t)sd_dit_tokens(c), D = (size_t)c->hidden;
-  const size_t M = (size_t)c->mlp_ratio * D, L = (size_t)c->depth;
-  const size_t P = (size_t)c->patch * c->patch * (c->in_channels + 3 * c->out_channels);
-  // per block: h1, qkv (3), att, ao, x2, h2, f2 = 9D, f1 + gl = 2M, means/rstds 4, lse NH;
-  // residual streams (L + 1) D; tok, hf, dres, dbuf_d, dbuf_3d (3), dtok = 8D, dbuf_m M;
-  // patches and outputs P; meanf, rstdf, idx 3
-  return T * (L * (9 * D + 2 * M + 4 + c->heads) + (L + 1) * D + 8 * D + M + P + 3) +
-         16 * D + c->freq_dim + 16 * (L * 16 + 64);  // per-sample vectors, 64-float alignment
+  // the forward-only arena of one sample at T tokens (an upper bound per sample: it includes
+  // the alignment padding), plus x, xin and D
+  return sd_dit_acts_floats(c, 1, sd_dit_tokens(c), 1) +
+         3 * (size_t)c->in_channels * c->input_size * c->input_size;
 }
 
 void sd_denoiser_create(sd_denoiser *d, const sd_dit_config *cfg, double sigma_data,
@@ -213,7 +208,7 @@ void sd_denoiser_create(sd_denoiser *d, const sd_dit_config *cfg, double sigma_d
   d->params = op->alloc(be, sizeof(float) * total);
   op->to_device(be, d->params, params_host, sizeof(float) * total);
   sd_dit_create_in(&d->dit, cfg, be, d->params, NULL);
-  sd_dit_acts_create(&d->acts, &d->dit, capacity, sd_dit_tokens(cfg));
+  sd_dit_acts_create_inference(&d->acts, &d->dit, capacity, sd_dit_tokens(cfg));
   const size_t cn = (size_t)capacity * d->n;
   d->x = op->alloc(be, sizeof(float) * cn);
   d->xin = op->alloc(be, sizeof(float) * cn);

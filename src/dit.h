@@ -64,6 +64,7 @@ typedef struct sd_dit_acts {
   float *dtok;            // (B, T, D)
   float *dout_tok;        // (B, Tcap, p*p*Cout)
   float *arena;           // the single allocation behind all of the above
+  int inference;          // forward only (sd_dit_acts_create_inference): no backward
 } sd_dit_acts;
 
 // Creates the model on a backend: parameter/gradient buffers (zeroed) and position table.
@@ -79,6 +80,13 @@ void sd_dit_init_weights(sd_dit *m, uint64_t seed);
 void sd_dit_pos_table(const sd_dit_config *cfg, float *pos);
 
 void sd_dit_acts_create(sd_dit_acts *a, const sd_dit *m, int B, int Tcap);
+// Forward-only activations (the sampler's denoiser, the SD-DiT teacher): the residual streams
+// alternate between two buffers and every block shares one set of block buffers, so the arena
+// does not grow with depth (DiT-XL/2: ~20x smaller); x[l] holds block l's input only until
+// block l+1 has run. The backward segments refuse them.
+void sd_dit_acts_create_inference(sd_dit_acts *a, const sd_dit *m, int B, int Tcap);
+// Floats of the arena for capacity (B, Tcap), training or inference layout.
+size_t sd_dit_acts_floats(const sd_dit_config *c, int B, int Tcap, int inference);
 void sd_dit_acts_destroy(sd_dit_acts *a, const sd_dit *m);
 
 // ---- forward segments -------------------------------------------------------------------

@@ -1,4 +1,6 @@
-// Allocation of the DiT's activation and backward-scratch buffers, carved from one arena.
+// Allocation of the DiT's activation and backward-scratch buffers, carved from one arena:
+// every block's own buffers for training, or (inference) two residual streams used in turn
+// and one set of block buffers shared by all blocks, without backward scratch.
 #include "dit.h"
 #include "error.h"
 
@@ -17,7 +19,7 @@ static float *take(carver *cv, size_t n) {
   return cv->base ? cv->base + start : NULL;
 }
 
-static void carve(sd_dit_acts *a, const sd_dit_config *c, carver *cv) {
+static void carve(sd_dit_acts *a, const sd_dit_config *c, carver *cv, int inference) {
   const size_t B = (size_t)a->B, Tc = (size_t)a->Tcap, T = (size_t)sd_dit_tokens(c);
   const size_t D = (size_t)c->hidden, M = (size_t)c->mlp_ratio * D;
   const size_t P = (size_t)c->patch * c->patch, NH = (size_t)c->heads;
@@ -28,8 +30,13 @@ static void carve(sd_dit_acts *a, const sd_dit_config *c, carver *cv) {
   a->th_act = take(cv, B * D);
   a->c = take(cv, B * D);
   a->silu_c = take(cv, B * D);
-  for (int l = 0; l <= c->depth; l++) a->x[l] = take(cv, B * Tc * D);
-  for (int l = 0; l < c->depth; l++) {
+  if (inference) {  // ping-pong: block l reads x[l] and writes x[l + 1], never the same buffer
+    float *even = take(cv, B * Tc * D), *odd = take(cv, B * Tc * D);
+    for (int l = 0; l <= c->depth; l++) a->x[l] = l % 2 ? odd : even;
+  } else {
+    for (int l = 0; l <= c->depth; l++) a->x[l] = take(cv, B * Tc * D);
+  }
+  for (int l = 0; l < (inference ? 1 : c->depth); l++) {
     sd_block_acts *k = &a->blk[l];
     k->mod = take(cv, B * 6 * D);
     k->h1 = take(cv, B * Tc * D);
@@ -47,6 +54,8 @@ static void carve(sd_dit_acts *a, const sd_dit_config *c, carver *cv) {
     k->gl = take(cv, B * Tc * M);
     k->f2 = take(cv, B * Tc * D);
   }
+  if (inference)
+    for (int l = 1; l < c->depth; l++) a->blk[l] = a->blk[0];
   a->fmod = take(cv, B * 2 * D);
   a->hf = take(cv, B * Tc * D);
   a->meanf = take(cv, B * Tc);
@@ -54,6 +63,7 @@ static void carve(sd_dit_acts *a, const sd_dit_config *c, carver *cv) {
   a->out_tok = take(cv, B * Tc * P * c->out_channels);
   a->out = take(cv, B * T * P * c->out_channels);
   a->idx = (int32_t *)take(cv, B * Tc);  // int32 and float have the same size
+  if (inference) return;
   a->dres = take(cv, B * Tc * D);
   a->dbuf_d = take(cv, B * Tc * D);
   a->dbuf_3d = take(cv, B * Tc * 3 * D);
@@ -66,22 +76,45 @@ static void carve(sd_dit_acts *a, const sd_dit_config *c, carver *cv) {
   a->dout_tok = take(cv, B * Tc * P * c->out_channels);
 }
 
-void sd_dit_acts_create(sd_dit_acts *a, const sd_dit *m, int B, int Tcap) {
+static void create(sd_dit_acts *a, const sd_dit *m, int B, int Tcap, int inference) {
   const sd_dit_config *c = &m->cfg;
   if (B <= 0 || Tcap <= 0 || Tcap > sd_dit_tokens(c))
     SD_FATAL("activation capacity B=%d Tk=%d is invalid (T=%d)", B, Tcap, sd_dit_tokens(c));
   memset(a, 0, sizeof *a);
   a->B = B;
   a->Tcap = Tcap;
+  a->inference = inference;
   a->x = sd_xcalloc((size_t)c->depth + 1, sizeof *a->x, "residual stream views");
   a->blk = sd_xcalloc((size_t)c->depth, sizeof *a->blk, "block activation views");
   carver cv = {0};
-  carve(a, c, &cv);
+  carve(a, c, &cv, inference);
   a->arena = m->be->ops->alloc(m->be, sizeof(float) * cv.used);
   m->be->ops->memset(m->be, a->arena, 0, sizeof(float) * cv.used);
   cv.base = a->arena;
   cv.used = 0;
-  carve(a, c, &cv);
+  carve(a, c, &cv, inference);
+}
+
+void sd_dit_acts_create(sd_dit_acts *a, const sd_dit *m, int B, int Tcap) {
+  create(a, m, B, Tcap, 0);
+}
+
+void sd_dit_acts_create_inference(sd_dit_acts *a, const sd_dit *m, int B, int Tcap) {
+  create(a, m, B, Tcap, 1);
+}
+
+size_t sd_dit_acts_floats(const sd_dit_config *c, int B, int Tcap, int inference) {
+  sd_dit_acts a;
+  memset(&a, 0, sizeof a);
+  a.B = B;
+  a.Tcap = Tcap;
+  a.x = sd_xcalloc((size_t)c->depth + 1, sizeof *a.x, "residual stream views");
+  a.blk = sd_xcalloc((size_t)c->depth, sizeof *a.blk, "block activation views");
+  carver cv = {0};
+  carve(&a, c, &cv, inference);
+  free(a.x);
+  free(a.blk);
+  return cv.used;
 }
 
 void sd_dit_acts_destroy(sd_dit_acts *a, const sd_dit *m) {

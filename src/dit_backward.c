@@ -1,8 +1,10 @@
 // DiT backward, segment by segment in reverse (see dit.h). Parameter gradients accumulate
 // (+=) into m->grads; the caller zeroes them once per step.
 #include "dit.h"
+#include "error.h"
 
 void sd_dit_final_backward(sd_dit *m, sd_dit_acts *a, int B, int l, const float *dout) {
+  if (a->inference) SD_FATAL("a backward through forward-only (inference) activations");
   const sd_ops *op = m->be->ops;
   sd_backend *be = m->be;
   const sd_dit_config *c = &m->cfg;
@@ -20,6 +22,7 @@ void sd_dit_final_backward(sd_dit *m, sd_dit_acts *a, int B, int l, const float 
 }
 
 void sd_dit_blocks_backward(sd_dit *m, sd_dit_acts *a, int B, int l0, int l1) {
+  if (a->inference) SD_FATAL("a backward through forward-only (inference) activations");
   const sd_ops *op = m->be->ops;
   sd_backend *be = m->be;
   const sd_dit_config *c = &m->cfg;
@@ -55,6 +58,7 @@ void sd_dit_blocks_backward(sd_dit *m, sd_dit_acts *a, int B, int l0, int l1) {
 }
 
 void sd_dit_embed_backward(sd_dit *m, sd_dit_acts *a, int B, const float *dtok) {
+  if (a->inference) SD_FATAL("a backward through forward-only (inference) activations");
   const sd_ops *op = m->be->ops;
   sd_backend *be = m->be;
   const sd_dit_config *c = &m->cfg;
@@ -64,6 +68,7 @@ void sd_dit_embed_backward(sd_dit *m, sd_dit_acts *a, int B, const float *dtok) 
 }
 
 void sd_dit_cond_backward(sd_dit *m, sd_dit_acts *a, int B, const int32_t *y) {
+  if (a->inference) SD_FATAL("a backward through forward-only (inference) activations");
   const sd_ops *op = m->be->ops;
   sd_backend *be = m->be;
   const int D = m->cfg.hidden, F = m->cfg.freq_dim;

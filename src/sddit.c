@@ -59,7 +59,7 @@ void sd_sddit_create(sd_sddit *s, const sd_dit_config *dcfg, const sd_head_confi
   sd_head_bind(&s->hcfg, s->grads + s->dit_total, &s->hg);
   sd_head_bind(&s->hcfg, s->teacher + s->dit_total, &s->tw);
   sd_dit_acts_create(&s->sa, &s->student, B, T);
-  sd_dit_acts_create(&s->ta, &s->tdit, B, T);
+  sd_dit_acts_create_inference(&s->ta, &s->tdit, B, T);  // the teacher has no backward
   sd_head_acts_create(&s->sh, be, &s->hcfg, B * Tv);
   sd_head_acts_create(&s->th, be, &s->hcfg, B * Tv);
   const size_t n = (size_t)dcfg->in_channels * dcfg->input_size * dcfg->input_size;
