@@ -1,11 +1,12 @@
 #!/usr/bin/python3
 """Data-parallel scaling model of the SD-DiT training step (benchmarks/RESULTS.md, "Scaling").
 
-  t(N) = t_compute(B_local) + t_optimizer + exposed_comm(N) [+ teacher broadcast(N)]
+  t(N) = t_compute(B_local) + t_optimizer + exposed_comm(N) [+ exposed teacher broadcast(N)]
 
 exposed_comm: the gradient all-reduce, one bucket per DiT block, one for the projection head,
 one for the final layer and one for the embedders (as src/train_dist.c posts them), float32
-gradients (sd_nccl_allreduce_mean_f32: 4 bytes per parameter). Each bucket's all-reduce starts
+gradients (sd_nccl_allreduce_mean_f32: 4 bytes per parameter; --grad-dtype bf16: 2 bytes, as
+dist.grad_dtype = bf16 sends them). Each bucket's all-reduce starts
 when its gradient is ready and runs on one communication stream, one bucket after the other;
 the backward is spread evenly over the blocks (the head and final-layer buckets are ready when
 the backward starts, block depth-1 .. 0 after 1/depth .. depth/depth of it, the embedders at
@@ -18,7 +19,9 @@ N = n nodes x G GPUs, hierarchical (intra-node reduce-scatter, inter-node ring a
 S/G per GPU on its own NIC, intra-node all-gather):
   2 * [(G-1) a_nv + (G-1)/G * S / busbw_nv] + a_ib0 + 2(n-1) a_ib + 2(n-1)/n * (S/G) / busbw_ib
 Teacher broadcast (rank 0's EMA teacher of the embedders + encoder blocks + head, sent every
-dist.teacher_sync_every steps, default 1; after the optimizer, so fully exposed):
+dist.teacher_sync_every steps, default 1). It starts after the optimizer and the next step
+runs the student's forward before it waits for it (src/sddit.c), so only what exceeds the
+student forward is exposed (--no-teacher-overlap: all of it, as before that overlap):
   2 * [(G-1) a_nv + (G-1)/G * S / busbw_nv] + a_ib0 + (n-1) a_ib + (S/G) / busbw_ib   (n > 1)
 
 Compute per GPU: one H200 runs ~1100 SD-DiT XL/2 images/s at the hardware limit (the target
@@ -109,6 +112,18 @@ def step_flops(c):
     return teacher + 3.0 * student, 2.0 * student  # total, backward part
 
 
+def student_forward_flops(c):
+    """FLOPs per image of the student's forward (the part the teacher broadcast hides behind)."""
+    D, M, pp, T, Tv = c["hidden"], c["mlp_ratio"] * c["hidden"], c["patch"] ** 2, tokens(c), visible(c)
+    H, bn, P = c["head"]
+    blk = lambda n, Tk: n * (2.0 * Tk * (4 * D * D + 2 * M * D) + 4.0 * Tk * Tk * D + 12.0 * D * D)
+    embed = 2.0 * T * D * c["in_channels"] * pp + 2.0 * (c["freq_dim"] * D + D * D)
+    final = 2.0 * T * D * pp * c["out_channels"] + 4.0 * D * D
+    head = 2.0 * Tv * (D * H + H * H + H * bn + bn * P)
+    E = c["encoder_depth"]
+    return embed + blk(E, Tv) + blk(c["depth"] - E, T) + final + head
+
+
 def allreduce_time(S, N, L):
     G = L["G"]
     if N <= 1:
@@ -142,7 +157,7 @@ def exposed(c, N, t_bwd, L, ar=allreduce_time, bytes_per=4):
     return total, max(0.0, end - t_bwd)
 
 
-def predict(preset, N, batch, mfu, sync_every, L=LINKS):
+def predict(preset, N, batch, mfu, sync_every, L=LINKS, grad_bytes=4, teacher_overlap=True):
     c = cfg_of(preset)
     f, fb = step_flops(c)
     fxl, _ = step_flops(cfg_of("XL/2"))
@@ -151,11 +166,14 @@ def predict(preset, N, batch, mfu, sync_every, L=LINKS):
     t_bwd = batch * fb / rate
     nparam = sum(p for _, p, _ in buckets(c))
     t_opt = nparam * H200["opt_bytes_per_param"] / (H200["hbm_Bps"] * H200["hbm_eff"])
-    comm, exp = exposed(c, N, t_bwd, L)
-    tb = bcast_time(teacher_params(c) * 4, N, L) / sync_every if sync_every > 0 else 0.0
+    comm, exp = exposed(c, N, t_bwd, L, bytes_per=grad_bytes)
+    tb_all = bcast_time(teacher_params(c) * 4, N, L) if sync_every > 0 else 0.0
+    hidden = batch * student_forward_flops(c) / rate if teacher_overlap else 0.0
+    tb = max(0.0, tb_all - hidden) / sync_every if sync_every > 0 else 0.0
     step = t_comp + t_opt + exp + tb
-    return dict(preset=preset, gpus=N, batch=batch, step=step, comm=comm, exp=exp + tb,
-                eff=(t_comp + t_opt) / step, t_comp=t_comp, t_opt=t_opt, bcast=tb)
+    return dict(preset=preset, gpus=N, batch=batch, step=step, comm=comm + tb_all / max(sync_every, 1),
+                exp=exp + tb, eff=(t_comp + t_opt) / step, t_comp=t_comp, t_opt=t_opt, bcast=tb,
+                bcast_all=tb_all)
 
 
 # ---- the CPU case: alpha/beta fitted to the 2-rank all-reduce table of RESULTS.md ----
@@ -240,6 +258,10 @@ def main(argv=None):
     ap.add_argument("--mfu", type=float, default=0.5, help="fraction of the 1100 img/s XL/2 hw limit")
     ap.add_argument("--teacher-sync-every", type=int, default=1,
                     help="dist.teacher_sync_every (0 here: no broadcast at all; the trainer reads <= 0 as 1)")
+    ap.add_argument("--grad-dtype", choices=("fp32", "bf16"), default="fp32",
+                    help="dist.grad_dtype: bytes per gradient in the all-reduce")
+    ap.add_argument("--no-teacher-overlap", action="store_true",
+                    help="the teacher broadcast fully exposed (no overlap with the student forward)")
     ap.add_argument("--png", default="")
     ap.add_argument("--cpu-check", action="store_true")
     ap.add_argument("--quiet-assumptions", action="store_true")
@@ -249,6 +271,7 @@ def main(argv=None):
         if p not in PRESETS:
             ap.error("unknown preset %s (known: %s)" % (p, ", ".join(PRESETS)))
     gpus = [int(g) for g in a.gpus.split(",") if g]
+    kw = dict(grad_bytes=2 if a.grad_dtype == "bf16" else 4, teacher_overlap=not a.no_teacher_overlap)
     if any(g < 1 or (g > LINKS["G"] and g % LINKS["G"]) for g in gpus):
         ap.error("--gpus: above %d GPUs, whole nodes only" % LINKS["G"])
     if not a.quiet_assumptions:
@@ -258,38 +281,49 @@ def main(argv=None):
               "inter-node ring step; hierarchical all-reduce" % (
                   L["G"], L["busbw_nv"] / 1e9, L["a_nv"] * 1e6, L["busbw_ib"] / 1e9,
                   L["a_ib0"] * 1e6, L["a_ib"] * 1e6))
-        print("# compute: H200 %.0f SD-DiT XL/2 img/s at the hw limit, here x%.2f (MFU); fp32 gradients "
-              "(4 B/param), buckets per block + head + final + embedders; optimizer %.0f B/param at "
-              "%.0f%% of %.1f TB/s; teacher broadcast every %d step(s)" % (
-                  H200["xl2_img_s_hw"], a.mfu, H200["opt_bytes_per_param"], H200["hbm_eff"] * 100,
-                  H200["hbm_Bps"] / 1e12, a.teacher_sync_every))
+        print("# compute: H200 %.0f SD-DiT XL/2 img/s at the hw limit, here x%.2f (MFU); %s gradients "
+              "(%d B/param), buckets per block + head + final + embedders; optimizer %.0f B/param at "
+              "%.0f%% of %.1f TB/s; teacher broadcast every %d step(s), %s" % (
+                  H200["xl2_img_s_hw"], a.mfu, a.grad_dtype, kw["grad_bytes"],
+                  H200["opt_bytes_per_param"], H200["hbm_eff"] * 100, H200["hbm_Bps"] / 1e12,
+                  a.teacher_sync_every, "overlapped with the student forward"
+                  if kw["teacher_overlap"] else "fully exposed"))
     print("%-6s %6s %13s %9s %9s %10s %10s" % ("preset", "gpus", "per_gpu_batch", "step_ms",
                                                  "comm_ms", "exposed_ms", "efficiency"))
     rows = []
     for p in presets:
         for g in gpus:
-            r = predict(p, g, a.batch, a.mfu, a.teacher_sync_every)
+            r = predict(p, g, a.batch, a.mfu, a.teacher_sync_every, **kw)
             rows.append(r)
             print("%-6s %6d %13d %9.2f %9.2f %10.2f %10.3f" % (p, g, a.batch, r["step"] * 1e3,
                                                              r["comm"] * 1e3, r["exp"] * 1e3, r["eff"]))
     if "XL/2" in presets and 256 in gpus:
         r = [x for x in rows if x["preset"] == "XL/2" and x["gpus"] == 256][0]
         print("# target: XL/2 weak-scaling efficiency >= 0.90 at 256 GPUs (IB NDR): modelled %.3f -> %s "
-              "(gradient all-reduce exposed %.2f ms, teacher broadcast %.2f ms of a %.2f ms step)" % (
+              "(gradient all-reduce exposed %.2f ms, teacher broadcast %.2f ms of which %.2f ms exposed, "
+              "of a %.2f ms step)" % (
                   r["eff"], "met" if r["eff"] >= 0.9 else "NOT met", (r["exp"] - r["bcast"]) * 1e3,
-                  r["bcast"] * 1e3, r["step"] * 1e3))
+                  r["bcast_all"] * 1e3, r["bcast"] * 1e3, r["step"] * 1e3))
         print("#   other cases (same links):")
-        for mfu, se in ((a.mfu, 100), (1.0, a.teacher_sync_every), (1.0, 100)):
-            q = predict("XL/2", 256, a.batch, mfu, se)
-            print("#   variant: MFU %.0f%%, teacher broadcast %s: efficiency %.3f (step %.2f ms, exposed %.2f ms)" % (
-                mfu * 100, "every %d step(s)" % se if se > 0 else "off",
-                q["eff"], q["step"] * 1e3, q["exp"] * 1e3))
+        other = 2 if kw["grad_bytes"] == 4 else 4
+        for mfu, se, gb, ov in ((a.mfu, 100, kw["grad_bytes"], kw["teacher_overlap"]),
+                                (a.mfu, a.teacher_sync_every, other, kw["teacher_overlap"]),
+                                (a.mfu, a.teacher_sync_every, kw["grad_bytes"], not kw["teacher_overlap"]),
+                                (1.0, a.teacher_sync_every, kw["grad_bytes"], kw["teacher_overlap"]),
+                                (1.0, 100, kw["grad_bytes"], kw["teacher_overlap"])):
+            q = predict("XL/2", 256, a.batch, mfu, se, grad_bytes=gb, teacher_overlap=ov)
+            print("#   variant: MFU %.0f%%, %s gradients, teacher broadcast %s%s: efficiency %.3f "
+                  "(step %.2f ms, exposed %.2f ms)" % (
+                      mfu * 100, "bf16" if gb == 2 else "fp32",
+                      "every %d step(s)" % se if se > 0 else "off",
+                      "" if se <= 0 else ", overlapped" if ov else ", not overlapped",
+                      q["eff"], q["step"] * 1e3, q["exp"] * 1e3))
     if a.cpu_check:
         cpu_check(sys.stdout)
     if a.png:
         if "XL/2" in presets and a.teacher_sync_every != 100:  # the broadcast amortized
             lab = "XL/2 bcast/100"
-            rows = rows + [dict(predict("XL/2", g, a.batch, a.mfu, 100), preset=lab) for g in gpus]
+            rows = rows + [dict(predict("XL/2", g, a.batch, a.mfu, 100, **kw), preset=lab) for g in gpus]
             presets = presets + [lab]
         write_png(a.png, rows, presets, "SD-DiT weak scaling, H200 NVLink + IB NDR, %d img/GPU, "
                   "MFU %.0f%%, teacher bcast every %d" % (a.batch, a.mfu * 100, a.teacher_sync_every))
