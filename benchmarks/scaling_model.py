@@ -98,8 +98,8 @@ def teacher_params(c):
     return b["embed"] + c["encoder_depth"] * b["block0"] + b["head"]
 
 
-def step_flops(c):
-    """FLOPs per image of one SD-DiT step (benchmarks/throughput.c step_flops)."""
+def flop_parts(c):
+    """FLOPs per image of the teacher's forward and of the student's forward (throughput.c)."""
     D, M, pp, T, Tv = c["hidden"], c["mlp_ratio"] * c["hidden"], c["patch"] ** 2, tokens(c), visible(c)
     H, bn, P = c["head"]
     blk = lambda n, Tk: n * (2.0 * Tk * (4 * D * D + 2 * M * D) + 4.0 * Tk * Tk * D + 12.0 * D * D)
@@ -109,19 +109,18 @@ def step_flops(c):
     E = c["encoder_depth"]
     teacher = embed + blk(E, T) + head
     student = embed + blk(E, Tv) + blk(c["depth"] - E, T) + final + head
-    return teacher + 3.0 * student, 2.0 * student  # total, backward part
+    return teacher, student
+
+
+def step_flops(c):
+    """FLOPs per image of one SD-DiT step (benchmarks/throughput.c step_flops): total, backward."""
+    teacher, student = flop_parts(c)
+    return teacher + 3.0 * student, 2.0 * student
 
 
 def student_forward_flops(c):
     """FLOPs per image of the student's forward (the part the teacher broadcast hides behind)."""
-    D, M, pp, T, Tv = c["hidden"], c["mlp_ratio"] * c["hidden"], c["patch"] ** 2, tokens(c), visible(c)
-    H, bn, P = c["head"]
-    blk = lambda n, Tk: n * (2.0 * Tk * (4 * D * D + 2 * M * D) + 4.0 * Tk * Tk * D + 12.0 * D * D)
-    embed = 2.0 * T * D * c["in_channels"] * pp + 2.0 * (c["freq_dim"] * D + D * D)
-    final = 2.0 * T * D * pp * c["out_channels"] + 4.0 * D * D
-    head = 2.0 * Tv * (D * H + H * H + H * bn + bn * P)
-    E = c["encoder_depth"]
-    return embed + blk(E, Tv) + blk(c["depth"] - E, T) + final + head
+    return flop_parts(c)[1]
 
 
 def allreduce_time(S, N, L):

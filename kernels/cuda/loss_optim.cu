@@ -255,70 +255,42 @@ struct AdamOp {
   }
 };
 
+// AdamW, then NE (1 or 2) moving averages e[k] = d[k] e[k] + (1 - d[k]) p of the updated p.
+template <int NE>
 struct AdamEmaOp {
   float *p;
   const float *g;
-  float *m, *v, *e;
+  float *m, *v;
+  float *e[NE];
   AdamConst c;
-  float decay, omd;
+  float d[NE], omd[NE];
   __device__ void one(size_t i) const {
     float pi = p[i], mi = m[i], vi = v[i];
     adam_elem(c, pi, g[i], mi, vi);
     p[i] = pi;
     m[i] = mi;
     v[i] = vi;
-    e[i] = ema_elem(e[i], pi, decay, omd);
+#pragma unroll
+    for (int k = 0; k < NE; k++) e[k][i] = ema_elem(e[k][i], pi, d[k], omd[k]);
   }
   __device__ void quad(size_t i) const {
-    float4 p4 = ld4(p + i), m4 = ld4(m + i), v4 = ld4(v + i), e4 = ld4(e + i);
+    float4 p4 = ld4(p + i), m4 = ld4(m + i), v4 = ld4(v + i);
     const float4 g4 = ld4(g + i);
     adam_elem(c, p4.x, g4.x, m4.x, v4.x);
     adam_elem(c, p4.y, g4.y, m4.y, v4.y);
     adam_elem(c, p4.z, g4.z, m4.z, v4.z);
     adam_elem(c, p4.w, g4.w, m4.w, v4.w);
-    e4.x = ema_elem(e4.x, p4.x, decay, omd);
-    e4.y = ema_elem(e4.y, p4.y, decay, omd);
-    e4.z = ema_elem(e4.z, p4.z, decay, omd);
-    e4.w = ema_elem(e4.w, p4.w, decay, omd);
     st4(p + i, p4);
     st4(m + i, m4);
     st4(v + i, v4);
-    st4(e + i, e4);
-  }
-};
-
-// AdamW, then two moving averages of the updated p (the one-EMA case is AdamEmaOp).
-struct AdamEma2Op {
-  float *p;
-  const float *g;
-  float *m, *v, *e1, *e2;
-  AdamConst c;
-  float d1, omd1, d2, omd2;
-  __device__ void one(size_t i) const {
-    float pi = p[i], mi = m[i], vi = v[i];
-    adam_elem(c, pi, g[i], mi, vi);
-    p[i] = pi;
-    m[i] = mi;
-    v[i] = vi;
-    e1[i] = ema_elem(e1[i], pi, d1, omd1);
-    e2[i] = ema_elem(e2[i], pi, d2, omd2);
-  }
-  __device__ void quad(size_t i) const {
-    float4 p4 = ld4(p + i), m4 = ld4(m + i), v4 = ld4(v + i), a4 = ld4(e1 + i), b4 = ld4(e2 + i);
-    const float4 g4 = ld4(g + i);
-    adam_elem(c, p4.x, g4.x, m4.x, v4.x);
-    adam_elem(c, p4.y, g4.y, m4.y, v4.y);
-    adam_elem(c, p4.z, g4.z, m4.z, v4.z);
-    adam_elem(c, p4.w, g4.w, m4.w, v4.w);
-    a4 = make_float4(ema_elem(a4.x, p4.x, d1, omd1), ema_elem(a4.y, p4.y, d1, omd1),
-                     ema_elem(a4.z, p4.z, d1, omd1), ema_elem(a4.w, p4.w, d1, omd1));
-    b4 = make_float4(ema_elem(b4.x, p4.x, d2, omd2), ema_elem(b4.y, p4.y, d2, omd2),
-                     ema_elem(b4.z, p4.z, d2, omd2), ema_elem(b4.w, p4.w, d2, omd2));
-    st4(p + i, p4);
-    st4(m + i, m4);
-    st4(v + i, v4);
-    st4(e1 + i, a4);
-    st4(e2 + i, b4);
+#pragma unroll
+    for (int k = 0; k < NE; k++) {
+      const float4 e4 = ld4(e[k] + i);
+      st4(e[k] + i, make_float4(ema_elem(e4.x, p4.x, d[k], omd[k]),
+                                ema_elem(e4.y, p4.y, d[k], omd[k]),
+                                ema_elem(e4.z, p4.z, d[k], omd[k]),
+                                ema_elem(e4.w, p4.w, d[k], omd[k])));
+    }
   }
 };
 
@@ -729,8 +701,8 @@ void sd_cuda_adamw(sd_backend *be, float *p, const float *g, float *m, float *v,
 void sd_cuda_adamw_ema(sd_backend *be, float *p, const float *g, float *m, float *v, float *ema,
                        size_t n, float lr, float beta1, float beta2, float eps, float wd,
                        long t, float grad_scale, float decay) {
-  const AdamEmaOp op{p,     g,    m, v, ema, adam_const(lr, beta1, beta2, eps, wd, t, grad_scale),
-                     decay, 1.0f - decay};
+  const AdamEmaOp<1> op{p, g, m, v, {ema}, adam_const(lr, beta1, beta2, eps, wd, t, grad_scale),
+                        {decay}, {1.0f - decay}};
   launch_elementwise(
       be, op, n,
       aligned16(p) && aligned16(g) && aligned16(m) && aligned16(v) && aligned16(ema),
@@ -748,9 +720,9 @@ void sd_cuda_adamw_ema2(sd_backend *be, float *p, const float *g, float *m, floa
     sd_cuda_adamw_ema(be, p, g, m, v, ema1 ? ema1 : ema2, n, lr, beta1, beta2, eps, wd, t,
                       grad_scale, ema1 ? decay1 : decay2);
   } else {
-    const AdamEma2Op op{p,     g,          m,     v,          ema1, ema2,
-                        adam_const(lr, beta1, beta2, eps, wd, t, grad_scale),
-                        decay1, 1.0f - decay1, decay2, 1.0f - decay2};
+    const AdamEmaOp<2> op{p,      g, m, v, {ema1, ema2},
+                          adam_const(lr, beta1, beta2, eps, wd, t, grad_scale),
+                          {decay1, decay2}, {1.0f - decay1, 1.0f - decay2}};
     launch_elementwise(be, op, n,
                        aligned16(p) && aligned16(g) && aligned16(m) && aligned16(v) &&
                            aligned16(ema1) && aligned16(ema2),
