@@ -200,6 +200,11 @@ typedef void sd_sync_fn(sd_backend *be);
 typedef struct sd_ops {
   sd_matmul_fwd_fn *matmul_fwd;
   sd_matmul_bwd_fn *matmul_bwd;
+  // The same products with fp32 inputs whatever the backend's matmul precision, for the few
+  // whose rounding error is amplified downstream: the projection head's prototype logits feed
+  // a softmax at temperature tau_t = 0.04, which would multiply bf16's input error by 25.
+  sd_matmul_fwd_fn *matmul_fwd_fp32;
+  sd_matmul_bwd_fn *matmul_bwd_fp32;
   sd_matmul_gelu_fwd_fn *matmul_gelu_fwd;
   sd_matmul_bwd_dgelu_fn *matmul_bwd_dgelu;
   sd_lnmod_fwd_fn *lnmod_fwd;

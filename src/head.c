@@ -122,7 +122,8 @@ void sd_head_forward(sd_backend *be, const sd_head_config *c, const sd_head_weig
   op->matmul_fwd(be, a->v, a->g2, w->w4, w->b4, N, H, bn);  // (N, bn)
   op->l2norm_rows_fwd(be, a->u, a->unorm, a->v, N, bn);
   op->l2norm_rows_fwd(be, a->weff, a->vnorm, w->v, P, bn);  // weight norm, gain 1
-  op->matmul_fwd(be, a->z, a->u, a->weff, NULL, N, bn, P);  // (N, P)
+  // the prototype logits in fp32 inputs even in bf16 training: they feed tau_t = 0.04 softmaxes
+  op->matmul_fwd_fp32(be, a->z, a->u, a->weff, NULL, N, bn, P);  // (N, P)
 }
 
 void sd_head_backward(sd_backend *be, const sd_head_config *c, const sd_head_weights *w,
@@ -131,7 +132,7 @@ void sd_head_backward(sd_backend *be, const sd_head_config *c, const sd_head_wei
   const sd_ops *op = be->ops;
   const int D = c->in_dim, H = c->hidden, bn = c->bottleneck, P = c->prototypes;
   op->memset(be, a->dweff, 0, sizeof(float) * (size_t)P * bn);
-  op->matmul_bwd(be, a->du, a->dweff, NULL, dz, a->u, a->weff, N, bn, P, 0);
+  op->matmul_bwd_fp32(be, a->du, a->dweff, NULL, dz, a->u, a->weff, N, bn, P, 0);
   // d v_proto += l2norm backward of dweff (the prototypes' gradient accumulates)
   op->l2norm_rows_bwd(be, a->dweff, a->dweff, a->weff, a->vnorm, P, bn);
   op->axpy(be, g->v, a->dweff, (size_t)P * bn, 1.0f);

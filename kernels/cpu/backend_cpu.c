@@ -42,6 +42,8 @@ void *sd_cpu_workspace(sd_backend *be, size_t bytes) {
 static const sd_ops cpu_ops = {
     .matmul_fwd = sd_cpu_matmul_fwd,
     .matmul_bwd = sd_cpu_matmul_bwd,
+    .matmul_fwd_fp32 = sd_cpu_matmul_fwd,  // the CPU always multiplies in fp32
+    .matmul_bwd_fp32 = sd_cpu_matmul_bwd,
     .matmul_gelu_fwd = sd_cpu_matmul_gelu_fwd,
     .matmul_bwd_dgelu = sd_cpu_matmul_bwd_dgelu,
     .lnmod_fwd = sd_cpu_lnmod_fwd,

@@ -140,6 +140,8 @@ static sd_ops make_cuda_ops(void) {
   memset(&o, 0, sizeof o);
   o.matmul_fwd = sd_cuda_matmul_fwd;
   o.matmul_bwd = sd_cuda_matmul_bwd;
+  o.matmul_fwd_fp32 = sd_cuda_matmul_fwd_fp32;
+  o.matmul_bwd_fp32 = sd_cuda_matmul_bwd_fp32;
   o.matmul_gelu_fwd = sd_cuda_matmul_gelu_fwd;
   o.matmul_bwd_dgelu = sd_cuda_matmul_bwd_dgelu;
   o.lnmod_fwd = sd_cuda_lnmod_fwd;

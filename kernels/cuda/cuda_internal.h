@@ -66,6 +66,8 @@ static inline unsigned sd_cuda_blocks(size_t n, unsigned threads) {
 // tokens_embed.cu and loss_optim.cu ----
 sd_matmul_fwd_fn sd_cuda_matmul_fwd;
 sd_matmul_bwd_fn sd_cuda_matmul_bwd;
+sd_matmul_fwd_fn sd_cuda_matmul_fwd_fp32;
+sd_matmul_bwd_fn sd_cuda_matmul_bwd_fp32;
 sd_matmul_gelu_fwd_fn sd_cuda_matmul_gelu_fwd;
 sd_matmul_bwd_dgelu_fn sd_cuda_matmul_bwd_dgelu;
 sd_lnmod_fwd_fn sd_cuda_lnmod_fwd;

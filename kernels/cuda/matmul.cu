@@ -414,8 +414,8 @@ static int act_epilogues_on(void) {
   return on;
 }
 
-void sd_cuda_matmul_fwd(sd_backend *be, float *out, const float *inp, const float *w,
-                        const float *bias, int M, int K, int N) {
+static void matmul_fwd_impl(sd_backend *be, float *out, const float *inp, const float *w,
+                            const float *bias, int M, int K, int N, int prec) {
   check_dims("matmul_fwd", M, K, N);
   if (M == 0 || N == 0) return;
   sd_cuda_state *st = sd_cuda_st(be);
@@ -424,7 +424,6 @@ void sd_cuda_matmul_fwd(sd_backend *be, float *out, const float *inp, const floa
     else SD_CUDA_CHECK(cudaMemsetAsync(out, 0, sizeof(float) * (size_t)M * N, st->stream));
     return;
   }
-  const int prec = st->precision;
   const void *A, *B;
   fwd_operands(be, prec, inp, w, M, K, N, &A, &B);
   // Row-major out (M, N) = inp (M, K) @ w (N, K)^T, in column-major terms:
@@ -442,16 +441,24 @@ void sd_cuda_matmul_fwd(sd_backend *be, float *out, const float *inp, const floa
   }
 }
 
+void sd_cuda_matmul_fwd(sd_backend *be, float *out, const float *inp, const float *w,
+                        const float *bias, int M, int K, int N) {
+  matmul_fwd_impl(be, out, inp, w, bias, M, K, N, sd_cuda_st(be)->precision);
+}
+
+void sd_cuda_matmul_fwd_fp32(sd_backend *be, float *out, const float *inp, const float *w,
+                             const float *bias, int M, int K, int N) {
+  matmul_fwd_impl(be, out, inp, w, bias, M, K, N, SD_PREC_FP32);
+}
+
 // matmul_bwd; with dgelu_pre (M, K) the input gradient is multiplied by gelu'(dgelu_pre), in
 // the GEMM's DGELU epilogue when cuBLASLt has one for the shape (K a multiple of 8 for its aux
 // leading dimension), else by the GELU backward kernel after it.
 static void matmul_bwd_impl(sd_backend *be, float *dinp, float *dw, float *dbias,
                             const float *dout, const float *inp, const float *w, int M, int K,
-                            int N, int accumulate_dinp, const float *dgelu_pre) {
+                            int N, int accumulate_dinp, const float *dgelu_pre, int prec) {
   check_dims("matmul_bwd", M, K, N);
   if (M == 0 || (!dinp && !dw && !dbias)) return;  // M = 0: every output is empty or += 0
-  sd_cuda_state *st = sd_cuda_st(be);
-  const int prec = st->precision;
   const int want_dinp = dinp && K > 0;
   const int want_dw = dw && K > 0 && N > 0;
   const int cs_rows = colsum_rows(M);
@@ -512,7 +519,15 @@ static void matmul_bwd_impl(sd_backend *be, float *dinp, float *dw, float *dbias
 void sd_cuda_matmul_bwd(sd_backend *be, float *dinp, float *dw, float *dbias,
                         const float *dout, const float *inp, const float *w, int M, int K,
                         int N, int accumulate_dinp) {
-  matmul_bwd_impl(be, dinp, dw, dbias, dout, inp, w, M, K, N, accumulate_dinp, NULL);
+  matmul_bwd_impl(be, dinp, dw, dbias, dout, inp, w, M, K, N, accumulate_dinp, NULL,
+                  sd_cuda_st(be)->precision);
+}
+
+void sd_cuda_matmul_bwd_fp32(sd_backend *be, float *dinp, float *dw, float *dbias,
+                             const float *dout, const float *inp, const float *w, int M, int K,
+                             int N, int accumulate_dinp) {
+  matmul_bwd_impl(be, dinp, dw, dbias, dout, inp, w, M, K, N, accumulate_dinp, NULL,
+                  SD_PREC_FP32);
 }
 
 void sd_cuda_matmul_bwd_dgelu(sd_backend *be, float *dinp, float *dw, float *dbias,
@@ -524,7 +539,8 @@ void sd_cuda_matmul_bwd_dgelu(sd_backend *be, float *dinp, float *dw, float *dbi
                                   sd_cuda_st(be)->stream));
     return;
   }
-  matmul_bwd_impl(be, dinp, dw, dbias, dout, inp, w, M, K, N, 0, pre);
+  matmul_bwd_impl(be, dinp, dw, dbias, dout, inp, w, M, K, N, 0, pre,
+                  sd_cuda_st(be)->precision);
 }
 
 // pre (M, N) = inp @ w^T + bias, out = gelu(pre): one cuBLASLt call with the GELU_AUX(_BIAS)

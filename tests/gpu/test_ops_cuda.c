@@ -301,6 +301,14 @@ static void call_matmul_bwd(const check *c, sd_backend *be, void **p) {
   be->ops->matmul_bwd(be, c->iv[3] ? F(3) : NULL, F(4), c->iv[5] ? F(5) : NULL, F(0), F(1),
                       F(2), c->iv[0], c->iv[1], c->iv[2], c->iv[4]);
 }
+static void call_matmul_fwd_fp32(const check *c, sd_backend *be, void **p) {
+  be->ops->matmul_fwd_fp32(be, F(3), F(0), F(1), c->iv[3] ? F(2) : NULL, c->iv[0], c->iv[1],
+                           c->iv[2]);  // as call_matmul_fwd
+}
+static void call_matmul_bwd_fp32(const check *c, sd_backend *be, void **p) {
+  be->ops->matmul_bwd_fp32(be, c->iv[3] ? F(3) : NULL, F(4), c->iv[5] ? F(5) : NULL, F(0),
+                           F(1), F(2), c->iv[0], c->iv[1], c->iv[2], c->iv[4]);  // as matmul_bwd
+}
 static void call_matmul_gelu_fwd(const check *c, sd_backend *be, void **p) {
   // iv: M K N; bufs: inp w bias out pre
   be->ops->matmul_gelu_fwd(be, F(3), F(4), F(0), F(1), F(2), c->iv[0], c->iv[1], c->iv[2]);
@@ -693,6 +701,28 @@ static void add_matmul_gelu(const shape *s) {
   }
 }
 
+// The head's prototype logits, multiplied with fp32 inputs in every precision: fp32 limits
+// for both runs.
+static void add_matmul_fp32(const shape *s) {
+  const int M = s->N, K = s->bn, N = s->P;
+  check *c = new_check("matmul_fwd_fp32", call_matmul_fwd_fp32, "matmul_fwd_fp32@%s-logits",
+                       s->tag);
+  c->iv[0] = M, c->iv[1] = K, c->iv[2] = N, c->iv[3] = 0;
+  in_f(c, "inp", (size_t)M * K, F_NORMAL, 1.0f, 0.0f);
+  in_f(c, "w", (size_t)N * K, F_NORMAL, 0.05f, 0.0f);
+  in_f(c, "bias", 1, F_NORMAL, 0.1f, 0.0f);
+  out_f(c, "out", (size_t)M * N, LIM(GPU_NMSE_MATMUL_FP32_ALWAYS));
+  c = new_check("matmul_bwd_fp32", call_matmul_bwd_fp32, "matmul_bwd_fp32@%s-logits", s->tag);
+  c->iv[0] = M, c->iv[1] = K, c->iv[2] = N, c->iv[3] = 1, c->iv[4] = 0, c->iv[5] = 0;
+  in_f(c, "dout", (size_t)M * N, F_NORMAL, 1.0f, 0.0f);
+  in_f(c, "inp", (size_t)M * K, F_NORMAL, 1.0f, 0.0f);
+  in_f(c, "w", (size_t)N * K, F_NORMAL, 0.05f, 0.0f);
+  out_f(c, "dinp", (size_t)M * K, LIM(GPU_NMSE_MATMUL_FP32_ALWAYS));
+  acc_f(c, "dw", (size_t)N * K, F_NORMAL, 1.0f, 0.0f, LIM(GPU_NMSE_MATMUL_FP32_ALWAYS),
+        LIM(GPU_NMSE_MATMUL_FP32_ALWAYS));
+  in_f(c, "unused", 1, F_NORMAL, 1.0f, 0.0f);
+}
+
 static void add_norm_attention(const shape *s) {
   const int B = s->B, T = s->T, D = s->D, NH = s->NH, HD = D / NH;
   const size_t BTD = (size_t)B * T * D;
@@ -1079,6 +1109,7 @@ static void build_checks(void) {
     const shape *s = &k_shapes[k];
     add_matmuls(s);
     add_matmul_gelu(s);
+    add_matmul_fp32(s);
     add_norm_attention(s);
     add_pointwise(s);
     add_residual_patch(s);

@@ -48,6 +48,7 @@
 // ---- one line per op (and per output where outputs differ): fp32, bf16 ---------------------
 #define GPU_NMSE_MATMUL_FWD GPU_NMSE_GEMM_FP32, GPU_NMSE_GEMM_BF16  // out = inp w^T + bias
 #define GPU_NMSE_MATMUL_BWD GPU_NMSE_GEMM_FP32, GPU_NMSE_GEMM_BF16  // dinp, dw +=, dbias +=
+#define GPU_NMSE_MATMUL_FP32_ALWAYS GPU_NMSE_GEMM_FP32, GPU_NMSE_GEMM_FP32  // matmul_*_fp32
 // The GELU/DGELU epilogues evaluate tanh their own way (cuBLASLt's, not tanhf): an fp32 GEMM
 // plus a transcendental per element, with room for a fast tanh.
 #define GPU_NMSE_MATMUL_GELU_FWD 1e-9, GPU_NMSE_GEMM_BF16         // pre, out = gelu(pre)
@@ -96,15 +97,15 @@
 // ---- the SD-DiT step against the PyTorch fixture (tests/fixtures/sddit_tiny.h5) ------------
 // fp32: the CPU parity requirement of tests/tolerances.h (PARITY_LOSS_RTOL, PARITY_GRAD_RTOL,
 // PARITY_PARAM_RTOL, PARITY_DELTA_RTOL, PARITY_MOMENT_RTOL: norm-relative), unchanged.
-// bf16 (issue 7): losses to 1e-2 relative, every step-0 gradient tensor and every tensor of the
-// student after 5 steps to nmse 1e-3. Measured with the CPU stand-in (test_sddit_cuda
-// --simulate matmul, every matmul on bf16-rounded inputs): L_gen 8e-5, L_dis 6.8e-3 (!),
-// gradients 6.1e-5, student 3.5e-5, teacher 4.7e-6, ema 5.9e-6, center 2.9e-7 (with attention
-// on bf16 inputs too: the same within 20%). L_dis is the tight one: the teacher softmax at
-// tau_t 0.04 multiplies the bf16 error of the prototype logits (|z| <= 1, error ~2^-9) by 25.
-// Keeping that one matmul (u . weff, bottleneck x prototypes, <0.5% of the FLOPs) in fp32
-// brings L_dis to 5.9e-4.
-#define GPU_SDDIT_BF16_LOSS_RTOL 1e-2
+// bf16: losses to 5e-3 relative, every step-0 gradient tensor and every tensor of the student
+// after 5 steps to nmse 1e-3. Measured with the CPU stand-in (test_sddit_cuda --simulate
+// matmul, every matmul on bf16-rounded inputs): L_gen 8e-5, gradients 6.1e-5, student 3.5e-5,
+// teacher 4.7e-6, ema 5.9e-6, center 2.9e-7 (with attention on bf16 inputs too: the same
+// within 20%). L_dis is the tight one: the teacher softmax at tau_t 0.04 multiplies the error
+// of the prototype logits by 25, so that one product (u . weff, bottleneck x prototypes, <0.5%
+// of the FLOPs) takes fp32 inputs in every precision (ops.h matmul_fwd_fp32): L_dis 5.8e-4,
+// against 6.8e-3 with bf16 inputs there.
+#define GPU_SDDIT_BF16_LOSS_RTOL 5e-3
 #define GPU_SDDIT_BF16_GRAD_NMSE 1e-3
 #define GPU_SDDIT_BF16_PARAM_NMSE 1e-3
 // The teacher and generation EMA follow the student; the center is an EMA of teacher outputs.
