@@ -230,6 +230,16 @@ expect "--seed -1"                        1 "--seed: '-1' is not a non-negative 
 expect "unknown option"                   1 "unknown option '--stpes'" -- sample --checkpoint "$ck" --stpes 3 --out "$o"
 expect "option without value"             1 "--steps needs a value" -- sample --checkpoint "$ck" --steps
 expect "output directory missing"         1 "directory '.*/no/such' does not exist" -- sample --checkpoint "$ck" --out "$tmp/no/such/x.h5"
+expect "--backend gpu"                    1 "--backend: 'gpu' is not cpu or cuda" -- sample --checkpoint "$ck" --backend gpu --out "$o"
+expect "--precision fp16"                 1 "--precision: 'fp16' is not bf16 or fp32" -- sample --checkpoint "$ck" --precision fp16 --out "$o"
+out=$("$sddit" sample --checkpoint "$ck" --backend cuda --num 2 --steps 2 --out "$tmp/cuda.h5" 2>&1); rc=$?
+if [ $rc -eq 1 ] && grep -qE -- "--backend cuda: .*(without CUDA|no CUDA device)" <<<"$out" && grep -q "hint: use --backend cpu" <<<"$out"; then
+  ok "--backend cuda without a usable GPU: refused, naming why, with a hint"
+elif [ $rc -eq 0 ] && h5dump -a /backend "$tmp/cuda.h5" 2>/dev/null | grep -q '"cuda"'; then
+  ok "--backend cuda: sampled on the GPU (a device is visible)"
+else
+  bad "--backend cuda: rc $rc: $(echo "$out" | tail -3)"
+fi
 [ ! -e "$o" ] && [ -z "$(ls "$tmp"/*.tmp 2>/dev/null)" ] && ok "refused runs wrote nothing" || bad "a refused run left $o or a .tmp file"
 expect "denoise: no arguments, rc 2"      2 "usage: sddit denoise" -- denoise
 expect "denoise: missing --in"            1 "--in IN\.h5 is required" -- denoise --checkpoint "$ck" --out "$o"
