@@ -33,17 +33,29 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = "/usr/bin/python3"
 
 # name -> (description, overrides). Encoder + decoder depth sum to 6 (model.depth).
+# Every variant spells out the settings it is about, so that it does not change meaning when
+# digits.ini's defaults change. SD-DiT as in the paper: mask 0.2, teacher sigma fixed at the
+# minimum, lambda_dis 1, encoder 4 + decoder 2 of the 6 blocks.
+SDDIT = ["--sddit.mask_ratio=0.2", "--sddit.teacher_sigma_mode=fixed", "--sddit.lambda_dis=1",
+         "--model.encoder_depth=4", "--model.decoder_depth=2"]
+
+
+def sddit_with(*changes):
+    keys = [c.split("=")[0] for c in changes]
+    return [o for o in SDDIT if o.split("=")[0] not in keys] + list(changes)
+
+
 VARIANTS = {
     "baseline": ("plain DiT (EDM): no discrimination, no mask",
                  ["--sddit.lambda_dis=0", "--sddit.mask_ratio=0"]),
-    "sddit": ("SD-DiT default (digits.ini: mask 0.2, fixed teacher sigma, lambda 1, dec 2)", []),
-    "mask0": ("SD-DiT, mask_ratio 0", ["--sddit.mask_ratio=0"]),
-    "mask0.5": ("SD-DiT, mask_ratio 0.5", ["--sddit.mask_ratio=0.5"]),
+    "sddit": ("SD-DiT as in the paper (mask 0.2, fixed teacher sigma, lambda 1, dec 2)", SDDIT),
+    "mask0": ("SD-DiT, mask_ratio 0", sddit_with("--sddit.mask_ratio=0")),
+    "mask0.5": ("SD-DiT, mask_ratio 0.5", sddit_with("--sddit.mask_ratio=0.5")),
     "sigma_logu": ("SD-DiT, teacher sigma log_uniform",
-                   ["--sddit.teacher_sigma_mode=log_uniform"]),
-    "lambda0.1": ("SD-DiT, lambda_dis 0.1", ["--sddit.lambda_dis=0.1"]),
+                   sddit_with("--sddit.teacher_sigma_mode=log_uniform")),
+    "lambda0.1": ("SD-DiT, lambda_dis 0.1", sddit_with("--sddit.lambda_dis=0.1")),
     "dec1": ("SD-DiT, encoder 5 + decoder 1",
-             ["--model.encoder_depth=5", "--model.decoder_depth=1"]),
+             sddit_with("--model.encoder_depth=5", "--model.decoder_depth=1")),
 }
 # Aliases so that every variant in the brief can be named; they share the run of the
 # identical configuration (digits.ini defaults: mask 0.2, fixed sigma, lambda 1, decoder 2).
@@ -161,17 +173,25 @@ def draw_curves(curves, path, fd_target):
     W, H, M = 420, 300, 50
     img = Image.new("RGB", (2 * W, 2 * H + 30 + 16 * ((len(curves) + 2) // 3)), "white")
     d = ImageDraw.Draw(img)
-    panels = [(0, 0, 0, 3, "FD vs steps"), (W, 0, 1, 3, "FD vs wall time (s)"),
+    panels = [(0, 0, 0, 3, "FD (log scale) vs steps"), (W, 0, 1, 3, "FD (log scale) vs wall time (s)"),
               (0, H, 0, 2, "accuracy vs steps"), (W, H, 1, 2, "accuracy vs wall time (s)")]
     for ox, oy, xi, yi, title in panels:
+        # FD spans two decades (30 at the first checkpoint, < 1 at the end): log10 axis
+        tf = (lambda v: math.log10(v)) if yi == 3 else (lambda v: v)
         xs = [p[xi] for pts in curves.values() for p in pts]
-        ys = [p[yi] for pts in curves.values() for p in pts if math.isfinite(p[yi])]
-        if yi == 3 and fd_target is not None:
-            ys.append(fd_target)
+        ys = [tf(p[yi]) for pts in curves.values() for p in pts
+              if math.isfinite(p[yi]) and (yi != 3 or p[yi] > 0)]
+        if yi == 3 and fd_target is not None and fd_target > 0:
+            ys.append(tf(fd_target))
         if not xs or not ys:
             continue
         x0, x1 = 0.0, max(xs) or 1.0
-        y0, y1 = (0.0, 1.0) if yi == 2 else (0.0, max(ys) * 1.05 or 1.0)
+        if yi == 2:
+            y0, y1 = 0.0, 1.0
+        else:
+            y0, y1 = math.floor(min(ys) * 2) / 2, math.ceil(max(ys) * 2) / 2
+            if y1 <= y0:
+                y1 = y0 + 0.5
         L, T, R, B = ox + M, oy + 25, ox + W - 15, oy + H - 30
 
         def X(v):
@@ -184,16 +204,17 @@ def draw_curves(curves, path, fd_target):
         for k in range(5):
             yv = y0 + (y1 - y0) * k / 4
             d.line([L - 4, Y(yv), L, Y(yv)], fill="black")
-            d.text((ox + 5, Y(yv) - 6), "%.3g" % yv, fill="black")
+            d.text((ox + 5, Y(yv) - 6), "%.3g" % (10 ** yv if yi == 3 else yv), fill="black")
             xv = x0 + (x1 - x0) * k / 4
             d.line([X(xv), B, X(xv), B + 4], fill="black")
             d.text((X(xv) - 10, B + 6), "%.4g" % xv, fill="black")
-        if yi == 3 and fd_target is not None and fd_target <= y1:
+        if yi == 3 and fd_target is not None and fd_target > 0 and y0 <= tf(fd_target) <= y1:
             for xx in range(int(L), int(R), 8):
-                d.line([xx, Y(fd_target), xx + 4, Y(fd_target)], fill=(120, 120, 120))
+                d.line([xx, Y(tf(fd_target)), xx + 4, Y(tf(fd_target))], fill=(120, 120, 120))
         for ci, (v, pts) in enumerate(curves.items()):
             c = COLORS[ci % len(COLORS)]
-            P = [(X(p[xi]), Y(p[yi])) for p in pts if math.isfinite(p[yi])]
+            P = [(X(p[xi]), Y(tf(p[yi]))) for p in pts
+                 if math.isfinite(p[yi]) and (yi != 3 or p[yi] > 0)]
             if len(P) > 1:
                 d.line(P, fill=c, width=2)
             for px, py in P:
@@ -229,8 +250,11 @@ def main():
     p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
                    help="comma list of: %s (aliases %s)" % (
                        ", ".join(VARIANTS), ", ".join("%s=%s" % kv for kv in ALIASES.items())))
+    p.add_argument("--main-variants", default="baseline,sddit,mask0",
+                   help="the variants run with every seed of --seeds (default: plain DiT, "
+                        "SD-DiT, and SD-DiT's discriminative loss without masking)")
     p.add_argument("--seeds", default="0,1,2",
-                   help="seeds of the baseline and sddit runs (default 0,1,2)")
+                   help="seeds of the main variants (default 0,1,2)")
     p.add_argument("--ablation-seeds", default="0",
                    help="seeds of the other variants (default 0; 'same' = --seeds)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -254,6 +278,7 @@ def main():
     if a.smoke:
         a.variants, a.seeds, a.steps, a.every, a.per_class = "baseline,sddit", "0", 60, 30, 10
         a.ablation_seeds = "0"
+        a.main_variants = "baseline,sddit"
     variants = []
     for v in a.variants.split(","):
         v = ALIASES.get(v.strip(), v.strip())
@@ -268,8 +293,10 @@ def main():
         if "=" not in kv or "." not in kv.split("=", 1)[0]:
             p.error("--set takes SECTION.KEY=VALUE, got %r" % kv)
 
+    main_variants = [ALIASES.get(v.strip(), v.strip()) for v in a.main_variants.split(",")]
+
     def seeds_of(v):
-        return seeds if v in ("baseline", "sddit") else abl_seeds
+        return seeds if v in main_variants else abl_seeds
     if a.steps < 1 or a.every < 1 or a.per_class < 1:
         p.error("--steps, --every and --per-class must be positive")
     sddit = os.path.abspath(a.sddit)
@@ -288,10 +315,10 @@ def main():
 
     n_runs = sum(len(seeds_of(v)) for v in variants)
     total, tt, ts, nck = estimate(n_runs, a.steps, a.every, a.per_class)
-    log("%d runs (%d variants; seeds %s for baseline/sddit, %s for ablations), %d steps, %d "
-        "checkpoints each, %d samples per checkpoint" % (
-            n_runs, len(variants), a.seeds, ",".join(map(str, abl_seeds)), a.steps, nck,
-            10 * a.per_class))
+    log("%d runs (%d variants; seeds %s for %s, %s for the others), %d steps, %d checkpoints "
+        "each, %d samples per checkpoint" % (
+            n_runs, len(variants), a.seeds, ",".join(main_variants),
+            ",".join(map(str, abl_seeds)), a.steps, nck, 10 * a.per_class))
     log("estimated runtime: %.0f s (~%.1f min): per run %.0f s training + %.0f s sampling/eval "
         "(at %.0f img/s, %.0f samples/s, %.0f s/eval; runs with results are skipped)" % (
             total, total / 60, tt, ts, TRAIN_IMG_S, SAMPLE_S, EVAL_S))
@@ -309,7 +336,8 @@ def main():
         json.dump({"command": cmdline, "smoke": a.smoke, "steps": a.steps, "every": a.every,
                    "ema_decay": a.ema_decay,
                    "per_class": a.per_class, "guidance": a.guidance, "fd_target": a.fd_target,
-                   "seeds": seeds, "ablation_seeds": abl_seeds, "set": a.set,
+                   "seeds": seeds, "main_variants": main_variants,
+                   "ablation_seeds": abl_seeds, "set": a.set,
                    "variants": {v: {"description": VARIANTS[v][0], "overrides": VARIANTS[v][1]}
                                 for v in variants},
                    "rows": rows}, f, indent=1)
@@ -323,9 +351,9 @@ def main():
           "- date: %s" % datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
           "- steps %d, checkpoint every %d, %d samples per class, guidance %g, generation EMA "
           "decay %g" % (a.steps, a.every, a.per_class, a.guidance, a.ema_decay),
-          "- seeds %s (baseline, sddit), %s (ablations); overrides on every run: %s" % (
-              ",".join(map(str, seeds)), ",".join(map(str, abl_seeds)),
-              " ".join(a.set) or "none"),
+          "- seeds %s (%s), %s (the other variants); overrides on every run: %s" % (
+              ",".join(map(str, seeds)), ", ".join(main_variants),
+              ",".join(map(str, abl_seeds)), " ".join(a.set) or "none"),
           "- study wall time: %.0f s" % (time.time() - t_start), "",
           "## Final checkpoint (mean +- std over seeds)", "",
           "| variant | overrides | seeds | step | accuracy | FD | train s |",
@@ -339,7 +367,8 @@ def main():
         fd_m, fd_s = mean_std([r["fd"] for r in fin])
         w_m, _ = mean_std([r["wall_s"] for r in fin])
         md.append("| %s | %s | %d | %d | %.3f +- %.3f | %.3f +- %.3f | %.0f |" % (
-            v, " ".join(o.lstrip("-") for o in VARIANTS[v][1]) or "(digits.ini)", len(fin),
+            v, " ".join(o.lstrip("-") for o in VARIANTS[v][1]
+                        if v in ("baseline", "sddit") or o not in SDDIT), len(fin),
             last, acc_m, acc_s, fd_m, fd_s, w_m))
     md += ["", "## FD at every checkpoint (mean over seeds)", ""]
     steps_all = sorted({r["step"] for r in rows})
@@ -349,6 +378,13 @@ def main():
         by = {p_[0]: p_[3] for p_ in curves[v]}
         md.append("| %s | " % v + " | ".join(
             "%.2f" % by[x] if x in by else "-" for x in steps_all) + " |")
+    md += ["", "## Accuracy at every checkpoint (mean over seeds)", ""]
+    md += ["| variant | " + " | ".join(str(x) for x in steps_all) + " |",
+           "|---|" + "---|" * len(steps_all)]
+    for v in variants:
+        by = {p_[0]: p_[2] for p_ in curves[v]}
+        md.append("| %s | " % v + " | ".join(
+            "%.3f" % by[x] if x in by else "-" for x in steps_all) + " |")
     md += ["", "## Steps to reach FD <= %g" % a.fd_target, "",
            "Mean curve over seeds, and each seed's own first checkpoint at or below the target.",
            "", "| variant | steps (mean curve) | wall time (s) | per seed |", "|---|---|---|---|"]
@@ -365,7 +401,8 @@ def main():
                                               "%.0f" % r[1] if r else "-", ", ".join(per)))
     md += ["", "## What the data shows", ""]
     md.append("smoke run: not a result" if a.smoke else
-              "(to be written from these results)")
+              "The committed reading of the default study is experiments/RESULTS-digits.md; "
+              "a different run needs its own, from these tables.")
     md += ["", "Curves: curves.png. Every run x checkpoint: results.json."]
     with open(os.path.join(a.out, "results.md"), "w") as f:
         f.write("\n".join(md) + "\n")
