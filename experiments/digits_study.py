@@ -370,21 +370,15 @@ def main():
             v, " ".join(o.lstrip("-") for o in VARIANTS[v][1]
                         if v in ("baseline", "sddit") or o not in SDDIT), len(fin),
             last, acc_m, acc_s, fd_m, fd_s, w_m))
-    md += ["", "## FD at every checkpoint (mean over seeds)", ""]
     steps_all = sorted({r["step"] for r in rows})
-    md += ["| variant | " + " | ".join(str(x) for x in steps_all) + " |",
-           "|---|" + "---|" * len(steps_all)]
-    for v in variants:
-        by = {p_[0]: p_[3] for p_ in curves[v]}
-        md.append("| %s | " % v + " | ".join(
-            "%.2f" % by[x] if x in by else "-" for x in steps_all) + " |")
-    md += ["", "## Accuracy at every checkpoint (mean over seeds)", ""]
-    md += ["| variant | " + " | ".join(str(x) for x in steps_all) + " |",
-           "|---|" + "---|" * len(steps_all)]
-    for v in variants:
-        by = {p_[0]: p_[2] for p_ in curves[v]}
-        md.append("| %s | " % v + " | ".join(
-            "%.3f" % by[x] if x in by else "-" for x in steps_all) + " |")
+    for title, col, fmt in (("FD", 3, "%.2f"), ("Accuracy", 2, "%.3f")):  # curve columns
+        md += ["", "## %s at every checkpoint (mean over seeds)" % title, "",
+               "| variant | " + " | ".join(str(x) for x in steps_all) + " |",
+               "|---|" + "---|" * len(steps_all)]
+        for v in variants:
+            by = {p_[0]: p_[col] for p_ in curves[v]}
+            md.append("| %s | " % v + " | ".join(
+                fmt % by[x] if x in by else "-" for x in steps_all) + " |")
     md += ["", "## Steps to reach FD <= %g" % a.fd_target, "",
            "Mean curve over seeds, and each seed's own first checkpoint at or below the target.",
            "", "| variant | steps (mean curve) | wall time (s) | per seed |", "|---|---|---|---|"]
