@@ -3,6 +3,7 @@
 #include "ckpt.h"
 #include "error.h"
 #include "h5io.h"
+#include "sampler.h"
 
 #include <errno.h>
 #include <hdf5.h>
@@ -247,12 +248,11 @@ void sd_denoiser_eval(sd_denoiser *d, const float *x, const float *sigma, const 
     const int nb = B - b0 < cap ? B - b0 : cap;
     float *cs = d->host_coef, *co = cs + cap, *ci = co + cap, *cn = ci + cap, *wt = cn + cap;
     for (int b = 0; b < nb; b++) {
-      // the expressions of sddit.c `precondition`, in the same order
-      double s = sigma[b0 + b];
-      cs[b] = (float)(sd * sd / (s * s + sd * sd));
-      co[b] = (float)(s * sd / sqrt(s * s + sd * sd));
-      ci[b] = (float)(1.0 / sqrt(s * s + sd * sd));
-      cn[b] = (float)(log(s) / 4.0);
+      const sd_edm_coef k = sd_edm_precondition(sigma[b0 + b], sd);  // as training forms D
+      cs[b] = k.c_skip;
+      co[b] = k.c_out;
+      ci[b] = k.c_in;
+      cn[b] = k.c_noise;
       wt[b] = 0.0f;  // the loss edm_loss_fwd also computes is not used
     }
     float *dcs = d->coef, *dco = dcs + cap, *dci = dco + cap, *dcn = dci + cap, *dwt = dcn + cap;

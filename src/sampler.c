@@ -43,6 +43,16 @@ void sd_edm_sigmas(int N, float smin, float smax, float rho, float *sig) {
   sig[N] = 0.0f;
 }
 
+sd_edm_coef sd_edm_precondition(double x, double sd) {
+  sd_edm_coef c;
+  c.c_skip = (float)(sd * sd / (x * x + sd * sd));
+  c.c_out = (float)(x * sd / sqrt(x * x + sd * sd));
+  c.c_in = (float)(1.0 / sqrt(x * x + sd * sd));
+  c.c_noise = (float)(log(x) / 4.0);
+  c.weight = (float)((x * x + sd * sd) / ((x * sd) * (x * sd)));
+  return c;
+}
+
 long sd_edm_evaluations(const sd_sampler_opts *o) {
   long per = o->heun ? 2L * o->steps - 1 : (long)o->steps;
   return o->guidance == 1.0f ? per : 2 * per;

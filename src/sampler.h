@@ -30,6 +30,15 @@ void sd_sampler_opts_default(sd_sampler_opts *o, int num_classes, size_t n);
 // i < N, computed in double and stored as float; sig[N] = 0. N == 1 gives sig[0] = smax.
 void sd_edm_sigmas(int N, float smin, float smax, float rho, float *sig);
 
+// EDM preconditioning of one noise level sigma > 0 (Karras et al. 2022, table 1), in double and
+// rounded to float: c_skip, c_out, c_in, c_noise = ln(sigma)/4, and the loss weight
+// (sigma^2 + sigma_data^2) / (sigma sigma_data)^2. The training objective and the sampler's
+// denoiser both take it from here, so D is formed the same way in both.
+typedef struct sd_edm_coef {
+  float c_skip, c_out, c_in, c_noise, weight;
+} sd_edm_coef;
+sd_edm_coef sd_edm_precondition(double sigma, double sigma_data);
+
 // Network evaluations (rows through the denoiser) per sample: (2N - 1) for Heun, N for Euler,
 // twice that with guidance != 1.
 long sd_edm_evaluations(const sd_sampler_opts *o);

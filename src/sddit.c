@@ -1,6 +1,7 @@
 // The SD-DiT objective and optimizer step (see sddit.h).
 #include "sddit.h"
 #include "error.h"
+#include "sampler.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -32,10 +33,6 @@ void sd_sddit_create(sd_sddit *s, const sd_dit_config *dcfg, const sd_head_confi
   s->total = s->table.total;
   s->head_total = s->total - s->dit_total;
   char name[64];
-  snprintf(name, sizeof name, "blocks.%d.attn.qkv.weight", opt->encoder_depth);
-  int first_dec = sd_param_table_find(&s->table, name);
-  if (first_dec < 0) SD_FATAL("parameter table has no '%s'", name);
-  s->enc_prefix = s->table.items[first_dec].offset;
   // gradient ranges reported to the comm hooks: block l is [block_start[l], block_start[l+1]),
   // the final layer [block_start[depth], dit_total)
   s->block_start = sd_xmalloc(sizeof(size_t) * (size_t)(dcfg->depth + 1), "block offsets");
@@ -78,6 +75,15 @@ void sd_sddit_create(sd_sddit *s, const sd_dit_config *dcfg, const sd_head_confi
   for (size_t i = 0; i < sizeof per_sample / sizeof per_sample[0]; i++)
     *per_sample[i] = balloc(be, (size_t)B);
   s->scalars = balloc(be, 16);
+  s->host_pre = sd_xmalloc(sizeof(float) * 6 * (size_t)B, "preconditioning");
+  if (opt->gen_visible_only) {  // (B, Tv, p*p*C) ones, unpatchified into the loss mask
+    const size_t cnt = (size_t)B * Tv * dcfg->patch * dcfg->patch * dcfg->in_channels;
+    float *host_ones = sd_xmalloc(sizeof(float) * cnt, "mask");
+    for (size_t i = 0; i < cnt; i++) host_ones[i] = 1.0f;
+    s->ones = balloc(be, cnt);
+    be->ops->to_device(be, s->ones, host_ones, sizeof(float) * cnt);
+    free(host_ones);
+  }
 }
 
 void sd_sddit_destroy(sd_sddit *s) {
@@ -92,8 +98,10 @@ void sd_sddit_destroy(sd_sddit *s) {
   float *bufs[] = {s->params, s->grads, s->adam_m, s->adam_v, s->teacher, s->ema, s->center,
                    s->x_s, s->x_t, s->x_in, s->D, s->dF, s->mask, s->h_s, s->dh_s, s->ht_vis,
                    s->zt_mean, s->c_skip, s->c_out, s->c_in, s->c_noise, s->weight, s->c_in_t,
-                   s->c_noise_t, s->scalars};
-  for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->ops->free(be, bufs[i]);
+                   s->c_noise_t, s->scalars, s->ones};
+  for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+    if (bufs[i]) be->ops->free(be, bufs[i]);
+  free(s->host_pre);
   sd_param_table_free(&s->table);
   free(s->block_start);
   memset(s, 0, sizeof *s);
@@ -129,30 +137,29 @@ float sd_sddit_teacher_momentum(const sd_sddit_opts *o, long step) {
   return (float)(1.0 - (1.0 - o->teacher_momentum) * (cos(M_PI * f) + 1.0) / 2.0);
 }
 
-// EDM preconditioning scalars for B noise levels (backend memory in, backend memory out).
+// EDM preconditioning scalars for B noise levels (backend memory in, backend memory out),
+// through the host scratch s->host_pre (6, B).
 static void precondition(sd_sddit *s, const float *sigma_dev, int B, float *c_skip,
                          float *c_out, float *c_in, float *c_noise, float *weight) {
   sd_backend *be = s->be;
-  const double sd = s->opt.sigma_data;
-  float *buf = sd_xmalloc(sizeof(float) * 6 * (size_t)B, "preconditioning");
-  float *sig = buf, *cs = buf + B, *co = buf + 2 * B, *ci = buf + 3 * B, *cn = buf + 4 * B,
-        *w = buf + 5 * B;
+  float *sig = s->host_pre, *cs = sig + B, *co = cs + B, *ci = co + B, *cn = ci + B,
+        *w = cn + B;
   be->ops->to_host(be, sig, sigma_dev, sizeof(float) * (size_t)B);
   for (int b = 0; b < B; b++) {
     double x = sig[b];
     if (!(x > 0.0) || !isfinite(x)) SD_FATAL("noise level %g of sample %d is not positive", x, b);
-    cs[b] = (float)(sd * sd / (x * x + sd * sd));
-    co[b] = (float)(x * sd / sqrt(x * x + sd * sd));
-    ci[b] = (float)(1.0 / sqrt(x * x + sd * sd));
-    cn[b] = (float)(log(x) / 4.0);
-    w[b] = (float)((x * x + sd * sd) / ((x * sd) * (x * sd)));
+    const sd_edm_coef k = sd_edm_precondition(x, s->opt.sigma_data);
+    cs[b] = k.c_skip;
+    co[b] = k.c_out;
+    ci[b] = k.c_in;
+    cn[b] = k.c_noise;
+    w[b] = k.weight;
   }
   if (c_skip) be->ops->to_device(be, c_skip, cs, sizeof(float) * (size_t)B);
   if (c_out) be->ops->to_device(be, c_out, co, sizeof(float) * (size_t)B);
   be->ops->to_device(be, c_in, ci, sizeof(float) * (size_t)B);
   be->ops->to_device(be, c_noise, cn, sizeof(float) * (size_t)B);
   if (weight) be->ops->to_device(be, weight, w, sizeof(float) * (size_t)B);
-  free(buf);
 }
 
 // Gradients [begin, end) of the flat buffer are final for this step: hand them to the comm hook.
@@ -201,13 +208,7 @@ void sd_sddit_forward_backward(sd_sddit *s, const sd_step_inputs *in, int B, lon
   sd_dit_final_forward(&s->student, sa, B, L);  // F (B, C, H, W)
   const float *mask = NULL;
   if (s->opt.gen_visible_only) {  // 1 on the pixels of visible tokens
-    float *ones = s->D;  // scratch (B, Tv, p*p*C) of ones
-    size_t cnt = (size_t)N * c->patch * c->patch * c->in_channels;
-    float *host_ones = sd_xmalloc(sizeof(float) * cnt, "mask");
-    for (size_t i = 0; i < cnt; i++) host_ones[i] = 1.0f;
-    op->to_device(be, ones, host_ones, sizeof(float) * cnt);
-    free(host_ones);
-    op->unpatchify_fwd(be, s->mask, ones, in->vis, Tv, B, c->in_channels, c->input_size,
+    op->unpatchify_fwd(be, s->mask, s->ones, in->vis, Tv, B, c->in_channels, c->input_size,
                        c->input_size, c->patch);
     mask = s->mask;
   }
@@ -315,8 +316,9 @@ void sd_sddit_update(sd_sddit *s, int B, long step, sd_step_stats *st) {
   float *gen = c->rank == 0 ? s->ema : NULL;
   const float tm = st->teacher_m, gd = o->ema_decay;
   // AdamW fused with the averages of the updated weights, one pass per region:
-  // [0, enc_prefix) teacher + generation, [enc_prefix, dit_total) generation, head teacher.
-  const size_t e = s->enc_prefix, d = s->dit_total;
+  // the embedders + encoder blocks [0, block_start[E]) teacher + generation, the decoder and
+  // final layer [block_start[E], dit_total) generation, the head teacher.
+  const size_t e = s->block_start[o->encoder_depth], d = s->dit_total;
   op->adamw_ema(be, s->params, s->grads, s->adam_m, s->adam_v, e, o->lr, o->beta1, o->beta2,
                 o->adam_eps, o->weight_decay, step + 1, scale, tea, tm, gen, gd);
   op->adamw_ema(be, s->params + e, s->grads + e, s->adam_m + e, s->adam_v + e, d - e, o->lr,

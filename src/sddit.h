@@ -73,9 +73,9 @@ typedef struct sd_sddit {
   int B;                  // batch capacity (per rank)
   sd_param_table table;   // DiT tensors, then the head's
   size_t dit_total, head_total, total;
-  size_t enc_prefix;      // floats of the embedders + encoder blocks (a prefix of the DiT)
   float *params, *grads, *adam_m, *adam_v;  // (total) each
-  float *teacher;         // (total): EMA'd on [0, enc_prefix) and the head
+  float *teacher;         // (total): EMA'd on the embedders + encoder blocks
+                          // [0, block_start[encoder_depth]) and the head
   float *ema;             // (dit_total) generation EMA
   float *center;          // (P)
   sd_dit student, tdit;   // views on params / teacher
@@ -91,6 +91,8 @@ typedef struct sd_sddit {
   size_t *block_start;                      // (depth + 1) flat offsets: blocks, then final
   long teacher_mismatches;                  // check_teacher: broadcasts that differed
   int teacher_pending;                      // a teacher broadcast is in flight
+  float *host_pre;                          // (6, B) host scratch of the preconditioning
+  float *ones;                              // (B, Tv, p*p*C) ones (gen_visible_only; else NULL)
 } sd_sddit;
 
 void sd_sddit_create(sd_sddit *s, const sd_dit_config *dcfg, const sd_head_config *hcfg,
