@@ -230,40 +230,16 @@ __device__ __forceinline__ float ema_elem(float dst, float src, float decay, flo
   return __fadd_rn(__fmul_rn(decay, dst), __fmul_rn(omd, src));
 }
 
-struct AdamOp {
-  float *p;
-  const float *g;
-  float *m, *v;
-  AdamConst c;
-  __device__ void one(size_t i) const {
-    float pi = p[i], mi = m[i], vi = v[i];
-    adam_elem(c, pi, g[i], mi, vi);
-    p[i] = pi;
-    m[i] = mi;
-    v[i] = vi;
-  }
-  __device__ void quad(size_t i) const {
-    float4 p4 = ld4(p + i), m4 = ld4(m + i), v4 = ld4(v + i);
-    const float4 g4 = ld4(g + i);
-    adam_elem(c, p4.x, g4.x, m4.x, v4.x);
-    adam_elem(c, p4.y, g4.y, m4.y, v4.y);
-    adam_elem(c, p4.z, g4.z, m4.z, v4.z);
-    adam_elem(c, p4.w, g4.w, m4.w, v4.w);
-    st4(p + i, p4);
-    st4(m + i, m4);
-    st4(v + i, v4);
-  }
-};
-
-// AdamW, then NE (1 or 2) moving averages e[k] = d[k] e[k] + (1 - d[k]) p of the updated p.
+// AdamW, then NE (0, 1 or 2) moving averages e[k] = d[k] e[k] + (1 - d[k]) p of the updated
+// p. (Arrays get one unused slot when NE = 0.)
 template <int NE>
 struct AdamEmaOp {
   float *p;
   const float *g;
   float *m, *v;
-  float *e[NE];
+  float *e[NE > 0 ? NE : 1];
   AdamConst c;
-  float d[NE], omd[NE];
+  float d[NE > 0 ? NE : 1], omd[NE > 0 ? NE : 1];
   __device__ void one(size_t i) const {
     float pi = p[i], mi = m[i], vi = v[i];
     adam_elem(c, pi, g[i], mi, vi);
@@ -693,7 +669,8 @@ void sd_cuda_edm_loss_bwd(sd_backend *be, float *dF, const float *D, const float
 void sd_cuda_adamw(sd_backend *be, float *p, const float *g, float *m, float *v, size_t n,
                    float lr, float beta1, float beta2, float eps, float wd, long t,
                    float grad_scale) {
-  const AdamOp op{p, g, m, v, adam_const(lr, beta1, beta2, eps, wd, t, grad_scale)};
+  const AdamEmaOp<0> op{p,        g,      m,     v, {nullptr},
+                        adam_const(lr, beta1, beta2, eps, wd, t, grad_scale), {0.0f}, {0.0f}};
   launch_elementwise(be, op, n, aligned16(p) && aligned16(g) && aligned16(m) && aligned16(v),
                      "adamw");
 }
