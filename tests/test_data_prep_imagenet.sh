@@ -14,23 +14,13 @@
 #  - an unreadable image is named (one and two workers); missing root; no images.
 set -euo pipefail
 ROOT=${SD_SOURCE_ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
-PY=/usr/bin/python3
 TOOL="$ROOT/data-prep/imagenet_latents.py"
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
-export SD_PYDEPS="$ROOT/.pydeps"
-export HF_HUB_OFFLINE=1  # everything is local; never reach for the hub
-
-if ! why=$($PY - <<'EOF' 2>&1
-import os, sys
-sys.path.insert(0, os.environ["SD_PYDEPS"])
-import numpy, h5py, torch, PIL, safetensors.torch, diffusers
-EOF
-); then
-  echo "SKIP: diffusers/torch/Pillow not importable by $PY with $SD_PYDEPS (run launch/install-deps.sh): ${why##*$'\n'}"
-  exit 77
-fi
+. "$ROOT/tests/tiny_vae.sh"
+require_vae_deps
+make_tiny_vae "$T/vae" 1234 1.0 || fail "making the tiny VAE"
 
 # ---- a tiny VAE and six images
 $PY - "$T" <<'EOF' || fail "setup"
@@ -40,11 +30,7 @@ import numpy as np, torch, safetensors.torch
 from PIL import Image
 from diffusers import AutoencoderKL
 T = sys.argv[1]
-torch.manual_seed(1234)
-vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-                    up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16),
-                    layers_per_block=1, latent_channels=4, norm_num_groups=4, sample_size=32)
-vae.save_pretrained(T + "/vae")
+vae = AutoencoderKL.from_pretrained(T + "/vae")  # made by make_tiny_vae
 rng = np.random.default_rng(7)
 def make(w, h, mode, path, **kw):
     yy, xx = np.mgrid[0:h, 0:w]
