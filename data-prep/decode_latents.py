@@ -32,6 +32,7 @@ if os.path.isdir(PYDEPS) and PYDEPS not in sys.path:
     sys.path.insert(0, PYDEPS)
 
 import numpy as np  # noqa: E402
+from sddit_h5 import attr_value  # noqa: E402
 
 PROG = "decode_latents.py"
 SAMPLES_FORMAT = "sddit-samples"
@@ -40,14 +41,6 @@ DEFAULT_VAE = "stabilityai/sd-vae-ft-ema"
 
 class DecodeError(Exception):
     """A problem with the inputs or the command; printed as one message."""
-
-
-def _str(v):
-    if isinstance(v, bytes):
-        return v.decode("utf-8", "replace")
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
 
 
 class Inputs:
@@ -68,7 +61,7 @@ class Inputs:
             except OSError as e:
                 raise DecodeError("%s: cannot open as HDF5 (%s)" % (path, e)) from None
             with f:
-                a = {k: _str(v) for k, v in f.attrs.items()}
+                a = {k: attr_value(v) for k, v in f.attrs.items()}
                 fmt = a.get("format")
                 if fmt != SAMPLES_FORMAT:
                     hint = (" (a training dataset, not samples)" if fmt == "sddit-latents" else "")

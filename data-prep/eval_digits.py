@@ -33,6 +33,9 @@ import warnings
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sddit_h5 import attr_value  # noqa: E402
+
 PROG = "eval_digits.py"
 SAMPLES_FORMAT = "sddit-samples"
 DATA_FORMAT = "sddit-latents"
@@ -44,16 +47,8 @@ class EvalError(Exception):
     """A problem with the inputs; printed as one line."""
 
 
-def _str(v):
-    if isinstance(v, bytes):
-        return v.decode("utf-8", "replace")
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
-
-
 def _jsonable(v):
-    v = _str(v)
+    v = attr_value(v)
     if isinstance(v, np.ndarray):
         return v.tolist()
     if isinstance(v, (str, int, float, bool)) or v is None:
@@ -89,7 +84,7 @@ def _check_labels(path, y, n, num_classes, null_ok=False):
 def load_real(path):
     """(x (N, 8, 8) float64 in [-1, 1], labels (N,) int64) from digits.py's format-1 file."""
     with _open(path) as f:
-        fmt = _str(f.attrs.get("format"))
+        fmt = attr_value(f.attrs.get("format"))
         if fmt != DATA_FORMAT:
             hint = (" (that is a samples file: pass it as --samples)"
                     if fmt == SAMPLES_FORMAT else "")
@@ -114,13 +109,13 @@ def load_samples(paths):
     xs, ys, attrs = [], [], None
     for path in paths:
         with _open(path) as f:
-            fmt = _str(f.attrs.get("format"))
+            fmt = attr_value(f.attrs.get("format"))
             if fmt != SAMPLES_FORMAT:
                 hint = (" (that is a training dataset: pass it as --real)"
                         if fmt == DATA_FORMAT else "")
                 raise EvalError("%s: root attribute format is %r, expected %r (a file written "
                                 "by `sddit sample`)%s" % (path, fmt, SAMPLES_FORMAT, hint))
-            ver = _str(f.attrs.get("format_version"))
+            ver = attr_value(f.attrs.get("format_version"))
             if ver != 1:
                 raise EvalError("%s: format_version is %r, this tool reads version 1" % (
                     path, ver))

@@ -49,6 +49,15 @@ def _h5py():
     return h5py
 
 
+def attr_value(v):
+    """An HDF5 attribute as a Python value: bytes decoded (UTF-8), numpy scalars unwrapped."""
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
 def _attr_str(v):
     if isinstance(v, bytes):
         return v.decode("utf-8", "replace")
