@@ -32,6 +32,7 @@ if os.path.isdir(PYDEPS) and PYDEPS not in sys.path:
     sys.path.insert(0, PYDEPS)
 
 import numpy as np  # noqa: E402
+from progress import Progress  # noqa: E402
 from sddit_h5 import attr_value  # noqa: E402
 
 PROG = "decode_latents.py"
@@ -166,37 +167,6 @@ class NpzStream:
             pass
 
 
-class Progress:
-    """A line on stderr: every second on a terminal, every 30 s in a log, and at the end."""
-
-    def __init__(self, total):
-        self.total, self.t0, self.last = total, None, 0.0
-        self.t_begin = time.monotonic()
-        self.tty = sys.stderr.isatty()
-
-    def update(self, done, force=False):
-        now = time.monotonic()
-        if self.t0 is None:  # rates count from the first batch (model warm-up excluded)
-            self.t0, self.d0, self.last = now, done, now
-        if not force and now - self.last < (1.0 if self.tty else 30.0):
-            return
-        self.last = now
-        dt = now - self.t0
-        rate = (done - self.d0) / dt if dt > 0 else 0.0
-        if rate == 0.0 and force:  # a single batch: count from the start
-            rate = done / max(1e-9, now - self.t_begin)
-        s = int(round((self.total - done) / rate)) if rate > 0 else None
-        eta = "%d:%02d:%02d" % (s // 3600, s // 60 % 60, s % 60) if s is not None else "?"
-        line = "%s: %d/%d images (%.1f%%), %.1f images/s, ETA %s" % (
-            PROG, done, self.total, 100.0 * done / self.total, rate, eta)
-        sys.stderr.write(("\r" + line + "   ") if self.tty else line + "\n")
-        sys.stderr.flush()
-
-    def end(self):
-        if self.tty and self.last:
-            sys.stderr.write("\n")
-
-
 def parse_args(argv):
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     p.add_argument("--samples", required=True, nargs="+",
@@ -278,7 +248,7 @@ def run(args):
         from PIL import Image
         os.makedirs(args.out, exist_ok=True)
     null_class = inp.attrs.get("num_classes")  # the unconditional label (--classes null)
-    prog = Progress(n)
+    prog = Progress(PROG, n)
     try:
         for i0 in range(0, n, args.batch_size):
             i1 = min(n, i0 + args.batch_size)

@@ -38,6 +38,7 @@ if os.path.isdir(PYDEPS) and PYDEPS not in sys.path:
 import numpy as np  # noqa: E402
 
 import sddit_h5  # noqa: E402
+from progress import Progress  # noqa: E402
 
 PROG = "imagenet_latents.py"
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
@@ -264,44 +265,6 @@ def parse_devices(spec):
     return out
 
 
-# ---------------------------------------------------------------- progress
-
-class Progress:
-    def __init__(self, total, done):
-        self.total, self.start, self.done0, self.done = total, done, done, done
-        self.tty = sys.stderr.isatty()
-        self.t_begin = time.monotonic()
-        self.t0 = None
-        self.last = 0.0
-
-    def update(self, done, force=False):
-        now = time.monotonic()
-        if self.t0 is None:  # rates count from the first batch (model loading excluded)
-            self.t0, self.done0, self.last = now, done, now
-        self.done = done
-        if not force and now - self.last < (1.0 if self.tty else 30.0):
-            return
-        self.last = now
-        dt = now - self.t0
-        rate = (self.done - self.done0) / dt if dt > 0 else 0.0
-        if rate == 0.0 and force:  # a single batch: count from the start (model loading too)
-            rate = (self.done - self.start) / max(1e-9, now - self.t_begin)
-        left = self.total - self.done
-        if rate > 0:
-            s = int(round(left / rate))
-            eta = "%d:%02d:%02d" % (s // 3600, s // 60 % 60, s % 60)
-        else:
-            eta = "?"
-        line = "%s: %d/%d images (%.1f%%), %.1f images/s, ETA %s" % (
-            PROG, self.done, self.total, 100.0 * self.done / self.total, rate, eta)
-        sys.stderr.write(("\r" + line + "   ") if self.tty else line + "\n")
-        sys.stderr.flush()
-
-    def end(self):
-        if self.tty and self.last:
-            sys.stderr.write("\n")
-
-
 # ---------------------------------------------------------------- main
 
 def parse_args(argv):
@@ -438,7 +401,7 @@ def run(args):
             for i in range(nw)]
 
     procs, queues, gen = [], [], None
-    prog = Progress(n, start)
+    prog = Progress(PROG, n, start)
     stopped = finished = False
 
     def on_term(signum, frame):
