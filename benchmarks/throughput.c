@@ -180,7 +180,7 @@ static int run_preset(sd_backend *be, const char *preset, int B, int warmup, int
                                    (uint32_t)cfg.model.num_classes);
     }
     sd_step_random(&ro, step, step * B, B, eps, ss, st, vis, y);
-    sd_step_inputs in = {x0, eps, ss, st, y, vis};
+    sd_step_inputs in = {x0, eps, ss, st, y, vis, ss, st};
     if (on_device) {
       be->ops->to_device(be, dx0, x0, fb * (size_t)B * n);
       be->ops->to_device(be, deps, eps, fb * (size_t)B * n);
@@ -189,7 +189,7 @@ static int run_preset(sd_backend *be, const char *preset, int B, int warmup, int
       be->ops->to_device(be, dy, y, sizeof(int32_t) * (size_t)B);
       be->ops->to_device(be, dvis, vis, sizeof(int32_t) * (size_t)B * Tv);
       be->ops->sync(be);
-      in = (sd_step_inputs){dx0, deps, dss, dst, dy, dvis};
+      in = (sd_step_inputs){dx0, deps, dss, dst, dy, dvis, ss, st};
     }
     double t1 = now_s();
     sd_step_stats stats;

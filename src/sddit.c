@@ -137,14 +137,18 @@ float sd_sddit_teacher_momentum(const sd_sddit_opts *o, long step) {
   return (float)(1.0 - (1.0 - o->teacher_momentum) * (cos(M_PI * f) + 1.0) / 2.0);
 }
 
-// EDM preconditioning scalars for B noise levels (backend memory in, backend memory out),
-// through the host scratch s->host_pre (6, B).
-static void precondition(sd_sddit *s, const float *sigma_dev, int B, float *c_skip,
-                         float *c_out, float *c_in, float *c_noise, float *weight) {
+// EDM preconditioning scalars for B noise levels (backend memory in, or their host copy when
+// sigma_host is not NULL; backend memory out), through the host scratch s->host_pre (6, B).
+static void precondition(sd_sddit *s, const float *sigma_dev, const float *sigma_host, int B,
+                         float *c_skip, float *c_out, float *c_in, float *c_noise,
+                         float *weight) {
   sd_backend *be = s->be;
-  float *sig = s->host_pre, *cs = sig + B, *co = cs + B, *ci = co + B, *cn = ci + B,
-        *w = cn + B;
-  be->ops->to_host(be, sig, sigma_dev, sizeof(float) * (size_t)B);
+  float *cs = s->host_pre + B, *co = cs + B, *ci = co + B, *cn = ci + B, *w = cn + B;
+  const float *sig = sigma_host;
+  if (!sig) {
+    be->ops->to_host(be, s->host_pre, sigma_dev, sizeof(float) * (size_t)B);
+    sig = s->host_pre;
+  }
   for (int b = 0; b < B; b++) {
     double x = sig[b];
     if (!(x > 0.0) || !isfinite(x)) SD_FATAL("noise level %g of sample %d is not positive", x, b);
@@ -184,8 +188,9 @@ void sd_sddit_forward_backward(sd_sddit *s, const sd_step_inputs *in, int B, lon
   // pair on one trajectory: x_s = x0 + sigma_s eps, x_t = x0 + sigma_t eps
   op->add_scaled_rows(be, s->x_s, in->x0, in->eps, in->sigma_s, B, n);
   op->add_scaled_rows(be, s->x_t, in->x0, in->eps, in->sigma_t, B, n);
-  precondition(s, in->sigma_s, B, s->c_skip, s->c_out, s->c_in, s->c_noise, s->weight);
-  precondition(s, in->sigma_t, B, NULL, NULL, s->c_in_t, s->c_noise_t, NULL);
+  precondition(s, in->sigma_s, in->sigma_s_host, B, s->c_skip, s->c_out, s->c_in, s->c_noise,
+               s->weight);
+  precondition(s, in->sigma_t, in->sigma_t_host, B, NULL, NULL, s->c_in_t, s->c_noise_t, NULL);
 
   // lambda_dis = 0 is plain DiT training: no teacher, no head, no L_dis (reported as 0), so
   // that a baseline pays nothing for the parts it does not use.

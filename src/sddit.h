@@ -33,6 +33,10 @@ typedef struct sd_step_inputs {
   const float *sigma_t;   // (B) teacher noise levels
   const int32_t *y;       // (B) labels after dropout (num_classes = null)
   const int32_t *vis;     // (B, Tv) sorted visible token indices
+  // Optional host copies of sigma_s and sigma_t (NULL: read back from backend memory). The
+  // preconditioning is computed on the host; with these a device backend skips two
+  // device-to-host reads, each a stream synchronisation, per step.
+  const float *sigma_s_host, *sigma_t_host;
 } sd_step_inputs;
 
 typedef struct sd_step_stats {

@@ -166,7 +166,8 @@ static sd_step_inputs upload_inputs(sd_backend *be, const device_inputs *dev,
   be->ops->to_device(be, dev->st, in->sigma_t, fb * (size_t)B);
   be->ops->to_device(be, dev->y, in->y, sizeof(int32_t) * (size_t)B);
   be->ops->to_device(be, dev->vis, in->vis, sizeof(int32_t) * (size_t)B * Tv);
-  sd_step_inputs d = {dev->x0, dev->eps, dev->ss, dev->st, dev->y, dev->vis};
+  sd_step_inputs d = {dev->x0, dev->eps, dev->ss, dev->st, dev->y, dev->vis,
+                      in->sigma_s, in->sigma_t};  // the host copies: no read-back
   return d;
 }
 
@@ -316,7 +317,7 @@ int sd_cmd_train(int argc, char **argv) {
       x0[0] = NAN;  // SD_FAULT_NAN: a test of the non-finite path on one rank
     const long first = step * (long)G + (long)rank * B;  // this rank's stream positions
     sd_step_random(&ro, step, first, B, eps, ss, st, vis, y);
-    sd_step_inputs in = {x0, eps, ss, st, y, vis};
+    sd_step_inputs in = {x0, eps, ss, st, y, vis, ss, st};
     if (dev.x0) in = upload_inputs(&be, &dev, &in, B, n, Tv);
     sd_step_stats stats;
     double t1 = now_s();

@@ -59,7 +59,7 @@ static void train_steps(sd_sddit *s, int steps) {
     fill_normal(x0, (size_t)BATCH * n, 100 + (uint32_t)step, 1.0f);
     for (int b = 0; b < BATCH; b++) y[b] = b % dc->num_classes;
     sd_step_random(&ro, step, step * BATCH, BATCH, eps, ss, st, vis, y);
-    sd_step_inputs in = {x0, eps, ss, st, y, vis};
+    sd_step_inputs in = {x0, eps, ss, st, y, vis, ss, st};
     sd_step_stats stats;
     sd_sddit_forward_backward(s, &in, BATCH, step, &stats);
     sd_sddit_update(s, BATCH, step, &stats);

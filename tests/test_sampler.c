@@ -321,7 +321,7 @@ static void training_D(sd_sddit *s, const float *x, const float *sigma, const in
     st[b] = 0.002f;
     for (int t = 0; t < T; t++) vis[b * T + t] = t;
   }
-  sd_step_inputs in = {x, eps, sigma, st, y, vis};
+  sd_step_inputs in = {x, eps, sigma, st, y, vis, sigma, st};
   sd_step_stats stats;
   sd_sddit_forward_backward(s, &in, B, 0, &stats);
   memcpy(D, s->D, sizeof(float) * (size_t)B * n);

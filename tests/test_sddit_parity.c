@@ -98,7 +98,7 @@ int main(int argc, char **argv) {
     snprintf(p, sizeof p, "/steps/%d/y", k);       y = sd_h5_read_i32(f, p, NULL);
     snprintf(p, sizeof p, "/steps/%d/vis", k);     vis = sd_h5_read_i32(f, p, &sh);
     if (sh.numel != (size_t)B * Tv) SD_FATAL("%s has %zu elements, want %d", p, sh.numel, B * Tv);
-    in = (sd_step_inputs){x0, eps, ss, st_, y, vis};
+    in = (sd_step_inputs){x0, eps, ss, st_, y, vis, NULL, NULL};  // sigmas read back
     sd_step_stats stats;
     sd_sddit_forward_backward(&s, &in, B, k, &stats);
     char what[64];

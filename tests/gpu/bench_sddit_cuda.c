@@ -165,6 +165,7 @@ static double step_flops(const model_cfg *m) {
 typedef struct step_data {
   float *x0[2], *eps[2], *ss[2], *st[2];
   int32_t *y[2], *vis[2];
+  float *ss_host[2], *st_host[2];  // host copies of the noise levels, as the trainer keeps
 } step_data;
 
 // Two sets of synthetic step inputs in backend memory (alternated between steps).
@@ -184,10 +185,14 @@ static void make_inputs(sd_backend *be, const model_cfg *m, int B, step_data *d)
     be->ops->to_device(be, d->x0[k], h, sizeof(float) * (size_t)B * n);
     fill_fast(h, (size_t)B * n, 21 + k, 1.0f);
     be->ops->to_device(be, d->eps[k], h, sizeof(float) * (size_t)B * n);
-    for (int b = 0; b < B; b++) h[b] = expf(-1.2f + 1.2f * (float)((b * 7 + k) % 11 - 5) / 5.0f);
-    be->ops->to_device(be, d->ss[k], h, sizeof(float) * (size_t)B);
-    for (int b = 0; b < B; b++) h[b] = 0.002f;
-    be->ops->to_device(be, d->st[k], h, sizeof(float) * (size_t)B);
+    d->ss_host[k] = sd_xmalloc(sizeof(float) * (size_t)B, "sigma_s");
+    d->st_host[k] = sd_xmalloc(sizeof(float) * (size_t)B, "sigma_t");
+    for (int b = 0; b < B; b++) {
+      d->ss_host[k][b] = expf(-1.2f + 1.2f * (float)((b * 7 + k) % 11 - 5) / 5.0f);
+      d->st_host[k][b] = 0.002f;
+    }
+    be->ops->to_device(be, d->ss[k], d->ss_host[k], sizeof(float) * (size_t)B);
+    be->ops->to_device(be, d->st[k], d->st_host[k], sizeof(float) * (size_t)B);
     for (int b = 0; b < B; b++) hi[b] = (b * 37 + k) % (m->dc.num_classes + 1);
     be->ops->to_device(be, d->y[k], hi, sizeof(int32_t) * (size_t)B);
     for (int b = 0; b < B; b++) {  // Tv of T tokens, sorted: every token but a shifted stride
@@ -205,6 +210,8 @@ static void free_inputs(sd_backend *be, step_data *d) {
   for (int k = 0; k < 2; k++) {
     void *p[] = {d->x0[k], d->eps[k], d->ss[k], d->st[k], d->y[k], d->vis[k]};
     for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) be->ops->free(be, p[i]);
+    free(d->ss_host[k]);
+    free(d->st_host[k]);
   }
 }
 
@@ -218,7 +225,8 @@ static void init_model(sd_sddit *s) {
 
 static void one_step(sd_sddit *s, const step_data *d, int B, long step, sd_step_stats *st) {
   const int k = (int)(step & 1);
-  sd_step_inputs in = {d->x0[k], d->eps[k], d->ss[k], d->st[k], d->y[k], d->vis[k]};
+  sd_step_inputs in = {d->x0[k], d->eps[k], d->ss[k], d->st[k], d->y[k], d->vis[k],
+                       d->ss_host[k], d->st_host[k]};
   sd_sddit_forward_backward(s, &in, B, step, st);
   sd_sddit_update(s, B, step, st);
 }

@@ -148,7 +148,7 @@ static sd_step_inputs upload(sd_backend *be, const dev_inputs *d, const float *x
   be->ops->to_device(be, d->st, st, sizeof(float) * (size_t)B);
   be->ops->to_device(be, d->y, y, sizeof(int32_t) * (size_t)B);
   be->ops->to_device(be, d->vis, vis, sizeof(int32_t) * (size_t)B * Tv);
-  return (sd_step_inputs){d->x0, d->eps, d->ss, d->st, d->y, d->vis};
+  return (sd_step_inputs){d->x0, d->eps, d->ss, d->st, d->y, d->vis, ss, st};
 }
 
 static float *download(sd_backend *be, const float *dev, size_t count) {
