@@ -108,7 +108,7 @@ static double measure_peak(sd_backend *be) {
   for (int r = 0; r < 4; r++) {
     be->ops->sync(be);
     double t0 = now_s();
-    be->ops->matmul_fwd(be, o, a, w, NULL, n, n, n);
+    be->ops->matmul_fwd(be, o, SD_F32, a, SD_F32, w, NULL, n, n, n);
     be->ops->sync(be);
     double dt = now_s() - t0;
     if (r > 0 && dt < best) best = dt;

@@ -2,7 +2,16 @@
 // taking raw device pointers, sizes and a backend. One typedef per op signature is shared by
 // the CPU and CUDA implementations (kernels/cpu/, kernels/cuda/), so a mismatch is a compile
 // error. Shapes are given outermost first. Backward ops state per gradient whether they
-// overwrite (=) or accumulate (+=). All activations are fp32 in this version.
+// overwrite (=) or accumulate (+=).
+//
+// Storage types. Parameters, gradients, optimizer state, statistics (mean, rstd, lse, norms),
+// losses and the residual stream are always fp32 (float *). The DiT's saved block activations
+// (the layer-norm outputs, qkv, the attention output, the MLP's pre-activation and GELU output,
+// and the two branch outputs) may be stored in bf16 to halve their memory and bandwidth: an
+// argument typed `void *` comes with an sd_dtype that says how it is stored. An op reads such
+// inputs as the fp32 values they hold, computes in fp32, and rounds each stored output once
+// (to nearest even); the CPU ops do exactly this, which makes them the reference for the CUDA
+// ops at either storage type.
 #ifndef SD_OPS_H
 #define SD_OPS_H
 
@@ -11,34 +20,44 @@
 
 typedef struct sd_backend sd_backend;
 
+typedef enum sd_dtype { SD_F32 = 0, SD_BF16 = 1 } sd_dtype;
+// Bytes per element of a storage type.
+static inline size_t sd_dtype_size(sd_dtype t) { return t == SD_BF16 ? 2 : 4; }
+static inline const char *sd_dtype_name(sd_dtype t) { return t == SD_BF16 ? "bf16" : "fp32"; }
+
 // ---- matmul (linear layer) -------------------------------------------------------------
-// out (M, N) = inp (M, K) @ w (N, K)^T + bias (N). bias may be NULL.
-typedef void sd_matmul_fwd_fn(sd_backend *be, float *out, const float *inp, const float *w,
-                              const float *bias, int M, int K, int N);
+// out (M, N) = inp (M, K) @ w (N, K)^T + bias (N). bias may be NULL. out is stored as out_t,
+// inp as inp_t.
+typedef void sd_matmul_fwd_fn(sd_backend *be, void *out, sd_dtype out_t, const void *inp,
+                              sd_dtype inp_t, const float *w, const float *bias, int M, int K,
+                              int N);
 // dinp (M, K) = dout @ w   (+= when accumulate_dinp);  dw (N, K) += dout^T @ inp;
 // dbias (N) += column sums of dout.  Any of dinp, dw, dbias may be NULL (not wanted).
+// inp is stored as inp_t; the gradients are fp32.
 typedef void sd_matmul_bwd_fn(sd_backend *be, float *dinp, float *dw, float *dbias,
-                              const float *dout, const float *inp, const float *w,
-                              int M, int K, int N, int accumulate_dinp);
+                              const float *dout, const void *inp, sd_dtype inp_t,
+                              const float *w, int M, int K, int N, int accumulate_dinp);
 
 // ---- matmul with the MLP's GELU (tanh approximation) fused in ------------------------------
 // pre (M, N) = inp (M, K) @ w (N, K)^T + bias (N);  out (M, N) = gelu(pre).
-// Equal (to rounding) to matmul_fwd into pre followed by gelu_fwd.
-typedef void sd_matmul_gelu_fwd_fn(sd_backend *be, float *out, float *pre, const float *inp,
-                                   const float *w, const float *bias, int M, int K, int N);
+// Equal (to rounding) to matmul_fwd into pre followed by gelu_fwd. out, pre and inp are
+// stored as t; out is the GELU of the unrounded pre-activation.
+typedef void sd_matmul_gelu_fwd_fn(sd_backend *be, void *out, void *pre, const void *inp,
+                                   sd_dtype t, const float *w, const float *bias, int M, int K,
+                                   int N);
 // The backward of the layer after the GELU, producing the gradient of the pre-activation:
 // dinp (M, K) = (dout @ w) * gelu'(pre (M, K))  (=);  dw (N, K) += dout^T @ inp;
 // dbias (N) += column sums of dout. dw and dbias may be NULL. Equal (to rounding) to
-// matmul_bwd (no accumulation) followed by gelu_bwd in place.
+// matmul_bwd (no accumulation) followed by gelu_bwd in place. inp and pre are stored as t.
 typedef void sd_matmul_bwd_dgelu_fn(sd_backend *be, float *dinp, float *dw, float *dbias,
-                                    const float *dout, const float *inp, const float *w,
-                                    const float *pre, int M, int K, int N);
+                                    const float *dout, const void *inp, const float *w,
+                                    const void *pre, sd_dtype t, int M, int K, int N);
 
 // ---- layer norm (no affine) fused with adaLN modulate ----------------------------------
 // out (B, T, D) = LN(x)*(1 + scale[b]) + shift[b]; shift/scale rows are read at
 // shift + b*mod_stride (so they can point into a (B, 6D) modulation buffer).
-// mean, rstd (B, T) are saved for the backward.
-typedef void sd_lnmod_fwd_fn(sd_backend *be, float *out, float *mean, float *rstd,
+// mean, rstd (B, T) are saved for the backward. out is stored as out_t.
+typedef void sd_lnmod_fwd_fn(sd_backend *be, void *out, sd_dtype out_t, float *mean, float *rstd,
                              const float *x, const float *shift, const float *scale,
                              int mod_stride, int B, int T, int D, float eps);
 // dx (B, T, D) +=;  dshift, dscale (rows at mod_stride) +=.
@@ -50,12 +69,13 @@ typedef void sd_lnmod_bwd_fn(sd_backend *be, float *dx, float *dshift, float *ds
 // ---- multi-head attention (non-causal) -------------------------------------------------
 // qkv (B, T, 3*NH*HD) with feature index which*D + h*HD + d  ->  out (B, T, NH*HD);
 // lse (B, NH, T) = log-sum-exp of each scaled score row, saved for the backward.
-typedef void sd_attention_fwd_fn(sd_backend *be, float *out, float *lse, const float *qkv,
-                                 int B, int T, int NH, int HD);
-// dqkv (B, T, 3*NH*HD) =.
+// qkv and out are stored as t.
+typedef void sd_attention_fwd_fn(sd_backend *be, void *out, float *lse, const void *qkv,
+                                 sd_dtype t, int B, int T, int NH, int HD);
+// dqkv (B, T, 3*NH*HD) =. qkv and out (the forward's) are stored as t; dout, dqkv are fp32.
 typedef void sd_attention_bwd_fn(sd_backend *be, float *dqkv, const float *dout,
-                                 const float *qkv, const float *out, const float *lse,
-                                 int B, int T, int NH, int HD);
+                                 const void *qkv, const void *out, sd_dtype t,
+                                 const float *lse, int B, int T, int NH, int HD);
 
 // ---- pointwise activations -------------------------------------------------------------
 // out (n) = act(x); may run in place.
@@ -65,15 +85,16 @@ typedef void sd_act_bwd_fn(sd_backend *be, float *dx, const float *dout, const f
                            size_t n);
 
 // ---- gated residual: out = x + gate[b] * y ---------------------------------------------
-// out, x, y (B, T, D); gate rows at gate + b*gate_stride. out may alias x.
+// out, x, y (B, T, D); gate rows at gate + b*gate_stride. out may alias x. y is stored as
+// y_t (out and x are the fp32 residual stream).
 typedef void sd_gated_residual_fwd_fn(sd_backend *be, float *out, const float *x,
-                                      const float *y, const float *gate, int gate_stride,
-                                      int B, int T, int D);
-// dy (B, T, D) = dout * gate[b];  dgate (rows at gate_stride) += sum_t dout * y.
-// (dx = dout, the identity, is left to the caller.)
-typedef void sd_gated_residual_bwd_fn(sd_backend *be, float *dy, float *dgate,
-                                      const float *dout, const float *y, const float *gate,
+                                      const void *y, sd_dtype y_t, const float *gate,
                                       int gate_stride, int B, int T, int D);
+// dy (B, T, D) = dout * gate[b];  dgate (rows at gate_stride) += sum_t dout * y.
+// (dx = dout, the identity, is left to the caller.) y is stored as y_t; dy is fp32.
+typedef void sd_gated_residual_bwd_fn(sd_backend *be, float *dy, float *dgate,
+                                      const float *dout, const void *y, sd_dtype y_t,
+                                      const float *gate, int gate_stride, int B, int T, int D);
 
 // ---- patches ---------------------------------------------------------------------------
 // x (B, C, H, W) -> patches (B, T, C*p*p), T = (H/p)*(W/p), token m = row*(W/p) + col,
@@ -258,6 +279,9 @@ struct sd_backend {
   const char *name;   // "cpu" or "cuda"
   const sd_ops *ops;
   int num_threads;    // CPU threads used by the backend (cpu), 0 = default
+  // How models created on this backend store their saved activations (see the top of this
+  // file): SD_F32 on the CPU; a CUDA backend follows its precision (bf16 in "bf16").
+  sd_dtype act_dtype;
   void *impl;         // backend-private state
 };
 
@@ -270,8 +294,8 @@ void sd_backend_cuda_destroy(sd_backend *be);
 // The cudaStream_t every op of a CUDA backend runs on (NULL for other backends).
 void *sd_backend_cuda_stream(sd_backend *be);
 // Chooses how a CUDA backend's matmuls multiply: "fp32" (fp32 inputs, fp32 accumulation, no
-// TF32) or "bf16" (inputs rounded to bf16, fp32 accumulation and outputs; the default, unless
-// the environment sets SD_CUDA_PRECISION=fp32). Returns 0, or -1 with a message in errbuf
+// TF32) or "bf16" (inputs in bf16, fp32 accumulation; the saved activations stored in bf16,
+// be->act_dtype = SD_BF16; the default, unless the environment sets SD_CUDA_PRECISION=fp32). Returns 0, or -1 with a message in errbuf
 // (unknown name, not a CUDA backend, or a build without CUDA).
 int sd_backend_cuda_set_precision(sd_backend *be, const char *name /* "fp32" or "bf16" */,
                                   char *errbuf, size_t errlen);

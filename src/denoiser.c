@@ -183,8 +183,9 @@ void sd_dn_weights_free(sd_dn_weights *w) {
 
 size_t sd_denoiser_floats_per_sample(const sd_dit_config *c) {
   // the forward-only arena of one sample at T tokens (an upper bound per sample: it includes
-  // the alignment padding), plus x, xin and D
-  return sd_dit_acts_floats(c, 1, sd_dit_tokens(c), 1) +
+  // the alignment padding; fp32 storage, the larger), plus x, xin and D
+  return (sd_dit_acts_bytes(c, 1, sd_dit_tokens(c), 1, SD_F32) + sizeof(float) - 1) /
+             sizeof(float) +
          3 * (size_t)c->in_channels * c->input_size * c->input_size;
 }
 

@@ -23,17 +23,21 @@ typedef struct sd_dit {
   int owns_buffers;    // params/grads allocated by sd_dit_create (not given by the caller)
 } sd_dit;
 
-// Per-block saved activations for Tk tokens.
+// Per-block saved activations for Tk tokens. The void * buffers are stored as the arena's
+// activation type (sd_dit_acts.act: fp32, or bf16 on a bf16 GPU backend); the rest are fp32.
 typedef struct sd_block_acts {
   float *mod;               // (B, 6D) shift_a, scale_a, gate_a, shift_m, scale_m, gate_m
-  float *h1, *mean1, *rstd1;  // (B, Tk, D), (B, Tk), (B, Tk)
-  float *qkv;               // (B, Tk, 3D)
-  float *att, *lse;         // (B, Tk, D), (B, NH, Tk)
-  float *ao;                // (B, Tk, D) attention projection output
+  void *h1;                 // (B, Tk, D) LN1 output
+  float *mean1, *rstd1;     // (B, Tk), (B, Tk)
+  void *qkv;                // (B, Tk, 3D)
+  void *att;                // (B, Tk, D) attention output
+  float *lse;               // (B, NH, Tk)
+  void *ao;                 // (B, Tk, D) attention projection output
   float *x2;                // (B, Tk, D) residual after attention
-  float *h2, *mean2, *rstd2;  // (B, Tk, D), (B, Tk), (B, Tk)
-  float *f1, *gl;           // (B, Tk, M) fc1 output, GELU output
-  float *f2;                // (B, Tk, D) fc2 output
+  void *h2;                 // (B, Tk, D) LN2 output
+  float *mean2, *rstd2;     // (B, Tk), (B, Tk)
+  void *f1, *gl;            // (B, Tk, M) fc1 output, GELU output
+  void *f2;                 // (B, Tk, D) fc2 output
 } sd_block_acts;
 
 // Activations of one pass of the network over a batch (capacity B samples, Tcap tokens).
@@ -48,7 +52,8 @@ typedef struct sd_dit_acts {
   float **x;              // depth+1 residual streams, each (B, Tcap, D); x[0] = block input
   sd_block_acts *blk;     // depth entries
   float *fmod;            // (B, 2D) final shift, scale
-  float *hf, *meanf, *rstdf;  // (B, Tcap, D), (B, Tcap), (B, Tcap)
+  void *hf;               // (B, Tcap, D) final LN output, stored as act
+  float *meanf, *rstdf;   // (B, Tcap), (B, Tcap)
   float *out_tok;         // (B, Tcap, p*p*Cout)
   float *out;             // (B, Cout, H, W) network output F
   int32_t *idx;           // (B, Tcap) token indices of the pass (backend memory)
@@ -63,7 +68,9 @@ typedef struct sd_dit_acts {
   float *dc, *dth;        // (B, D)
   float *dtok;            // (B, T, D)
   float *dout_tok;        // (B, Tcap, p*p*Cout)
-  float *arena;           // the single allocation behind all of the above
+  void *arena;            // the single allocation behind all of the above
+  size_t arena_bytes;
+  sd_dtype act;           // storage type of the void * activations (the backend's act_dtype)
   int inference;          // forward only (sd_dit_acts_create_inference): no backward
 } sd_dit_acts;
 
@@ -79,14 +86,17 @@ void sd_dit_init_weights(sd_dit *m, uint64_t seed);
 // Fills pos (T, D) on the host with DiT's 2-D sin-cos table.
 void sd_dit_pos_table(const sd_dit_config *cfg, float *pos);
 
+// The arena's activation storage type is the backend's act_dtype at creation.
 void sd_dit_acts_create(sd_dit_acts *a, const sd_dit *m, int B, int Tcap);
 // Forward-only activations (the sampler's denoiser, the SD-DiT teacher): the residual streams
 // alternate between two buffers and every block shares one set of block buffers, so the arena
 // does not grow with depth (DiT-XL/2: ~20x smaller); x[l] holds block l's input only until
 // block l+1 has run. The backward segments refuse them.
 void sd_dit_acts_create_inference(sd_dit_acts *a, const sd_dit *m, int B, int Tcap);
-// Floats of the arena for capacity (B, Tcap), training or inference layout.
-size_t sd_dit_acts_floats(const sd_dit_config *c, int B, int Tcap, int inference);
+// Bytes of the arena for capacity (B, Tcap), training or inference layout, activations
+// stored as act.
+size_t sd_dit_acts_bytes(const sd_dit_config *c, int B, int Tcap, int inference,
+                         sd_dtype act);
 void sd_dit_acts_destroy(sd_dit_acts *a, const sd_dit *m);
 
 // ---- forward segments -------------------------------------------------------------------

@@ -1,6 +1,8 @@
 // Allocation of the DiT's activation and backward-scratch buffers, carved from one arena:
 // every block's own buffers for training, or (inference) two residual streams used in turn
-// and one set of block buffers shared by all blocks, without backward scratch.
+// and one set of block buffers shared by all blocks, without backward scratch. The saved
+// block activations (the void * fields of sd_block_acts, and hf) are stored as the arena's
+// activation type; everything else is fp32.
 #include "dit.h"
 #include "error.h"
 
@@ -8,16 +10,21 @@
 #include <string.h>
 
 typedef struct carver {
-  float *base;   // NULL while measuring
-  size_t used;   // floats
+  char *base;    // NULL while measuring
+  size_t used;   // bytes
+  sd_dtype act;  // storage type of the saved activations
 } carver;
 
-// Returns the next n floats (64-byte aligned) of the arena.
-static float *take(carver *cv, size_t n) {
+// The next `bytes` of the arena, 256-byte aligned (cuBLASLt's preferred alignment).
+static void *take_bytes(carver *cv, size_t bytes) {
   size_t start = cv->used;
-  cv->used += (n + 15) / 16 * 16;
+  cv->used += (bytes + 255) / 256 * 256;
   return cv->base ? cv->base + start : NULL;
 }
+// n fp32 values.
+static float *take(carver *cv, size_t n) { return take_bytes(cv, n * sizeof(float)); }
+// n values of the activation storage type.
+static void *take_act(carver *cv, size_t n) { return take_bytes(cv, n * sd_dtype_size(cv->act)); }
 
 static void carve(sd_dit_acts *a, const sd_dit_config *c, carver *cv, int inference) {
   const size_t B = (size_t)a->B, Tc = (size_t)a->Tcap, T = (size_t)sd_dit_tokens(c);
@@ -39,25 +46,25 @@ static void carve(sd_dit_acts *a, const sd_dit_config *c, carver *cv, int infere
   for (int l = 0; l < (inference ? 1 : c->depth); l++) {
     sd_block_acts *k = &a->blk[l];
     k->mod = take(cv, B * 6 * D);
-    k->h1 = take(cv, B * Tc * D);
+    k->h1 = take_act(cv, B * Tc * D);
     k->mean1 = take(cv, B * Tc);
     k->rstd1 = take(cv, B * Tc);
-    k->qkv = take(cv, B * Tc * 3 * D);
-    k->att = take(cv, B * Tc * D);
+    k->qkv = take_act(cv, B * Tc * 3 * D);
+    k->att = take_act(cv, B * Tc * D);
     k->lse = take(cv, B * NH * Tc);
-    k->ao = take(cv, B * Tc * D);
+    k->ao = take_act(cv, B * Tc * D);
     k->x2 = take(cv, B * Tc * D);
-    k->h2 = take(cv, B * Tc * D);
+    k->h2 = take_act(cv, B * Tc * D);
     k->mean2 = take(cv, B * Tc);
     k->rstd2 = take(cv, B * Tc);
-    k->f1 = take(cv, B * Tc * M);
-    k->gl = take(cv, B * Tc * M);
-    k->f2 = take(cv, B * Tc * D);
+    k->f1 = take_act(cv, B * Tc * M);
+    k->gl = take_act(cv, B * Tc * M);
+    k->f2 = take_act(cv, B * Tc * D);
   }
   if (inference)
     for (int l = 1; l < c->depth; l++) a->blk[l] = a->blk[0];
   a->fmod = take(cv, B * 2 * D);
-  a->hf = take(cv, B * Tc * D);
+  a->hf = take_act(cv, B * Tc * D);
   a->meanf = take(cv, B * Tc);
   a->rstdf = take(cv, B * Tc);
   a->out_tok = take(cv, B * Tc * P * c->out_channels);
@@ -84,12 +91,14 @@ static void create(sd_dit_acts *a, const sd_dit *m, int B, int Tcap, int inferen
   a->B = B;
   a->Tcap = Tcap;
   a->inference = inference;
+  a->act = m->be->act_dtype;
   a->x = sd_xcalloc((size_t)c->depth + 1, sizeof *a->x, "residual stream views");
   a->blk = sd_xcalloc((size_t)c->depth, sizeof *a->blk, "block activation views");
-  carver cv = {0};
+  carver cv = {.base = NULL, .used = 0, .act = a->act};
   carve(a, c, &cv, inference);
-  a->arena = m->be->ops->alloc(m->be, sizeof(float) * cv.used);
-  m->be->ops->memset(m->be, a->arena, 0, sizeof(float) * cv.used);
+  a->arena_bytes = cv.used;
+  a->arena = m->be->ops->alloc(m->be, cv.used);
+  m->be->ops->memset(m->be, a->arena, 0, cv.used);
   cv.base = a->arena;
   cv.used = 0;
   carve(a, c, &cv, inference);
@@ -103,14 +112,15 @@ void sd_dit_acts_create_inference(sd_dit_acts *a, const sd_dit *m, int B, int Tc
   create(a, m, B, Tcap, 1);
 }
 
-size_t sd_dit_acts_floats(const sd_dit_config *c, int B, int Tcap, int inference) {
+size_t sd_dit_acts_bytes(const sd_dit_config *c, int B, int Tcap, int inference,
+                         sd_dtype act) {
   sd_dit_acts a;
   memset(&a, 0, sizeof a);
   a.B = B;
   a.Tcap = Tcap;
   a.x = sd_xcalloc((size_t)c->depth + 1, sizeof *a.x, "residual stream views");
   a.blk = sd_xcalloc((size_t)c->depth, sizeof *a.blk, "block activation views");
-  carver cv = {0};
+  carver cv = {.base = NULL, .used = 0, .act = act};
   carve(&a, c, &cv, inference);
   free(a.x);
   free(a.blk);

@@ -117,13 +117,13 @@ void sd_head_forward(sd_backend *be, const sd_head_config *c, const sd_head_weig
   const int D = c->in_dim, H = c->hidden, bn = c->bottleneck, P = c->prototypes;
   if (N > a->Ncap) SD_FATAL("head: %d rows exceed the capacity %d", N, a->Ncap);
   a->N = N;
-  op->matmul_gelu_fwd(be, a->g1, a->a1, h, w->w0, w->b0, N, D, H);     // (N, H)
-  op->matmul_gelu_fwd(be, a->g2, a->a2, a->g1, w->w2, w->b2, N, H, H);  // (N, H)
-  op->matmul_fwd(be, a->v, a->g2, w->w4, w->b4, N, H, bn);  // (N, bn)
+  op->matmul_gelu_fwd(be, a->g1, a->a1, h, SD_F32, w->w0, w->b0, N, D, H);     // (N, H)
+  op->matmul_gelu_fwd(be, a->g2, a->a2, a->g1, SD_F32, w->w2, w->b2, N, H, H);  // (N, H)
+  op->matmul_fwd(be, a->v, SD_F32, a->g2, SD_F32, w->w4, w->b4, N, H, bn);  // (N, bn)
   op->l2norm_rows_fwd(be, a->u, a->unorm, a->v, N, bn);
   op->l2norm_rows_fwd(be, a->weff, a->vnorm, w->v, P, bn);  // weight norm, gain 1
   // the prototype logits in fp32 inputs even in bf16 training: they feed tau_t = 0.04 softmaxes
-  op->matmul_fwd_fp32(be, a->z, a->u, a->weff, NULL, N, bn, P);  // (N, P)
+  op->matmul_fwd_fp32(be, a->z, SD_F32, a->u, SD_F32, a->weff, NULL, N, bn, P);  // (N, P)
 }
 
 void sd_head_backward(sd_backend *be, const sd_head_config *c, const sd_head_weights *w,
@@ -132,12 +132,14 @@ void sd_head_backward(sd_backend *be, const sd_head_config *c, const sd_head_wei
   const sd_ops *op = be->ops;
   const int D = c->in_dim, H = c->hidden, bn = c->bottleneck, P = c->prototypes;
   op->memset(be, a->dweff, 0, sizeof(float) * (size_t)P * bn);
-  op->matmul_bwd_fp32(be, a->du, a->dweff, NULL, dz, a->u, a->weff, N, bn, P, 0);
+  op->matmul_bwd_fp32(be, a->du, a->dweff, NULL, dz, a->u, SD_F32, a->weff, N, bn, P, 0);
   // d v_proto += l2norm backward of dweff (the prototypes' gradient accumulates)
   op->l2norm_rows_bwd(be, a->dweff, a->dweff, a->weff, a->vnorm, P, bn);
   op->axpy(be, g->v, a->dweff, (size_t)P * bn, 1.0f);
   op->l2norm_rows_bwd(be, a->dv, a->du, a->u, a->unorm, N, bn);
-  op->matmul_bwd_dgelu(be, a->dg, g->w4, g->b4, a->dv, a->g2, w->w4, a->a2, N, H, bn);  // d a2
-  op->matmul_bwd_dgelu(be, a->dg2, g->w2, g->b2, a->dg, a->g1, w->w2, a->a1, N, H, H);  // d a1
-  op->matmul_bwd(be, dh, g->w0, g->b0, a->dg2, h, w->w0, N, D, H, 1);
+  op->matmul_bwd_dgelu(be, a->dg, g->w4, g->b4, a->dv, a->g2, w->w4, a->a2, SD_F32, N, H,
+                       bn);  // d a2
+  op->matmul_bwd_dgelu(be, a->dg2, g->w2, g->b2, a->dg, a->g1, w->w2, a->a1, SD_F32, N, H,
+                       H);  // d a1
+  op->matmul_bwd(be, dh, g->w0, g->b0, a->dg2, h, SD_F32, w->w0, N, D, H, 1);
 }

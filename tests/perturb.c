@@ -1,6 +1,7 @@
 // A CPU backend with one perturbed op (see perturb.h). Each wrapper calls the real CPU op and
 // scales what it wrote.
 #include "perturb.h"
+#include "bf16.h"
 #include "cpu_ops.h"
 
 #include <string.h>
@@ -11,22 +12,35 @@ static void scale(float *x, size_t n) {
   if (!x) return;
   for (size_t i = 0; i < n; i++) x[i] *= 1.0f + PERTURB_EPS;
 }
+// The same for an output stored as t (a bf16 value is scaled and rounded again).
+static void scale_t(void *x, sd_dtype t, size_t n) {
+  if (!x) return;
+  if (t == SD_F32) {
+    scale(x, n);
+    return;
+  }
+  uint16_t *h = x;
+  for (size_t i = 0; i < n; i++)
+    h[i] = sd_bf16_from_float(sd_bf16_to_float(h[i]) * (1.0f + PERTURB_EPS));
+}
 
-static void p_matmul_fwd(sd_backend *be, float *out, const float *inp, const float *w,
-                         const float *bias, int M, int K, int N) {
-  sd_cpu_matmul_fwd(be, out, inp, w, bias, M, K, N);
-  scale(out, (size_t)M * N);
+static void p_matmul_fwd(sd_backend *be, void *out, sd_dtype out_t, const void *inp,
+                         sd_dtype inp_t, const float *w, const float *bias, int M, int K,
+                         int N) {
+  sd_cpu_matmul_fwd(be, out, out_t, inp, inp_t, w, bias, M, K, N);
+  scale_t(out, out_t, (size_t)M * N);
 }
 static void p_matmul_bwd(sd_backend *be, float *dinp, float *dw, float *dbias, const float *dout,
-                         const float *inp, const float *w, int M, int K, int N, int acc) {
-  sd_cpu_matmul_bwd(be, dinp, dw, dbias, dout, inp, w, M, K, N, acc);
+                         const void *inp, sd_dtype inp_t, const float *w, int M, int K, int N,
+                         int acc) {
+  sd_cpu_matmul_bwd(be, dinp, dw, dbias, dout, inp, inp_t, w, M, K, N, acc);
   scale(dw, (size_t)N * K);
 }
-static void p_lnmod_fwd(sd_backend *be, float *out, float *mean, float *rstd, const float *x,
-                        const float *shift, const float *sc, int ms, int B, int T, int D,
-                        float eps) {
-  sd_cpu_lnmod_fwd(be, out, mean, rstd, x, shift, sc, ms, B, T, D, eps);
-  scale(out, (size_t)B * T * D);
+static void p_lnmod_fwd(sd_backend *be, void *out, sd_dtype out_t, float *mean, float *rstd,
+                        const float *x, const float *shift, const float *sc, int ms, int B,
+                        int T, int D, float eps) {
+  sd_cpu_lnmod_fwd(be, out, out_t, mean, rstd, x, shift, sc, ms, B, T, D, eps);
+  scale_t(out, out_t, (size_t)B * T * D);
 }
 static void p_lnmod_bwd(sd_backend *be, float *dx, float *dshift, float *dscale,
                         const float *dout, const float *x, const float *mean, const float *rstd,
@@ -34,14 +48,15 @@ static void p_lnmod_bwd(sd_backend *be, float *dx, float *dshift, float *dscale,
   sd_cpu_lnmod_bwd(be, dx, dshift, dscale, dout, x, mean, rstd, sc, ms, B, T, D);
   scale(dx, (size_t)B * T * D);
 }
-static void p_attention_fwd(sd_backend *be, float *out, float *lse, const float *qkv, int B,
-                            int T, int NH, int HD) {
-  sd_cpu_attention_fwd(be, out, lse, qkv, B, T, NH, HD);
-  scale(out, (size_t)B * T * NH * HD);
+static void p_attention_fwd(sd_backend *be, void *out, float *lse, const void *qkv, sd_dtype t,
+                            int B, int T, int NH, int HD) {
+  sd_cpu_attention_fwd(be, out, lse, qkv, t, B, T, NH, HD);
+  scale_t(out, t, (size_t)B * T * NH * HD);
 }
-static void p_attention_bwd(sd_backend *be, float *dqkv, const float *dout, const float *qkv,
-                            const float *out, const float *lse, int B, int T, int NH, int HD) {
-  sd_cpu_attention_bwd(be, dqkv, dout, qkv, out, lse, B, T, NH, HD);
+static void p_attention_bwd(sd_backend *be, float *dqkv, const float *dout, const void *qkv,
+                            const void *out, sd_dtype t, const float *lse, int B, int T, int NH,
+                            int HD) {
+  sd_cpu_attention_bwd(be, dqkv, dout, qkv, out, t, lse, B, T, NH, HD);
   scale(dqkv, (size_t)B * T * 3 * NH * HD);
 }
 static void p_gelu_fwd(sd_backend *be, float *out, const float *x, size_t n) {
@@ -60,14 +75,15 @@ static void p_silu_bwd(sd_backend *be, float *dx, const float *dout, const float
   sd_cpu_silu_bwd(be, dx, dout, x, n);
   scale(dx, n);
 }
-static void p_gres_fwd(sd_backend *be, float *out, const float *x, const float *y,
+static void p_gres_fwd(sd_backend *be, float *out, const float *x, const void *y, sd_dtype y_t,
                        const float *gate, int gs, int B, int T, int D) {
-  sd_cpu_gated_residual_fwd(be, out, x, y, gate, gs, B, T, D);
+  sd_cpu_gated_residual_fwd(be, out, x, y, y_t, gate, gs, B, T, D);
   scale(out, (size_t)B * T * D);
 }
 static void p_gres_bwd(sd_backend *be, float *dy, float *dgate, const float *dout,
-                       const float *y, const float *gate, int gs, int B, int T, int D) {
-  sd_cpu_gated_residual_bwd(be, dy, dgate, dout, y, gate, gs, B, T, D);
+                       const void *y, sd_dtype y_t, const float *gate, int gs, int B, int T,
+                       int D) {
+  sd_cpu_gated_residual_bwd(be, dy, dgate, dout, y, y_t, gate, gs, B, T, D);
   scale(dy, (size_t)B * T * D);
 }
 static void p_patchify(sd_backend *be, float *patches, const float *x, int B, int C, int H,

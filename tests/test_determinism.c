@@ -77,9 +77,9 @@ int main(void) {
   // the inference arena does not grow with depth: DiT-XL/2 (28 blocks), 256 tokens
   sd_dit_config xl;
   sd_dit_config_preset(&xl, "XL/2");
-  const size_t tr = sd_dit_acts_floats(&xl, 4, sd_dit_tokens(&xl), 0);
-  const size_t in = sd_dit_acts_floats(&xl, 4, sd_dit_tokens(&xl), 1);
+  const size_t tr = sd_dit_acts_bytes(&xl, 4, sd_dit_tokens(&xl), 0, SD_F32);
+  const size_t in = sd_dit_acts_bytes(&xl, 4, sd_dit_tokens(&xl), 1, SD_F32);
   check_true(in * 10 <= tr, "XL/2 activations for 4 samples: inference %.1f MB, training %.1f "
-             "MB (at most a tenth)", 4e-6 * in, 4e-6 * tr);
+             "MB (at most a tenth)", 1e-6 * in, 1e-6 * tr);
   return check_exit("test_determinism");
 }

@@ -108,11 +108,11 @@ static void run_case(gc_case *c) {
 
 // ---- matmul -----------------------------------------------------------------------------
 static void mm_fwd(gc_case *c) {
-  g_be.ops->matmul_fwd(&g_be, c->out, c->in[0].x, c->in[1].x, c->in[2].x, c->ints[0],
-                       c->ints[1], c->ints[2]);
+  g_be.ops->matmul_fwd(&g_be, c->out, SD_F32, c->in[0].x, SD_F32, c->in[1].x, c->in[2].x,
+                       c->ints[0], c->ints[1], c->ints[2]);
 }
 static void mm_bwd(gc_case *c, const float *dout) {
-  g_be.ops->matmul_bwd(&g_be, c->in[0].g, c->in[1].g, c->in[2].g, dout, c->in[0].x,
+  g_be.ops->matmul_bwd(&g_be, c->in[0].g, c->in[1].g, c->in[2].g, dout, c->in[0].x, SD_F32,
                        c->in[1].x, c->ints[0], c->ints[1], c->ints[2], c->ints[3]);
 }
 static void case_matmul(int accumulate_dinp) {
@@ -134,8 +134,8 @@ static void case_matmul(int accumulate_dinp) {
 static void ln_fwd(gc_case *c) {
   int B = c->ints[0], T = c->ints[1], D = c->ints[2];
   const float *mod = c->in[1].x;
-  g_be.ops->lnmod_fwd(&g_be, c->out, c->aux[0], c->aux[1], c->in[0].x, mod + D, mod + 2 * D,
-                      3 * D, B, T, D, 1e-6f);
+  g_be.ops->lnmod_fwd(&g_be, c->out, SD_F32, c->aux[0], c->aux[1], c->in[0].x, mod + D,
+                      mod + 2 * D, 3 * D, B, T, D, 1e-6f);
 }
 static void ln_bwd(gc_case *c, const float *dout) {
   int B = c->ints[0], T = c->ints[1], D = c->ints[2];
@@ -160,12 +160,12 @@ static void case_lnmod(void) {
 
 // ---- attention --------------------------------------------------------------------------
 static void at_fwd(gc_case *c) {
-  g_be.ops->attention_fwd(&g_be, c->out, c->aux[0], c->in[0].x, c->ints[0], c->ints[1],
-                          c->ints[2], c->ints[3]);
+  g_be.ops->attention_fwd(&g_be, c->out, c->aux[0], c->in[0].x, SD_F32, c->ints[0],
+                          c->ints[1], c->ints[2], c->ints[3]);
 }
 static void at_bwd(gc_case *c, const float *dout) {
-  g_be.ops->attention_bwd(&g_be, c->in[0].g, dout, c->in[0].x, c->out, c->aux[0], c->ints[0],
-                          c->ints[1], c->ints[2], c->ints[3]);
+  g_be.ops->attention_bwd(&g_be, c->in[0].g, dout, c->in[0].x, c->out, SD_F32, c->aux[0],
+                          c->ints[0], c->ints[1], c->ints[2], c->ints[3]);
 }
 static void case_attention(void) {
   int B = 2, T = 5, NH = 2, HD = 4, D = NH * HD;
@@ -201,12 +201,12 @@ static void case_act(const char *name, void (*f)(gc_case *), void (*b)(gc_case *
 // ---- gated residual (gate read at stride 2D, offset D) ----------------------------------
 static void gr_fwd(gc_case *c) {
   int B = c->ints[0], T = c->ints[1], D = c->ints[2];
-  g_be.ops->gated_residual_fwd(&g_be, c->out, c->aux[0], c->in[0].x, c->in[1].x + D, 2 * D, B,
-                               T, D);
+  g_be.ops->gated_residual_fwd(&g_be, c->out, c->aux[0], c->in[0].x, SD_F32, c->in[1].x + D,
+                               2 * D, B, T, D);
 }
 static void gr_bwd(gc_case *c, const float *dout) {
   int B = c->ints[0], T = c->ints[1], D = c->ints[2];
-  g_be.ops->gated_residual_bwd(&g_be, c->in[0].g, c->in[1].g + D, dout, c->in[0].x,
+  g_be.ops->gated_residual_bwd(&g_be, c->in[0].g, c->in[1].g + D, dout, c->in[0].x, SD_F32,
                                c->in[1].x + D, 2 * D, B, T, D);
 }
 static void case_gated_residual(void) {

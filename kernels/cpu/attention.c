@@ -3,6 +3,7 @@
 // the backward recomputes probabilities from the saved log-sum-exp.
 #include "cpu_ops.h"
 #include "error.h"
+#include "storage.h"
 
 #include "fast_math.h"
 
@@ -17,8 +18,8 @@ static float *scratch_alloc(sd_backend *be, size_t per_thread, int *nthreads_out
   return sd_cpu_workspace(be, sizeof(float) * per_thread * (size_t)nt);
 }
 
-void sd_cpu_attention_fwd(sd_backend *be, float *out, float *lse, const float *qkv, int B,
-                          int T, int NH, int HD) {
+static void attention_fwd_f32(sd_backend *be, float *out, float *lse, const float *qkv, int B,
+                              int T, int NH, int HD) {
   const int D = NH * HD, ld = 3 * D;
   const float scale = 1.0f / sqrtf((float)HD);
   int nt;
@@ -52,8 +53,9 @@ void sd_cpu_attention_fwd(sd_backend *be, float *out, float *lse, const float *q
   }
 }
 
-void sd_cpu_attention_bwd(sd_backend *be, float *dqkv, const float *dout, const float *qkv,
-                          const float *out, const float *lse, int B, int T, int NH, int HD) {
+static void attention_bwd_f32(sd_backend *be, float *dqkv, const float *dout,
+                              const float *qkv, const float *out, const float *lse, int B,
+                              int T, int NH, int HD) {
   const int D = NH * HD, ld = 3 * D;
   const float scale = 1.0f / sqrtf((float)HD);
   int nt;
@@ -98,4 +100,24 @@ void sd_cpu_attention_bwd(sd_backend *be, float *dqkv, const float *dout, const 
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HD, T, scale, dP, T, q, ld, 0.0f,
                 dk, ld);
   }
+}
+
+void sd_cpu_attention_fwd(sd_backend *be, void *out, float *lse, const void *qkv, sd_dtype t,
+                          int B, int T, int NH, int HD) {
+  const size_t n_out = (size_t)B * T * NH * HD, n_qkv = 3 * n_out;
+  const float *qkv32 = sd_cpu_load(qkv, t, n_qkv);  // (B, T, 3D)
+  float *out32 = sd_cpu_out(out, t, n_out);         // (B, T, D)
+  attention_fwd_f32(be, out32, lse, qkv32, B, T, NH, HD);
+  sd_cpu_store(out, t, out32, n_out);
+  sd_cpu_unload(qkv, qkv32);
+}
+
+void sd_cpu_attention_bwd(sd_backend *be, float *dqkv, const float *dout, const void *qkv,
+                          const void *out, sd_dtype t, const float *lse, int B, int T, int NH,
+                          int HD) {
+  const size_t n_out = (size_t)B * T * NH * HD, n_qkv = 3 * n_out;
+  const float *qkv32 = sd_cpu_load(qkv, t, n_qkv), *out32 = sd_cpu_load(out, t, n_out);
+  attention_bwd_f32(be, dqkv, dout, qkv32, out32, lse, B, T, NH, HD);
+  sd_cpu_unload(qkv, qkv32);
+  sd_cpu_unload(out, out32);
 }

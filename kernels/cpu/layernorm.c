@@ -1,12 +1,14 @@
 // CPU layer norm without affine, fused with adaLN modulate, forward and backward.
 #include "cpu_ops.h"
+#include "storage.h"
 
 #include <math.h>
 
-void sd_cpu_lnmod_fwd(sd_backend *be, float *out, float *mean, float *rstd, const float *x,
-                      const float *shift, const float *scale, int mod_stride, int B, int T,
-                      int D, float eps) {
+void sd_cpu_lnmod_fwd(sd_backend *be, void *out_any, sd_dtype out_t, float *mean, float *rstd,
+                      const float *x, const float *shift, const float *scale, int mod_stride,
+                      int B, int T, int D, float eps) {
   (void)be;
+  float *out = sd_cpu_out(out_any, out_t, (size_t)B * T * D);  // (B, T, D)
 #pragma omp parallel for schedule(static)
   for (long r = 0; r < (long)B * T; r++) {
     int b = (int)(r / T);
@@ -28,6 +30,7 @@ void sd_cpu_lnmod_fwd(sd_backend *be, float *out, float *mean, float *rstd, cons
     mean[r] = m;
     rstd[r] = s;
   }
+  sd_cpu_store(out_any, out_t, out, (size_t)B * T * D);
 }
 
 void sd_cpu_lnmod_bwd(sd_backend *be, float *dx, float *dshift, float *dscale,

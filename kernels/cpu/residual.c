@@ -1,20 +1,25 @@
 // CPU gated residual (x + gate * y, the adaLN-Zero update), forward and backward.
 #include "cpu_ops.h"
+#include "storage.h"
 
-void sd_cpu_gated_residual_fwd(sd_backend *be, float *out, const float *x, const float *y,
-                               const float *gate, int gate_stride, int B, int T, int D) {
+void sd_cpu_gated_residual_fwd(sd_backend *be, float *out, const float *x, const void *y_any,
+                               sd_dtype y_t, const float *gate, int gate_stride, int B, int T,
+                               int D) {
   (void)be;
+  const float *y = sd_cpu_load(y_any, y_t, (size_t)B * T * D);  // (B, T, D)
 #pragma omp parallel for schedule(static)
   for (long r = 0; r < (long)B * T; r++) {
     const float *g = gate + (size_t)(r / T) * gate_stride;
     for (int d = 0; d < D; d++) out[r * D + d] = x[r * D + d] + g[d] * y[r * D + d];
   }
+  sd_cpu_unload(y_any, y);
 }
 
 void sd_cpu_gated_residual_bwd(sd_backend *be, float *dy, float *dgate, const float *dout,
-                               const float *y, const float *gate, int gate_stride, int B,
-                               int T, int D) {
+                               const void *y_any, sd_dtype y_t, const float *gate,
+                               int gate_stride, int B, int T, int D) {
   (void)be;
+  const float *y = dgate ? sd_cpu_load(y_any, y_t, (size_t)B * T * D) : NULL;  // (B, T, D)
   if (dy) {
 #pragma omp parallel for schedule(static)
     for (long r = 0; r < (long)B * T; r++) {
@@ -36,4 +41,5 @@ void sd_cpu_gated_residual_bwd(sd_backend *be, float *dy, float *dgate, const fl
       for (int d = d0; d < d1; d++) dgate[(size_t)b * gate_stride + d] += acc[d - d0];
     }
   }
+  sd_cpu_unload(y_any, y);
 }

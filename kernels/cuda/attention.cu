@@ -5,10 +5,15 @@
 //   S = scale * q k^T with scale = 1/sqrt(HD);  P = softmax_rows(S);  out (B, T, D) = P v;
 //   lse (B, NH, T) = log(sum_j exp(S_ij)) (natural log, in the scaled-score space);
 //   backward: dqkv (B, T, 3*D) is overwritten (all three parts).
-// Storage, softmax statistics and accumulation are fp32; the products are plain fp32 FMAs in
-// this version (a bf16 tensor-core path is a later optimisation: the two tile products of each
-// kernel, tile_dot and tile_pv below, are the places to swap). Every kernel runs on the
-// backend stream. Nothing uses atomics, so two runs on the same inputs are bitwise equal.
+// Storage: qkv and out may be stored in bf16 (the sd_dtype t of the op, see ops.h); the kernels
+// are templated on that element type E (float or __nv_bfloat16). Everything else is fp32: lse,
+// dout, dqkv, the softmax statistics, the accumulators and the shared-memory tiles (tiles are
+// widened to fp32 as they are loaded, so the arithmetic is the same for both types); the
+// forward rounds each out element once (__float2bfloat16_rn) when E is bf16. The products are
+// plain fp32 FMAs in this version (a bf16 tensor-core path is a later optimisation: the two
+// tile products of each kernel, tile_dot and tile_pv below, are the places to swap). Every
+// kernel runs on the backend stream. Nothing uses atomics, so two runs on the same inputs are
+// bitwise equal.
 //
 // Tiling (all kernels): a block of 256 threads viewed as 16 x 16, tx = tid & 15,
 // ty = tid >> 4 (so a warp is two rows ty = 2w, 2w+1 of 16 lanes each). A block owns a
@@ -22,9 +27,12 @@
 //   HD <= 16: 16, <= 32: 32, <= 64: 64, <= 80: 80 (DiT-XL's 72), <= 96: 96, <= 128: 128.
 // HD > 128 is refused with a fatal error.
 //
-// Shared-memory tiles are fp32 with a row stride LDH = HDP + 4 floats (16-byte aligned rows;
-// (LDH/4) odd, so the 8 threads of a 128-bit load phase that read 8 different rows hit 8
-// different bank groups) and score tiles with a row stride kLdc = kCols + 4 = 36.
+// Shared-memory tiles are fp32 (whatever E is) with a row stride LDH = HDP + 4 floats (16-byte
+// aligned rows; (LDH/4) odd, so the 8 threads of a 128-bit load phase that read 8 different
+// rows hit 8 different bank groups) and score tiles with a row stride kLdc = kCols + 4 = 36.
+// Global loads of head-dim rows take 4 elements at a time when HD % 4 == 0 and the base
+// pointer is aligned to 4 elements (16-byte float4 loads for fp32, 8-byte loads of 4 bf16 for
+// bf16), else one element at a time.
 // Bytes per block (LDH = HDP + 4; see the Cfg struct), KiB at HD 72 (HDP 80) / HD 128:
 //   forward  Q[64] + K[32] + V[32] rows of LDH, P[64][36]                  51.0 / 75.0
 //   dK/dV    K[64] + V[64] + Q[32] + dO[32] rows, Pt, dSt [64][36], 2x32    81.2 / 117.2
@@ -33,16 +41,19 @@
 // cudaFuncSetAttribute (and stops with a clear message when the device cannot give as much).
 // Registers: __launch_bounds__(256, 2) (<= 128 per thread) for HDP <= 80, (256, 1) above;
 // ptxas (CUDA 13.0, sm_90) reports no spills and no stack frame for any instantiation
-// (HD 72: fwd 116, dK/dV 128, dQ 128 registers, so 2 blocks = 16 warps per SM).
+// (HD 72, fp32 and bf16 storage alike: fwd 116, dK/dV 128, dQ 128 registers, so 2 blocks =
+// 16 warps per SM).
 // Every tile load writes every element of the tile: rows past T and columns past HD are zero,
 // so the dot products may run over the zero-padded head dimension, and masked scores only need
 // the explicit -inf / 0 in the softmax.
 #include "cuda_internal.h"
 
 extern "C" {
+#include "bf16.h"
 #include "error.h"
 }
 
+#include <cuda_bf16.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -81,27 +92,47 @@ struct Cfg {
 
 // ---- device helpers -----------------------------------------------------------------------
 
-// Copies the ROWS token rows t0 .. t0+ROWS-1 of one head slice into dst[ROWS][HDP+4]. Token t
-// of the slice starts at src + t*ld. Writes every element d < HDP of every row: the value
-// for t < T and d < HD, zero otherwise. vec4: HD % 4 == 0 and src (hence every row) 16-byte
-// aligned, so 16-byte global loads are legal. Called by all threads of the block; the caller
-// places the __syncthreads around it.
-template <int ROWS, int HDP>
-__device__ __forceinline__ void load_tile(float *__restrict__ dst, const float *__restrict__ src,
-                                          size_t ld, int t0, int T, int HD, bool vec4) {
+// Global reads of qkv / out / dout as fp32, through the read-only cache. ldg1: one element.
+// ldg4: the 4 consecutive elements at p, which must be 4-element aligned (one 16-byte float4
+// load for float; one 8-byte load for bf16, whose element 2k is the low half of 32-bit word k
+// (little-endian) and widens exactly to the float with those 16 bits on top).
+__device__ __forceinline__ float ldg1(const float *p) { return __ldg(p); }
+__device__ __forceinline__ float ldg1(const __nv_bfloat16 *p) { return __bfloat162float(__ldg(p)); }
+__device__ __forceinline__ float4 ldg4(const float *p) {
+  return __ldg(reinterpret_cast<const float4 *>(p));
+}
+__device__ __forceinline__ float4 ldg4(const __nv_bfloat16 *p) {
+  const uint2 u = __ldg(reinterpret_cast<const uint2 *>(p));
+  return make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u),
+                     __uint_as_float(u.y << 16), __uint_as_float(u.y & 0xffff0000u));
+}
+// An fp32 result stored as the element type (bf16: rounded to nearest even, once).
+__device__ __forceinline__ void store_f(float *p, float v) { *p = v; }
+__device__ __forceinline__ void store_f(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
+
+// Copies the ROWS token rows t0 .. t0+ROWS-1 of one head slice into dst[ROWS][HDP+4] (fp32).
+// Token t of the slice starts at src + t*ld; src holds elements of type E (float or
+// __nv_bfloat16), widened to fp32. Writes every element d < HDP of every row: the value for
+// t < T and d < HD, zero otherwise. vec: HD % 4 == 0 and src aligned to 4 elements (16 bytes
+// for float, 8 for bf16); ld and the head offsets are then multiples of 4 elements, so every
+// row is aligned too and ldg4 is legal. Called by all threads of the block; the caller places
+// the __syncthreads around it.
+template <int ROWS, int HDP, typename E>
+__device__ __forceinline__ void load_tile(float *__restrict__ dst, const E *__restrict__ src,
+                                          size_t ld, int t0, int T, int HD, bool vec) {
   constexpr int LDH = HDP + 4;
-  if (vec4) {
-    constexpr int NV = HDP / 4;  // float4 per row
+  if (vec) {
+    constexpr int NV = HDP / 4;  // 4-element groups per row
     for (int e = threadIdx.x; e < ROWS * NV; e += kThreads) {
       const int r = e / NV, d = (e - r * NV) * 4, t = t0 + r;
       float4 x = make_float4(0.f, 0.f, 0.f, 0.f);
-      if (t < T && d < HD) x = __ldg(reinterpret_cast<const float4 *>(src + (size_t)t * ld + d));
+      if (t < T && d < HD) x = ldg4(src + (size_t)t * ld + d);
       *reinterpret_cast<float4 *>(dst + r * LDH + d) = x;
     }
   } else {
     for (int e = threadIdx.x; e < ROWS * HDP; e += kThreads) {
       const int r = e / HDP, d = e - r * HDP, t = t0 + r;
-      dst[r * LDH + d] = (t < T && d < HD) ? __ldg(src + (size_t)t * ld + d) : 0.f;
+      dst[r * LDH + d] = (t < T && d < HD) ? ldg1(src + (size_t)t * ld + d) : 0.f;
     }
   }
 }
@@ -185,11 +216,11 @@ __device__ __forceinline__ float half_warp_sum(float v) {
 // At the end out = o / l and lse = (m + log2 l) * ln 2 (natural log of the scaled scores).
 // Barriers per key tile: (a) before overwriting K/V/P (the previous tile's P V must be done),
 // (b) after the K/V loads, (c) after P is written, before P V reads it.
-template <int NDC>
+// qkv and out are stored as E (float or __nv_bfloat16); vec: see load_tile.
+template <int NDC, typename E>
 __global__ void __launch_bounds__(kThreads, (NDC <= 5 ? 2 : 1))
-    attn_fwd_kernel(float *__restrict__ out, float *__restrict__ lse,
-                    const float *__restrict__ qkv, int T, int NH, int HD, float scale_log2,
-                    int vec4) {
+    attn_fwd_kernel(E *__restrict__ out, float *__restrict__ lse, const E *__restrict__ qkv,
+                    int T, int NH, int HD, float scale_log2, int vec) {
   using C = Cfg<NDC>;
   constexpr int LDH = C::LDH;
   extern __shared__ float4 smem4[];
@@ -202,10 +233,10 @@ __global__ void __launch_bounds__(kThreads, (NDC <= 5 ? 2 : 1))
   const int q0 = blockIdx.x * kRows, h = blockIdx.y, b = blockIdx.z;
   const int D = NH * HD, hd4 = (HD + 3) & ~3;
   const size_t ld = 3 * (size_t)D;
-  const float *qg = qkv + (size_t)b * T * ld + (size_t)h * HD;
-  const float *kg = qg + D, *vg = qg + 2 * D;
+  const E *qg = qkv + (size_t)b * T * ld + (size_t)h * HD;
+  const E *kg = qg + D, *vg = qg + 2 * D;
 
-  load_tile<kRows, C::HDP>(Qs, qg, ld, q0, T, HD, vec4 != 0);
+  load_tile<kRows, C::HDP>(Qs, qg, ld, q0, T, HD, vec != 0);
 
   float m[kRM], l[kRM], o[kRM][NDC];
 #pragma unroll
@@ -218,8 +249,8 @@ __global__ void __launch_bounds__(kThreads, (NDC <= 5 ? 2 : 1))
 
   for (int k0 = 0; k0 < T; k0 += kCols) {
     __syncthreads();  // (a)
-    load_tile<kCols, C::HDP>(Ks, kg, ld, k0, T, HD, vec4 != 0);
-    load_tile<kCols, C::HDP>(Vs, vg, ld, k0, T, HD, vec4 != 0);
+    load_tile<kCols, C::HDP>(Ks, kg, ld, k0, T, HD, vec != 0);
+    load_tile<kCols, C::HDP>(Vs, vg, ld, k0, T, HD, vec != 0);
     __syncthreads();  // (b) (the first time also publishes Q)
 
     float s[kRM][kCN];
@@ -257,7 +288,7 @@ __global__ void __launch_bounds__(kThreads, (NDC <= 5 ? 2 : 1))
     tile_pv<NDC, LDH>(o, Ps, Vs, ty, tx);
   }
 
-  float *og = out + (size_t)b * T * D + (size_t)h * HD;
+  E *og = out + (size_t)b * T * D + (size_t)h * HD;
   float *lg = lse + ((size_t)b * NH + h) * T;
 #pragma unroll
   for (int i = 0; i < kRM; i++) {
@@ -267,7 +298,7 @@ __global__ void __launch_bounds__(kThreads, (NDC <= 5 ? 2 : 1))
 #pragma unroll
     for (int jd = 0; jd < NDC; jd++) {
       const int d = tx + 16 * jd;
-      if (d < HD) og[(size_t)t * D + d] = o[i][jd] * inv_l;
+      if (d < HD) store_f(og + (size_t)t * D + d, o[i][jd] * inv_l);
     }
     if (tx == 0) lg[t] = (m[i] + log2f(l[i])) * kLn2;
   }
@@ -276,17 +307,19 @@ __global__ void __launch_bounds__(kThreads, (NDC <= 5 ? 2 : 1))
 // ---- backward ----------------------------------------------------------------------------
 // Dvec (B, NH, T) = rowsum(dout * out) per (b, h, t). One warp per (b, t, h) row, grid-stride;
 // row index (b*T + t)*NH + h, whose HD features start at row*HD in out and dout (D = NH*HD).
-// Lane-strided partial sums, then a fixed xor-butterfly: deterministic.
+// Lane-strided partial sums, then a fixed xor-butterfly: deterministic. out is stored as E.
+template <typename E>
 __global__ void __launch_bounds__(256)
     attn_bwd_dvec_kernel(float *__restrict__ dvec, const float *__restrict__ dout,
-                         const float *__restrict__ out, int T, int NH, int HD, size_t nrows) {
+                         const E *__restrict__ out, int T, int NH, int HD, size_t nrows) {
   const int lane = threadIdx.x & 31;
   const size_t warps = ((size_t)gridDim.x * blockDim.x) >> 5;
   for (size_t row = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5; row < nrows;
        row += warps) {
-    const float *a = dout + row * HD, *o = out + row * HD;
+    const float *a = dout + row * HD;
+    const E *o = out + row * HD;
     float s = 0.f;
-    for (int d = lane; d < HD; d += 32) s = fmaf(__ldg(a + d), __ldg(o + d), s);
+    for (int d = lane; d < HD; d += 32) s = fmaf(__ldg(a + d), ldg1(o + d), s);
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
     if (lane == 0) {
@@ -304,12 +337,13 @@ __global__ void __launch_bounds__(256)
 //   dV += Pt dO;  dK += dSt Q;  at the end dK *= scale.
 // Barriers per query tile: (a) before overwriting Q/dO/Pt/dSt/lse/Dvec (the previous tile's
 // products must be done), (b) after the loads, (c) after Pt/dSt are written.
-template <int NDC>
+// qkv is stored as E; vec_qkv, vec_dout: see load_tile (for qkv as E, dout as float).
+template <int NDC, typename E>
 __global__ void __launch_bounds__(kThreads, (NDC <= 5 ? 2 : 1))
     attn_bwd_dkdv_kernel(float *__restrict__ dqkv, const float *__restrict__ dout,
-                         const float *__restrict__ qkv, const float *__restrict__ lse,
+                         const E *__restrict__ qkv, const float *__restrict__ lse,
                          const float *__restrict__ dvec, int T, int NH, int HD, float scale,
-                         float scale_log2, int vec4) {
+                         float scale_log2, int vec_qkv, int vec_dout) {
   using C = Cfg<NDC>;
   constexpr int LDH = C::LDH;
   extern __shared__ float4 smem4[];
@@ -326,14 +360,14 @@ __global__ void __launch_bounds__(kThreads, (NDC <= 5 ? 2 : 1))
   const int k0 = blockIdx.x * kRows, h = blockIdx.y, b = blockIdx.z;
   const int D = NH * HD, hd4 = (HD + 3) & ~3;
   const size_t ld = 3 * (size_t)D;
-  const float *qg = qkv + (size_t)b * T * ld + (size_t)h * HD;
-  const float *kg = qg + D, *vg = qg + 2 * D;
+  const E *qg = qkv + (size_t)b * T * ld + (size_t)h * HD;
+  const E *kg = qg + D, *vg = qg + 2 * D;
   const float *dog = dout + (size_t)b * T * D + (size_t)h * HD;
   const float *lse_bh = lse + ((size_t)b * NH + h) * T;
   const float *dvec_bh = dvec + ((size_t)b * NH + h) * T;
 
-  load_tile<kRows, C::HDP>(Ks, kg, ld, k0, T, HD, vec4 != 0);
-  load_tile<kRows, C::HDP>(Vs, vg, ld, k0, T, HD, vec4 != 0);
+  load_tile<kRows, C::HDP>(Ks, kg, ld, k0, T, HD, vec_qkv != 0);
+  load_tile<kRows, C::HDP>(Vs, vg, ld, k0, T, HD, vec_qkv != 0);
 
   float dk[kRM][NDC], dv[kRM][NDC];
 #pragma unroll
@@ -343,8 +377,8 @@ __global__ void __launch_bounds__(kThreads, (NDC <= 5 ? 2 : 1))
 
   for (int q0 = 0; q0 < T; q0 += kCols) {
     __syncthreads();  // (a)
-    load_tile<kCols, C::HDP>(Qs, qg, ld, q0, T, HD, vec4 != 0);
-    load_tile<kCols, C::HDP>(dOs, dog, (size_t)D, q0, T, HD, vec4 != 0);
+    load_tile<kCols, C::HDP>(Qs, qg, ld, q0, T, HD, vec_qkv != 0);
+    load_tile<kCols, C::HDP>(dOs, dog, (size_t)D, q0, T, HD, vec_dout != 0);
     if (threadIdx.x < kCols) {
       const int t = q0 + threadIdx.x;
       lse_s[threadIdx.x] = t < T ? lse_bh[t] * kLog2e : 0.f;
@@ -401,12 +435,13 @@ __global__ void __launch_bounds__(kThreads, (NDC <= 5 ? 2 : 1))
 //   S (64 x 32) = Q K^T;  P = 2^(S*scale*log2e - lse*log2e) (0 past T);  dP = dO V^T;
 //   dS = P * (dP - Dvec);  dQ += dS K;  at the end dQ *= scale.
 // Barriers per key tile: (a) before overwriting K/V/dS, (b) after the loads, (c) after dS.
-template <int NDC>
+// qkv is stored as E; vec_qkv, vec_dout as in attn_bwd_dkdv_kernel.
+template <int NDC, typename E>
 __global__ void __launch_bounds__(kThreads, (NDC <= 5 ? 2 : 1))
     attn_bwd_dq_kernel(float *__restrict__ dqkv, const float *__restrict__ dout,
-                       const float *__restrict__ qkv, const float *__restrict__ lse,
+                       const E *__restrict__ qkv, const float *__restrict__ lse,
                        const float *__restrict__ dvec, int T, int NH, int HD, float scale,
-                       float scale_log2, int vec4) {
+                       float scale_log2, int vec_qkv, int vec_dout) {
   using C = Cfg<NDC>;
   constexpr int LDH = C::LDH;
   extern __shared__ float4 smem4[];
@@ -420,14 +455,14 @@ __global__ void __launch_bounds__(kThreads, (NDC <= 5 ? 2 : 1))
   const int q0 = blockIdx.x * kRows, h = blockIdx.y, b = blockIdx.z;
   const int D = NH * HD, hd4 = (HD + 3) & ~3;
   const size_t ld = 3 * (size_t)D;
-  const float *qg = qkv + (size_t)b * T * ld + (size_t)h * HD;
-  const float *kg = qg + D, *vg = qg + 2 * D;
+  const E *qg = qkv + (size_t)b * T * ld + (size_t)h * HD;
+  const E *kg = qg + D, *vg = qg + 2 * D;
   const float *dog = dout + (size_t)b * T * D + (size_t)h * HD;
   const float *lse_bh = lse + ((size_t)b * NH + h) * T;
   const float *dvec_bh = dvec + ((size_t)b * NH + h) * T;
 
-  load_tile<kRows, C::HDP>(Qs, qg, ld, q0, T, HD, vec4 != 0);
-  load_tile<kRows, C::HDP>(dOs, dog, (size_t)D, q0, T, HD, vec4 != 0);
+  load_tile<kRows, C::HDP>(Qs, qg, ld, q0, T, HD, vec_qkv != 0);
+  load_tile<kRows, C::HDP>(dOs, dog, (size_t)D, q0, T, HD, vec_dout != 0);
 
   float lse2[kRM], dvr[kRM], dq[kRM][NDC];
 #pragma unroll
@@ -441,8 +476,8 @@ __global__ void __launch_bounds__(kThreads, (NDC <= 5 ? 2 : 1))
 
   for (int k0 = 0; k0 < T; k0 += kCols) {
     __syncthreads();  // (a)
-    load_tile<kCols, C::HDP>(Ks, kg, ld, k0, T, HD, vec4 != 0);
-    load_tile<kCols, C::HDP>(Vs, vg, ld, k0, T, HD, vec4 != 0);
+    load_tile<kCols, C::HDP>(Ks, kg, ld, k0, T, HD, vec_qkv != 0);
+    load_tile<kCols, C::HDP>(Vs, vg, ld, k0, T, HD, vec_qkv != 0);
     __syncthreads();  // (b) (the first time also publishes Q and dO)
 
     float s[kRM][kCN], dp[kRM][kCN];
@@ -511,7 +546,15 @@ static void check_shape(const char *op, int B, int T, int NH, int HD) {
   if ((long long)NH * HD > (1LL << 30)) SD_FATAL("%s: NH*HD too large", op);
 }
 
-static bool aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
+// Whether p is aligned to `bytes` (a power of two).
+static bool aligned(const void *p, size_t bytes) { return ((uintptr_t)p & (bytes - 1)) == 0; }
+
+// Whether load_tile may take 4 elements of type E at a time from the rows of base: HD % 4 == 0
+// and base aligned to 4 elements (16 bytes for float, 8 for bf16).
+template <typename E>
+static int vec_ok(const E *base, int HD) {
+  return (HD % 4 == 0) && aligned(base, 4 * sizeof(E));
+}
 
 // NDC = ceil(HD/16), rounded up to one of the instantiated values.
 static int ndc_for(int HD) {
@@ -523,65 +566,67 @@ static int ndc_for(int HD) {
   return 8;
 }
 
-template <int NDC>
-static void launch_fwd(sd_cuda_state *st, float *out, float *lse, const float *qkv, int B,
-                       int T, int NH, int HD, float scale_log2, int vec4) {
-  static unsigned char done[kMaxDevices];
+// A storage type the kernels are instantiated for, or a fatal error naming the op.
+static void check_dtype(const char *op, sd_dtype t) {
+  if (t != SD_F32 && t != SD_BF16) SD_FATAL("%s: unknown storage type %d", op, (int)t);
+}
+
+template <int NDC, typename E>
+static void launch_fwd(sd_cuda_state *st, E *out, float *lse, const E *qkv, int B, int T,
+                       int NH, int HD, float scale_log2, int vec) {
+  static unsigned char done[kMaxDevices];  // one per instantiation, as the attribute
   const size_t bytes = Cfg<NDC>::fwd_bytes;
-  allow_smem((const void *)attn_fwd_kernel<NDC>, bytes, st->device, done, "attention_fwd");
+  allow_smem((const void *)attn_fwd_kernel<NDC, E>, bytes, st->device, done, "attention_fwd");
   dim3 grid((unsigned)((T + kRows - 1) / kRows), (unsigned)NH, (unsigned)B);
-  attn_fwd_kernel<NDC><<<grid, kThreads, bytes, st->stream>>>(out, lse, qkv, T, NH, HD,
-                                                              scale_log2, vec4);
+  attn_fwd_kernel<NDC, E><<<grid, kThreads, bytes, st->stream>>>(out, lse, qkv, T, NH, HD,
+                                                                 scale_log2, vec);
   SD_CUDA_LAUNCHED("attn_fwd_kernel");
 }
 
-template <int NDC>
-static void launch_bwd(sd_cuda_state *st, float *dqkv, const float *dout, const float *qkv,
+template <int NDC, typename E>
+static void launch_bwd(sd_cuda_state *st, float *dqkv, const float *dout, const E *qkv,
                        const float *lse, const float *dvec, int B, int T, int NH, int HD,
-                       float scale, float scale_log2, int vec4) {
+                       float scale, float scale_log2, int vec_qkv, int vec_dout) {
   static unsigned char done_kv[kMaxDevices], done_q[kMaxDevices];
   dim3 grid((unsigned)((T + kRows - 1) / kRows), (unsigned)NH, (unsigned)B);
   const size_t bytes_kv = Cfg<NDC>::dkdv_bytes, bytes_q = Cfg<NDC>::dq_bytes;
-  allow_smem((const void *)attn_bwd_dkdv_kernel<NDC>, bytes_kv, st->device, done_kv,
+  allow_smem((const void *)attn_bwd_dkdv_kernel<NDC, E>, bytes_kv, st->device, done_kv,
              "attention_bwd (dK/dV)");
-  allow_smem((const void *)attn_bwd_dq_kernel<NDC>, bytes_q, st->device, done_q,
+  allow_smem((const void *)attn_bwd_dq_kernel<NDC, E>, bytes_q, st->device, done_q,
              "attention_bwd (dQ)");
-  attn_bwd_dkdv_kernel<NDC><<<grid, kThreads, bytes_kv, st->stream>>>(
-      dqkv, dout, qkv, lse, dvec, T, NH, HD, scale, scale_log2, vec4);
+  attn_bwd_dkdv_kernel<NDC, E><<<grid, kThreads, bytes_kv, st->stream>>>(
+      dqkv, dout, qkv, lse, dvec, T, NH, HD, scale, scale_log2, vec_qkv, vec_dout);
   SD_CUDA_LAUNCHED("attn_bwd_dkdv_kernel");
-  attn_bwd_dq_kernel<NDC><<<grid, kThreads, bytes_q, st->stream>>>(
-      dqkv, dout, qkv, lse, dvec, T, NH, HD, scale, scale_log2, vec4);
+  attn_bwd_dq_kernel<NDC, E><<<grid, kThreads, bytes_q, st->stream>>>(
+      dqkv, dout, qkv, lse, dvec, T, NH, HD, scale, scale_log2, vec_qkv, vec_dout);
   SD_CUDA_LAUNCHED("attn_bwd_dq_kernel");
 }
 
-}  // namespace
-
-void sd_cuda_attention_fwd(sd_backend *be, float *out, float *lse, const float *qkv, int B,
-                           int T, int NH, int HD) {
-  check_shape("attention_fwd", B, T, NH, HD);
-  if (B == 0 || T == 0 || NH == 0 || HD == 0) return;
-  sd_cuda_state *st = sd_cuda_st(be);
+// The forward for element type E: picks the padded head dimension.
+template <typename E>
+static void attention_fwd_t(sd_cuda_state *st, E *out, float *lse, const E *qkv, int B, int T,
+                            int NH, int HD) {
   const float scale = 1.0f / sqrtf((float)HD);  // as the CPU op
   const float scale_log2 = scale * kLog2e;
-  const int vec4 = (HD % 4 == 0) && aligned16(qkv);
+  const int vec = vec_ok(qkv, HD);
   switch (ndc_for(HD)) {
-    case 1: launch_fwd<1>(st, out, lse, qkv, B, T, NH, HD, scale_log2, vec4); break;
-    case 2: launch_fwd<2>(st, out, lse, qkv, B, T, NH, HD, scale_log2, vec4); break;
-    case 4: launch_fwd<4>(st, out, lse, qkv, B, T, NH, HD, scale_log2, vec4); break;
-    case 5: launch_fwd<5>(st, out, lse, qkv, B, T, NH, HD, scale_log2, vec4); break;
-    case 6: launch_fwd<6>(st, out, lse, qkv, B, T, NH, HD, scale_log2, vec4); break;
-    default: launch_fwd<8>(st, out, lse, qkv, B, T, NH, HD, scale_log2, vec4); break;
+    case 1: launch_fwd<1>(st, out, lse, qkv, B, T, NH, HD, scale_log2, vec); break;
+    case 2: launch_fwd<2>(st, out, lse, qkv, B, T, NH, HD, scale_log2, vec); break;
+    case 4: launch_fwd<4>(st, out, lse, qkv, B, T, NH, HD, scale_log2, vec); break;
+    case 5: launch_fwd<5>(st, out, lse, qkv, B, T, NH, HD, scale_log2, vec); break;
+    case 6: launch_fwd<6>(st, out, lse, qkv, B, T, NH, HD, scale_log2, vec); break;
+    default: launch_fwd<8>(st, out, lse, qkv, B, T, NH, HD, scale_log2, vec); break;
   }
 }
 
-void sd_cuda_attention_bwd(sd_backend *be, float *dqkv, const float *dout, const float *qkv,
-                           const float *out, const float *lse, int B, int T, int NH, int HD) {
-  check_shape("attention_bwd", B, T, NH, HD);
-  if (B == 0 || T == 0 || NH == 0 || HD == 0) return;
+// The backward for element type E (qkv and out): Dvec, then dK/dV and dQ.
+template <typename E>
+static void attention_bwd_t(sd_backend *be, float *dqkv, const float *dout, const E *qkv,
+                            const E *out, const float *lse, int B, int T, int NH, int HD) {
   sd_cuda_state *st = sd_cuda_st(be);
   const float scale = 1.0f / sqrtf((float)HD);
   const float scale_log2 = scale * kLog2e;
-  const int vec4 = (HD % 4 == 0) && aligned16(qkv) && aligned16(dout);
+  const int vec_qkv = vec_ok(qkv, HD), vec_dout = vec_ok(dout, HD);
 
   // Dvec (B, NH, T) in the backend scratch (only this op uses it until it returns; the
   // kernels below run in stream order before any later op can reuse the scratch).
@@ -592,27 +637,55 @@ void sd_cuda_attention_bwd(sd_backend *be, float *dqkv, const float *dout, const
     size_t blocks = (nrows + 7) / 8;  // 8 warps (rows) per block
     const size_t cap = (size_t)st->num_sms > 0 ? (size_t)st->num_sms * 16 : 2048;
     if (blocks > cap) blocks = cap;
-    attn_bwd_dvec_kernel<<<(unsigned)blocks, threads, 0, st->stream>>>(dvec, dout, out, T, NH,
-                                                                        HD, nrows);
+    attn_bwd_dvec_kernel<E><<<(unsigned)blocks, threads, 0, st->stream>>>(dvec, dout, out, T,
+                                                                           NH, HD, nrows);
     SD_CUDA_LAUNCHED("attn_bwd_dvec_kernel");
   }
   switch (ndc_for(HD)) {
-    case 1: launch_bwd<1>(st, dqkv, dout, qkv, lse, dvec, B, T, NH, HD, scale, scale_log2, vec4); break;
-    case 2: launch_bwd<2>(st, dqkv, dout, qkv, lse, dvec, B, T, NH, HD, scale, scale_log2, vec4); break;
-    case 4: launch_bwd<4>(st, dqkv, dout, qkv, lse, dvec, B, T, NH, HD, scale, scale_log2, vec4); break;
-    case 5: launch_bwd<5>(st, dqkv, dout, qkv, lse, dvec, B, T, NH, HD, scale, scale_log2, vec4); break;
-    case 6: launch_bwd<6>(st, dqkv, dout, qkv, lse, dvec, B, T, NH, HD, scale, scale_log2, vec4); break;
-    default: launch_bwd<8>(st, dqkv, dout, qkv, lse, dvec, B, T, NH, HD, scale, scale_log2, vec4); break;
+    case 1: launch_bwd<1>(st, dqkv, dout, qkv, lse, dvec, B, T, NH, HD, scale, scale_log2, vec_qkv, vec_dout); break;
+    case 2: launch_bwd<2>(st, dqkv, dout, qkv, lse, dvec, B, T, NH, HD, scale, scale_log2, vec_qkv, vec_dout); break;
+    case 4: launch_bwd<4>(st, dqkv, dout, qkv, lse, dvec, B, T, NH, HD, scale, scale_log2, vec_qkv, vec_dout); break;
+    case 5: launch_bwd<5>(st, dqkv, dout, qkv, lse, dvec, B, T, NH, HD, scale, scale_log2, vec_qkv, vec_dout); break;
+    case 6: launch_bwd<6>(st, dqkv, dout, qkv, lse, dvec, B, T, NH, HD, scale, scale_log2, vec_qkv, vec_dout); break;
+    default: launch_bwd<8>(st, dqkv, dout, qkv, lse, dvec, B, T, NH, HD, scale, scale_log2, vec_qkv, vec_dout); break;
   }
+}
+
+}  // namespace
+
+void sd_cuda_attention_fwd(sd_backend *be, void *out, float *lse, const void *qkv, sd_dtype t,
+                           int B, int T, int NH, int HD) {
+  check_shape("attention_fwd", B, T, NH, HD);
+  check_dtype("attention_fwd", t);
+  if (B == 0 || T == 0 || NH == 0 || HD == 0) return;
+  sd_cuda_state *st = sd_cuda_st(be);
+  if (t == SD_BF16)
+    attention_fwd_t(st, (__nv_bfloat16 *)out, lse, (const __nv_bfloat16 *)qkv, B, T, NH, HD);
+  else
+    attention_fwd_t(st, (float *)out, lse, (const float *)qkv, B, T, NH, HD);
+}
+
+void sd_cuda_attention_bwd(sd_backend *be, float *dqkv, const float *dout, const void *qkv,
+                           const void *out, sd_dtype t, const float *lse, int B, int T, int NH,
+                           int HD) {
+  check_shape("attention_bwd", B, T, NH, HD);
+  check_dtype("attention_bwd", t);
+  if (B == 0 || T == 0 || NH == 0 || HD == 0) return;
+  if (t == SD_BF16)
+    attention_bwd_t(be, dqkv, dout, (const __nv_bfloat16 *)qkv, (const __nv_bfloat16 *)out, lse,
+                    B, T, NH, HD);
+  else
+    attention_bwd_t(be, dqkv, dout, (const float *)qkv, (const float *)out, lse, B, T, NH, HD);
 }
 
 // ---- self-check ----------------------------------------------------------------------------
 namespace {
 
 // Naive double-precision attention (forward and backward) on the host, for the self-check.
-// out (B,T,D), lse (B,NH,T), dqkv (B,T,3D) from float qkv and dout.
+// out (B,T,D), lse (B,NH,T), dqkv (B,T,3D) from float qkv and dout. out_bf16: out is stored in
+// bf16, so each out element is rounded to bf16 and the backward reads the rounded values.
 static void ref_attention(const float *qkv, const float *dout, int B, int T, int NH, int HD,
-                          std::vector<double> &out, std::vector<double> &lse,
+                          bool out_bf16, std::vector<double> &out, std::vector<double> &lse,
                           std::vector<double> &dqkv) {
   const int D = NH * HD;
   const size_t ld = 3 * (size_t)D;
@@ -645,7 +718,7 @@ static void ref_attention(const float *qkv, const float *dout, int B, int T, int
         for (int d = 0; d < HD; d++) {
           double a = 0.0;
           for (int j = 0; j < T; j++) a += row[j] * v[(size_t)j * ld + d];
-          o[(size_t)i * D + d] = a;
+          o[(size_t)i * D + d] = out_bf16 ? (double)sd_bf16_to_float(sd_bf16_from_float((float)a)) : a;
         }
         double dl = 0.0;
         for (int d = 0; d < HD; d++) dl += (double)dO[(size_t)i * D + d] * o[(size_t)i * D + d];
@@ -696,7 +769,8 @@ struct Cmp {
 };
 
 struct DevBuf {
-  float *p = nullptr;
+  void *p = nullptr;
+  float *f() const { return (float *)p; }
   ~DevBuf() {
     if (p) cudaFree(p);
   }
@@ -722,64 +796,93 @@ static float rng_uniform(uint64_t *s, float lo, float hi) {
   } while (0)
 
 // One shape: 0, or -1 with a message. *worst_rel gets the largest relative norm error.
-static int selftest_shape(sd_backend *be, int B, int T, int NH, int HD, uint64_t seed,
-                          double *worst_rel, char *err, size_t len) {
+// qkv and out are stored as t, starting `offset` elements into their buffers (offset 1 with
+// bf16 leaves them 2-byte aligned only: the scalar load path even when HD % 4 == 0).
+static int selftest_shape(sd_backend *be, int B, int T, int NH, int HD, sd_dtype t, int offset,
+                          uint64_t seed, double *worst_rel, char *err, size_t len) {
   const int D = NH * HD;
   const size_t n_qkv = (size_t)B * T * 3 * D, n_out = (size_t)B * T * D,
                n_lse = (size_t)B * NH * T;
+  const bool bf16 = t == SD_BF16;
+  const size_t esz = sd_dtype_size(t);
   cudaStream_t stream = sd_cuda_st(be)->stream;
   std::vector<float> qkv(n_qkv), dout(n_out);
   uint64_t s = seed;
   for (auto &x : qkv) x = rng_uniform(&s, -1.5f, 1.5f);
   for (auto &x : dout) x = rng_uniform(&s, -1.0f, 1.0f);
+  // qkv as stored (bytes, n_qkv elements of type t); the reference gets the stored values
+  std::vector<unsigned char> qkv_st(n_qkv * esz);
+  for (size_t i = 0; i < n_qkv; i++) {
+    if (bf16) {
+      const uint16_t h = sd_bf16_from_float(qkv[i]);
+      qkv[i] = sd_bf16_to_float(h);
+      memcpy(qkv_st.data() + 2 * i, &h, 2);
+    } else {
+      memcpy(qkv_st.data() + 4 * i, &qkv[i], 4);
+    }
+  }
 
   DevBuf d_qkv, d_dout, d_out, d_lse, d_dqkv;
-  ST_CUDA(cudaMalloc(&d_qkv.p, n_qkv * sizeof(float)));
+  ST_CUDA(cudaMalloc(&d_qkv.p, (n_qkv + offset) * esz));
   ST_CUDA(cudaMalloc(&d_dout.p, n_out * sizeof(float)));
-  ST_CUDA(cudaMalloc(&d_out.p, n_out * sizeof(float)));
+  ST_CUDA(cudaMalloc(&d_out.p, (n_out + offset) * esz));
   ST_CUDA(cudaMalloc(&d_lse.p, n_lse * sizeof(float)));
   ST_CUDA(cudaMalloc(&d_dqkv.p, n_qkv * sizeof(float)));
-  ST_CUDA(cudaMemcpyAsync(d_qkv.p, qkv.data(), n_qkv * sizeof(float), cudaMemcpyHostToDevice,
-                          stream));
+  char *qkv_p = (char *)d_qkv.p + offset * esz, *out_p = (char *)d_out.p + offset * esz;
+  ST_CUDA(cudaMemcpyAsync(qkv_p, qkv_st.data(), n_qkv * esz, cudaMemcpyHostToDevice, stream));
   ST_CUDA(cudaMemcpyAsync(d_dout.p, dout.data(), n_out * sizeof(float), cudaMemcpyHostToDevice,
                           stream));
 
-  std::vector<float> out[2], lse[2], dqkv[2];
+  std::vector<unsigned char> out_st[2];  // out as stored (n_out elements of type t)
+  std::vector<float> lse[2], dqkv[2];
   for (int run = 0; run < 2; run++) {
-    out[run].resize(n_out);
+    out_st[run].resize(n_out * esz);
     lse[run].resize(n_lse);
     dqkv[run].resize(n_qkv);
-    // Poison (all-ones bytes: NaN) so that an unwritten element fails the check.
-    ST_CUDA(cudaMemsetAsync(d_out.p, 0xFF, n_out * sizeof(float), stream));
+    // Poison (all-ones bytes: NaN in fp32 and bf16) so that an unwritten element fails.
+    ST_CUDA(cudaMemsetAsync(out_p, 0xFF, n_out * esz, stream));
     ST_CUDA(cudaMemsetAsync(d_lse.p, 0xFF, n_lse * sizeof(float), stream));
     ST_CUDA(cudaMemsetAsync(d_dqkv.p, 0xFF, n_qkv * sizeof(float), stream));
-    sd_cuda_attention_fwd(be, d_out.p, d_lse.p, d_qkv.p, B, T, NH, HD);
-    sd_cuda_attention_bwd(be, d_dqkv.p, d_dout.p, d_qkv.p, d_out.p, d_lse.p, B, T, NH, HD);
-    ST_CUDA(cudaMemcpyAsync(out[run].data(), d_out.p, n_out * sizeof(float),
-                            cudaMemcpyDeviceToHost, stream));
+    sd_cuda_attention_fwd(be, out_p, d_lse.f(), qkv_p, t, B, T, NH, HD);
+    sd_cuda_attention_bwd(be, d_dqkv.f(), d_dout.f(), qkv_p, out_p, t, d_lse.f(), B, T, NH, HD);
+    ST_CUDA(cudaMemcpyAsync(out_st[run].data(), out_p, n_out * esz, cudaMemcpyDeviceToHost,
+                            stream));
     ST_CUDA(cudaMemcpyAsync(lse[run].data(), d_lse.p, n_lse * sizeof(float),
                             cudaMemcpyDeviceToHost, stream));
     ST_CUDA(cudaMemcpyAsync(dqkv[run].data(), d_dqkv.p, n_qkv * sizeof(float),
                             cudaMemcpyDeviceToHost, stream));
     ST_CUDA(cudaStreamSynchronize(stream));
   }
+  std::vector<float> out(n_out);  // the first run's out as fp32
+  for (size_t i = 0; i < n_out; i++) {
+    if (bf16) {
+      uint16_t h;
+      memcpy(&h, out_st[0].data() + 2 * i, 2);
+      out[i] = sd_bf16_to_float(h);
+    } else {
+      memcpy(&out[i], out_st[0].data() + 4 * i, 4);
+    }
+  }
 
   std::vector<double> r_out, r_lse, r_dqkv;
-  ref_attention(qkv.data(), dout.data(), B, T, NH, HD, r_out, r_lse, r_dqkv);
+  ref_attention(qkv.data(), dout.data(), B, T, NH, HD, bf16, r_out, r_lse, r_dqkv);
 
   Cmp c_out, c_lse, c_d[3];
-  for (size_t i = 0; i < n_out; i++) c_out.add(i, out[0][i], r_out[i]);
+  for (size_t i = 0; i < n_out; i++) c_out.add(i, out[i], r_out[i]);
   for (size_t i = 0; i < n_lse; i++) c_lse.add(i, lse[0][i], r_lse[i]);
   for (size_t i = 0; i < n_qkv; i++) c_d[(i % (3 * (size_t)D)) / D].add(i, dqkv[0][i], r_dqkv[i]);
 
-  const double tol = 1e-4;
+  // A bf16 out is compared with the reference rounded to bf16: the fp32 results differ by
+  // rounding, so a few elements (a few in 10^4) round one bf16 unit apart, which weighs up to
+  // ~1e-4 in the norm; a wrong rounding mode would put about half of them one unit off (~3e-3).
+  const double tol = 1e-4, tol_out = bf16 ? 1e-3 : tol;
   const Cmp *cs[5] = {&c_out, &c_lse, &c_d[0], &c_d[1], &c_d[2]};
   const char *names[5] = {"out", "lse", "dq", "dk", "dv"};
   for (int w = 0; w < 5; w++) {
     const Cmp &c = *cs[w];
-    const double rel = c.rel();
+    const double rel = c.rel(), lim = w == 0 ? tol_out : tol;
     if (rel > *worst_rel) *worst_rel = rel;
-    if (c.nonfinite == 0 && rel < tol) continue;
+    if (c.nonfinite == 0 && rel < lim) continue;
     // Locate the worst element: out (B,T,NH,HD), lse (B,NH,T), dqkv (B,T,3,NH,HD).
     const size_t i = c.worst_i;
     char where[96];
@@ -793,21 +896,22 @@ static int selftest_shape(sd_backend *be, int B, int T, int NH, int HD, uint64_t
       snprintf(where, sizeof where, "b %zu t %zu h %zu d %zu", i / ((size_t)T * 3 * D),
                i / (3 * (size_t)D) % T, i % D / HD, i % HD);
     snprintf(err, len,
-             "attention selftest B %d T %d NH %d HD %d (seed %llu): %s relative error %.3g "
-             "(limit %.0e), %zu non-finite; worst element [%s] got %.9g want %.9g",
-             B, T, NH, HD, (unsigned long long)seed, names[w], rel, tol, c.nonfinite, where,
-             (double)c.got, c.want);
+             "attention selftest B %d T %d NH %d HD %d %s%s (seed %llu): %s relative error "
+             "%.3g (limit %.0e), %zu non-finite; worst element [%s] got %.9g want %.9g",
+             B, T, NH, HD, sd_dtype_name(t), offset ? " misaligned" : "",
+             (unsigned long long)seed, names[w], rel, lim, c.nonfinite, where, (double)c.got,
+             c.want);
     return -1;
   }
   const char *what = nullptr;
-  if (memcmp(out[0].data(), out[1].data(), n_out * sizeof(float))) what = "out";
+  if (memcmp(out_st[0].data(), out_st[1].data(), n_out * esz)) what = "out";
   else if (memcmp(lse[0].data(), lse[1].data(), n_lse * sizeof(float))) what = "lse";
   else if (memcmp(dqkv[0].data(), dqkv[1].data(), n_qkv * sizeof(float))) what = "dqkv";
   if (what) {
     snprintf(err, len,
-             "attention selftest B %d T %d NH %d HD %d (seed %llu): %s differs between two "
+             "attention selftest B %d T %d NH %d HD %d %s (seed %llu): %s differs between two "
              "runs on the same inputs (not deterministic)",
-             B, T, NH, HD, (unsigned long long)seed, what);
+             B, T, NH, HD, sd_dtype_name(t), (unsigned long long)seed, what);
     return -1;
   }
   return 0;
@@ -820,21 +924,28 @@ static int selftest_shape(sd_backend *be, int B, int T, int NH, int HD, uint64_t
 extern "C" int sd_cuda_attention_selftest(sd_backend *be, char *err, size_t len) {
   struct Shape {
     int B, T, NH, HD;
+    sd_dtype t;  // storage of qkv and out
+    int offset;  // elements into the qkv / out buffers (1: misaligned)
   };
-  // The asked-for shapes (T 16, 37, 256; HD 16, 64, 72) plus edges: one token, a head dim
-  // that is not a multiple of 4 (scalar loads), each padded-HD instantiation, T one past a
-  // row tile.
+  // fp32: the asked-for shapes (T 16, 37, 256; HD 16, 64, 72) plus edges: one token, a head
+  // dim that is not a multiple of 4 (scalar loads), each padded-HD instantiation, T one past a
+  // row tile. bf16 storage: the DiT-XL head dim, a small and the largest instantiation, the
+  // scalar path (HD 5, and a misaligned qkv with HD 72).
   static const Shape shapes[] = {
-      {2, 16, 2, 16}, {2, 37, 3, 64},  {2, 256, 4, 72}, {2, 37, 4, 72}, {2, 256, 2, 16},
-      {1, 1, 2, 8},   {2, 65, 2, 5},   {2, 100, 3, 40}, {2, 33, 2, 96}, {2, 70, 2, 128},
-      {2, 129, 1, 24},
+      {2, 16, 2, 16, SD_F32, 0},   {2, 37, 3, 64, SD_F32, 0},   {2, 256, 4, 72, SD_F32, 0},
+      {2, 37, 4, 72, SD_F32, 0},   {2, 256, 2, 16, SD_F32, 0},  {1, 1, 2, 8, SD_F32, 0},
+      {2, 65, 2, 5, SD_F32, 0},    {2, 100, 3, 40, SD_F32, 0},  {2, 33, 2, 96, SD_F32, 0},
+      {2, 70, 2, 128, SD_F32, 0},  {2, 129, 1, 24, SD_F32, 0},
+      {2, 256, 4, 72, SD_BF16, 0}, {2, 37, 2, 16, SD_BF16, 0},  {2, 70, 2, 128, SD_BF16, 0},
+      {2, 65, 2, 5, SD_BF16, 0},   {2, 37, 4, 72, SD_BF16, 1},
   };
   static uint64_t calls = 0;  // fresh inputs on every call; the seed is in the message
   const uint64_t base = 0x5EED0A77E17ull + 7919ull * calls++;
   double worst = 0.0;
   for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
     const Shape &s = shapes[k];
-    if (selftest_shape(be, s.B, s.T, s.NH, s.HD, base + k, &worst, err, len)) return -1;
+    if (selftest_shape(be, s.B, s.T, s.NH, s.HD, s.t, s.offset, base + k, &worst, err, len))
+      return -1;
   }
   snprintf(err, len, "attention selftest: %zu shapes passed, worst relative error %.3g",
            sizeof shapes / sizeof shapes[0], worst);

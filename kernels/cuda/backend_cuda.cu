@@ -212,6 +212,7 @@ extern "C" int sd_backend_cuda_set_precision(sd_backend *be, const char *name, c
     return sd_errorf(errbuf, errlen, "unknown CUDA matmul precision '%s' (expected fp32 or bf16)",
                      name ? name : "(null)");
   sd_cuda_st(be)->precision = p;
+  be->act_dtype = p == SD_PREC_BF16 ? SD_BF16 : SD_F32;  // saved activations follow
   return 0;
 }
 
@@ -258,6 +259,7 @@ extern "C" int sd_backend_cuda_init(sd_backend *be, int device, char *errbuf, si
   }
   st->device = device;
   st->precision = precision;
+  be->act_dtype = precision == SD_PREC_BF16 ? SD_BF16 : SD_F32;
   const char *step = "cudaSetDevice";
   err = cudaSetDevice(device);
   if (err == cudaSuccess) {

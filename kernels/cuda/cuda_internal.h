@@ -107,6 +107,13 @@ sd_adamw_fn sd_cuda_adamw;
 sd_ema_fn sd_cuda_ema;
 sd_axpy_fn sd_cuda_axpy;
 
+// norm_act.cu: the GELU on activations stored as t (out may alias x), and its backward
+// dx = dout * gelu'(pre) with fp32 gradients (dx may alias dout) and pre stored as pre_t: the
+// matmul GELU epilogues' fallbacks.
+void sd_cuda_gelu_fwd_t(sd_backend *be, void *out, const void *x, sd_dtype t, size_t n);
+void sd_cuda_gelu_bwd_pre_t(sd_backend *be, float *dx, const float *dout, const void *pre,
+                            sd_dtype pre_t, size_t n);
+
 extern "C" int sd_cuda_norm_act_selftest(sd_backend *be, char *err, size_t len);  // vs CPU ops; 0 = pass
 extern "C" int sd_cuda_tokens_selftest(sd_backend *be, char *err, size_t len);  // vs CPU ops; 0 = pass
 extern "C" int sd_cuda_attention_selftest(sd_backend *be, char *err, size_t len);  // vs host double; 0 = pass

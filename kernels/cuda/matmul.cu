@@ -3,11 +3,17 @@
 //   fwd: out (M, N) = inp (M, K) @ w (N, K)^T + bias (N)
 //   bwd: dinp (M, K) = / += dout (M, N) @ w (N, K);  dw (N, K) += dout^T @ inp;
 //        dbias (N) += column sums of dout.  NULL outputs are not computed.
-// All buffers are row-major fp32. Precision (sd_cuda_state.precision):
+// All buffers are row-major. Weights, biases, gradients are fp32; the activation arguments
+// (inp, out of the forward, inp of the backward, the GELU pre-activation) are fp32 or bf16 as
+// their sd_dtype says (ops.h). Precision (sd_cuda_state.precision):
 //   SD_PREC_FP32: A/B/C/D fp32, CUBLAS_COMPUTE_32F (true fp32 products, no TF32).
-//   SD_PREC_BF16: the two GEMM inputs are rounded to bf16 (nearest even) into scratch by a
-//                 small kernel; A/B bf16, C/D fp32, CUBLAS_COMPUTE_32F (fp32 accumulation).
-// dbias never goes through bf16: a deterministic two-pass column sum in fp32.
+//   SD_PREC_BF16: A/B bf16, CUBLAS_COMPUTE_32F (fp32 accumulation). An operand already stored
+//                 in bf16 is used as it is; fp32 operands (the weights, dout) are rounded to
+//                 bf16 (nearest even) into scratch by a small kernel. D is fp32, or bf16 when
+//                 the output is stored in bf16 (rounded once, in the epilogue).
+// A bf16-stored activation input makes the GEMM a bf16 one at either precision (cuBLASLt
+// multiplies A and B of one type). dbias never goes through bf16: a deterministic two-pass
+// column sum of the fp32 dout.
 //
 // Row-major vs column-major. cuBLASLt is column-major. A row-major X (R, C) with row stride C
 // is, byte for byte, the column-major matrix X^T of shape (C x R) with leading dimension C.
@@ -33,8 +39,10 @@ typedef struct mm_key {
   int m, n, k;          // column-major GEMM: D (m x n) = op(A) (m x k) @ op(B) (k x n)
   int transa, transb;   // cublasOperation_t
   int precision;        // enum sd_cuda_precision (the A/B type)
+  int d_type;           // sd_dtype of C = D
   int bias;             // CUBLASLT_EPILOGUE_BIAS with an fp32 bias of length m
-  int epi;              // enum mm_epi: GELU_AUX(_BIAS) or DGELU with an fp32 aux (m x n, ld m)
+  int epi;              // enum mm_epi: GELU_AUX(_BIAS) or DGELU with an aux (m x n, ld m)
+  int aux_type;         // sd_dtype of the aux
   int align_a, align_b, align_d, align_bias, align_aux;  // pointer alignment in bytes (<= 256)
 } mm_key;
 
@@ -89,7 +97,7 @@ static const char *op_name(int t) { return t == CUBLAS_OP_T ? "T" : "N"; }
 // The plan for `key`, built (descriptors + one heuristic query) on first use. `bias` is set in
 // the descriptor before the query because the heuristic reads its alignment from the pointer.
 static mm_plan *get_plan(sd_cuda_state *st, const mm_key *key, const float *bias,
-                         const float *aux) {
+                         const void *aux) {
   mm_cache *c = (mm_cache *)st->matmul_plans;
   if (!c) {
     c = (mm_cache *)sd_xcalloc(1, sizeof *c, "cuBLASLt plan cache");
@@ -109,6 +117,7 @@ static mm_plan *get_plan(sd_cuda_state *st, const mm_key *key, const float *bias
   p->key = *key;
 
   const cudaDataType_t ab_type = key->precision == SD_PREC_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+  const cudaDataType_t d_type = key->d_type == SD_BF16 ? CUDA_R_16BF : CUDA_R_32F;
   SD_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   int32_t ta = key->transa, tb = key->transb;
   SD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta,
@@ -126,6 +135,13 @@ static mm_plan *get_plan(sd_cuda_state *st, const mm_key *key, const float *bias
         p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux));
     SD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD,
                                                    &aux_ld, sizeof aux_ld));
+    if (key->aux_type == SD_BF16) {
+      // A library that cannot take a bf16 aux refuses here: no plan, the caller falls back.
+      int32_t aux_type = CUDA_R_16BF;
+      if (cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_DATA_TYPE,
+                                         &aux_type, sizeof aux_type) != CUBLAS_STATUS_SUCCESS)
+        return p;  // p->ok = 0; the descriptor is released with the plan
+    }
   }
   if (key->bias) {
     cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
@@ -146,8 +162,8 @@ static mm_plan *get_plan(sd_cuda_state *st, const mm_key *key, const float *bias
   const uint64_t b_cols = key->transb == CUBLAS_OP_N ? key->n : key->k;
   SD_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->a, ab_type, a_rows, a_cols, (int64_t)a_rows));
   SD_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->b, ab_type, b_rows, b_cols, (int64_t)b_rows));
-  SD_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->d, CUDA_R_32F, (uint64_t)key->m,
-                                             (uint64_t)key->n, (int64_t)key->m));
+  SD_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->d, d_type, (uint64_t)key->m, (uint64_t)key->n,
+                                             (int64_t)key->m));
 
   cublasLtMatmulPreference_t pref;
   SD_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
@@ -182,16 +198,17 @@ static mm_plan *get_plan(sd_cuda_state *st, const mm_key *key, const float *bias
 
 // D (m x n, column-major, ld m) = op(A) @ op(B) + beta * D (+ bias (m) broadcast over the n
 // columns when bias != NULL), then the activation epilogue `epi` with aux (m x n, ld m; see
-// mm_epi). A and B are fp32 or bf16 per `precision`. Returns 0, or -1 when an epilogue (bias
-// or activation) was asked for and cuBLASLt has no algorithm for it (nothing was queued then).
+// mm_epi). A and B are fp32 or bf16 per `precision`; D is stored as d_type, aux as aux_type.
+// Returns 0, or -1 when an epilogue (bias or activation) or a bf16 D was asked for and
+// cuBLASLt has no algorithm for it (nothing was queued then).
 static int lt_gemm_epi(sd_backend *be, int precision, cublasOperation_t transa,
                        cublasOperation_t transb, int m, int n, int k, const void *A,
-                       const void *B, float *D, float beta, const float *bias, int epi,
-                       const float *aux) {
+                       const void *B, void *D, sd_dtype d_type, float beta, const float *bias,
+                       int epi, const void *aux, sd_dtype aux_type) {
   sd_cuda_state *st = sd_cuda_st(be);
   if (m <= 0 || n <= 0) return 0;
   if (k <= 0) {  // an empty sum: D = beta * D (beta is 0 or 1 here)
-    if (bias || epi != MM_EPI_NONE) return -1;
+    if (bias || epi != MM_EPI_NONE || d_type != SD_F32) return -1;
     if (beta == 0.0f)
       SD_CUDA_CHECK(cudaMemsetAsync(D, 0, sizeof(float) * (size_t)m * (size_t)n, st->stream));
     return 0;
@@ -204,8 +221,10 @@ static int lt_gemm_epi(sd_backend *be, int precision, cublasOperation_t transa,
   key.transa = transa;
   key.transb = transb;
   key.precision = precision;
+  key.d_type = d_type;
   key.bias = bias != NULL;
   key.epi = epi;
+  key.aux_type = epi != MM_EPI_NONE ? aux_type : SD_F32;
   key.align_a = ptr_align(A);
   key.align_b = ptr_align(B);
   key.align_d = ptr_align(D);
@@ -213,7 +232,7 @@ static int lt_gemm_epi(sd_backend *be, int precision, cublasOperation_t transa,
   key.align_aux = aux ? ptr_align(aux) : 0;
   mm_plan *p = get_plan(st, &key, bias, aux);
   if (!p->ok) {
-    if (bias || epi != MM_EPI_NONE) return -1;
+    if (bias || epi != MM_EPI_NONE || d_type != SD_F32) return -1;
     SD_FATAL_HINT("try SD_CUDA_PRECISION=fp32, or report the shape",
                   "cuBLASLt found no algorithm for D (%d x %d) = op_%s(A) op_%s(B), k = %d, "
                   "%s inputs, alignment A %d B %d D %d bytes",
@@ -234,11 +253,12 @@ static int lt_gemm_epi(sd_backend *be, int precision, cublasOperation_t transa,
   return 0;
 }
 
+// An fp32 D without activation epilogue.
 static int lt_gemm(sd_backend *be, int precision, cublasOperation_t transa,
                    cublasOperation_t transb, int m, int n, int k, const void *A, const void *B,
                    float *D, float beta, const float *bias) {
-  return lt_gemm_epi(be, precision, transa, transb, m, n, k, A, B, D, beta, bias, MM_EPI_NONE,
-                     NULL);
+  return lt_gemm_epi(be, precision, transa, transb, m, n, k, A, B, D, SD_F32, beta, bias,
+                     MM_EPI_NONE, NULL, SD_F32);
 }
 
 // ---- kernels -------------------------------------------------------------------------------
@@ -386,21 +406,45 @@ static void colsum_add(sd_backend *be, float *dbias, const float *dout, int M, i
 
 // ---- the ops -------------------------------------------------------------------------------
 
-// The forward GEMM's operands: A = w, B = inp, as they are (fp32) or rounded to bf16 into
-// scratch.
-static void fwd_operands(sd_backend *be, int prec, const float *inp, const float *w, int M,
-                         int K, int N, const void **A, const void **B) {
-  *A = w;
-  *B = inp;
-  if (prec != SD_PREC_BF16) return;
-  const size_t nw = (size_t)N * K, ni = (size_t)M * K;
-  char *s = (char *)sd_cuda_scratch(be, round256(nw * 2) + round256(ni * 2));
-  __nv_bfloat16 *wb = (__nv_bfloat16 *)s;
-  __nv_bfloat16 *ib = (__nv_bfloat16 *)(s + round256(nw * 2));
-  const cvt_job jobs[2] = {{w, wb, nw}, {inp, ib, ni}};
+// The GEMM's A/B type: bf16 at precision bf16, or when an activation operand is stored in bf16.
+static int gemm_precision(int prec, sd_dtype act_in) {
+  return prec == SD_PREC_BF16 || act_in == SD_BF16 ? SD_PREC_BF16 : SD_PREC_FP32;
+}
+
+// The forward's scratch: [w bf16][inp bf16][fp32 result before its rounding to bf16], each
+// part present only when needed, 256-byte aligned.
+typedef struct fwd_scratch {
+  const void *A, *B;  // the GEMM operands: w and inp as they are, or their bf16 copies
+  float *out32;       // (M, N) fp32 result for a bf16 output the GEMM cannot write itself
+} fwd_scratch;
+
+// Lays out the scratch and queues the bf16 conversions of the operands that need one; room
+// for out32 only when out_t is SD_BF16.
+static fwd_scratch fwd_operands(sd_backend *be, int gprec, const void *inp, sd_dtype inp_t,
+                                const float *w, sd_dtype out_t, int M, int K, int N) {
+  fwd_scratch f;
+  f.A = w;
+  f.B = inp;
+  f.out32 = NULL;
+  const size_t nw = (size_t)N * K, ni = (size_t)M * K, no = (size_t)M * N;
+  const int cvt_w = gprec == SD_PREC_BF16, cvt_i = gprec == SD_PREC_BF16 && inp_t == SD_F32;
+  const size_t bw = cvt_w ? round256(nw * 2) : 0, bi = cvt_i ? round256(ni * 2) : 0;
+  const size_t bo = out_t == SD_BF16 ? round256(no * sizeof(float)) : 0;
+  if (!bw && !bi && !bo) return f;
+  char *s = (char *)sd_cuda_scratch(be, bw + bi + bo);
+  cvt_job jobs[2];
+  memset(jobs, 0, sizeof jobs);
+  if (cvt_w) {
+    jobs[0] = (cvt_job){w, (__nv_bfloat16 *)s, nw};
+    f.A = s;
+  }
+  if (cvt_i) {
+    jobs[1] = (cvt_job){(const float *)inp, (__nv_bfloat16 *)(s + bw), ni};
+    f.B = s + bw;
+  }
   to_bf16(be, jobs, 2);
-  *A = wb;
-  *B = ib;
+  if (bo) f.out32 = (float *)(s + bw + bi);
+  return f;
 }
 
 // SD_CUDA_ACT_EPILOGUES=0 turns the GELU/DGELU epilogues off (separate kernels instead), for
@@ -414,18 +458,15 @@ static int act_epilogues_on(void) {
   return on;
 }
 
-static void matmul_fwd_impl(sd_backend *be, float *out, const float *inp, const float *w,
-                            const float *bias, int M, int K, int N, int prec) {
-  check_dims("matmul_fwd", M, K, N);
-  if (M == 0 || N == 0) return;
+// out32 (M, N) fp32 = the forward product (+ bias), with the operands of f.
+static void fwd_into_f32(sd_backend *be, int gprec, const fwd_scratch *f, float *out32,
+                         const float *bias, int M, int K, int N) {
   sd_cuda_state *st = sd_cuda_st(be);
   if (K == 0) {  // no products: out = bias rows (or 0), as sgemm with k = 0 gives
-    if (bias) bias_rows(be, out, bias, M, N);
-    else SD_CUDA_CHECK(cudaMemsetAsync(out, 0, sizeof(float) * (size_t)M * N, st->stream));
+    if (bias) bias_rows(be, out32, bias, M, N);
+    else SD_CUDA_CHECK(cudaMemsetAsync(out32, 0, sizeof(float) * (size_t)M * N, st->stream));
     return;
   }
-  const void *A, *B;
-  fwd_operands(be, prec, inp, w, M, K, N, &A, &B);
   // Row-major out (M, N) = inp (M, K) @ w (N, K)^T, in column-major terms:
   //   out^T (N x M, ld N) = w_cm^T (N x K) @ inp_cm (K x M)
   //   A = w:   row-major (N, K) = column-major K x N, ld K; transa = T -> N x K.
@@ -433,32 +474,60 @@ static void matmul_fwd_impl(sd_backend *be, float *out, const float *inp, const 
   //   D = out: column-major N x M, ld N.  m = N, n = M, k = K.
   //   bias (N): the epilogue adds bias[i] to row i of D (length m = N), i.e. to column i of
   //   the row-major out, for every token: the CPU's bias in every row.
-  if (lt_gemm(be, prec, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, A, B, out, 0.0f, bias) != 0) {
+  if (lt_gemm(be, gprec, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, f->A, f->B, out32, 0.0f, bias) !=
+      0) {
     // No bias-epilogue algorithm: start from the bias rows and accumulate (beta = 1), like
     // the CPU path.
-    bias_rows(be, out, bias, M, N);
-    lt_gemm(be, prec, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, A, B, out, 1.0f, NULL);
+    bias_rows(be, out32, bias, M, N);
+    lt_gemm(be, gprec, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, f->A, f->B, out32, 1.0f, NULL);
   }
 }
 
-void sd_cuda_matmul_fwd(sd_backend *be, float *out, const float *inp, const float *w,
-                        const float *bias, int M, int K, int N) {
-  matmul_fwd_impl(be, out, inp, w, bias, M, K, N, sd_cuda_st(be)->precision);
+static void matmul_fwd_impl(sd_backend *be, void *out, sd_dtype out_t, const void *inp,
+                            sd_dtype inp_t, const float *w, const float *bias, int M, int K,
+                            int N, int prec) {
+  check_dims("matmul_fwd", M, K, N);
+  if (M == 0 || N == 0) return;
+  const int gprec = gemm_precision(prec, inp_t);
+  fwd_scratch f = fwd_operands(be, gprec, inp, inp_t, w, SD_F32, M, K, N);
+  if (out_t == SD_F32) {
+    fwd_into_f32(be, gprec, &f, (float *)out, bias, M, K, N);
+    return;
+  }
+  // bf16 out: written by the GEMM's epilogue (bf16 inputs only), else through fp32 scratch
+  // (laid out again with room for it: growing the scratch may replace the buffer)
+  if (K > 0 && gprec == SD_PREC_BF16 &&
+      lt_gemm_epi(be, gprec, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, f.A, f.B, out, SD_BF16, 0.0f,
+                  bias, MM_EPI_NONE, NULL, SD_F32) == 0)
+    return;
+  f = fwd_operands(be, gprec, inp, inp_t, w, SD_BF16, M, K, N);
+  fwd_into_f32(be, gprec, &f, f.out32, bias, M, K, N);
+  const cvt_job job = {f.out32, (__nv_bfloat16 *)out, (size_t)M * N};
+  to_bf16(be, &job, 1);
 }
 
-void sd_cuda_matmul_fwd_fp32(sd_backend *be, float *out, const float *inp, const float *w,
-                             const float *bias, int M, int K, int N) {
-  matmul_fwd_impl(be, out, inp, w, bias, M, K, N, SD_PREC_FP32);
+void sd_cuda_matmul_fwd(sd_backend *be, void *out, sd_dtype out_t, const void *inp,
+                        sd_dtype inp_t, const float *w, const float *bias, int M, int K, int N) {
+  matmul_fwd_impl(be, out, out_t, inp, inp_t, w, bias, M, K, N, sd_cuda_st(be)->precision);
 }
 
-// matmul_bwd; with dgelu_pre (M, K) the input gradient is multiplied by gelu'(dgelu_pre), in
-// the GEMM's DGELU epilogue when cuBLASLt has one for the shape (K a multiple of 8 for its aux
-// leading dimension), else by the GELU backward kernel after it.
+void sd_cuda_matmul_fwd_fp32(sd_backend *be, void *out, sd_dtype out_t, const void *inp,
+                             sd_dtype inp_t, const float *w, const float *bias, int M, int K,
+                             int N) {
+  matmul_fwd_impl(be, out, out_t, inp, inp_t, w, bias, M, K, N, SD_PREC_FP32);
+}
+
+// matmul_bwd; with dgelu_pre (M, K, stored as pre_t) the input gradient is multiplied by
+// gelu'(dgelu_pre), in the GEMM's DGELU epilogue when cuBLASLt has one for the shape (K a
+// multiple of 8 for its aux leading dimension), else by the GELU backward kernel after it.
 static void matmul_bwd_impl(sd_backend *be, float *dinp, float *dw, float *dbias,
-                            const float *dout, const float *inp, const float *w, int M, int K,
-                            int N, int accumulate_dinp, const float *dgelu_pre, int prec) {
+                            const float *dout, const void *inp, sd_dtype inp_t, const float *w,
+                            int M, int K, int N, int accumulate_dinp, const void *dgelu_pre,
+                            sd_dtype pre_t, int prec) {
   check_dims("matmul_bwd", M, K, N);
   if (M == 0 || (!dinp && !dw && !dbias)) return;  // M = 0: every output is empty or += 0
+  const int gprec = gemm_precision(prec, inp_t);
+  const int bf = gprec == SD_PREC_BF16;
   const int want_dinp = dinp && K > 0;
   const int want_dw = dw && K > 0 && N > 0;
   const int cs_rows = colsum_rows(M);
@@ -466,26 +535,27 @@ static void matmul_bwd_impl(sd_backend *be, float *dinp, float *dw, float *dbias
   const size_t partial_bytes =
       dbias && N > 0 && cs_chunks > 1 ? sizeof(float) * (size_t)cs_chunks * N : 0;
 
-  // Scratch: [dout bf16][w bf16][inp bf16][colsum partials], each 256-byte aligned.
+  // Scratch: [dout bf16][w bf16][inp bf16][colsum partials], each 256-byte aligned; inp only
+  // when it is fp32 (a bf16-stored inp is used as it is).
   const size_t n_dout = (want_dinp && N > 0) || want_dw ? (size_t)M * N : 0;
-  const size_t n_w = prec == SD_PREC_BF16 && want_dinp && N > 0 ? (size_t)N * K : 0;
-  const size_t n_inp = prec == SD_PREC_BF16 && want_dw ? (size_t)M * K : 0;
-  const size_t b_dout = prec == SD_PREC_BF16 ? round256(n_dout * 2) : 0;
+  const size_t n_w = bf && want_dinp && N > 0 ? (size_t)N * K : 0;
+  const size_t n_inp = bf && want_dw && inp_t == SD_F32 ? (size_t)M * K : 0;
+  const size_t b_dout = bf ? round256(n_dout * 2) : 0;
   const size_t b_w = round256(n_w * 2), b_inp = round256(n_inp * 2);
   const size_t total = b_dout + b_w + b_inp + round256(partial_bytes);
   char *s = total ? (char *)sd_cuda_scratch(be, total) : NULL;
   float *partial = partial_bytes ? (float *)(s + b_dout + b_w + b_inp) : NULL;
 
   const void *dout_g = dout, *w_g = w, *inp_g = inp;
-  if (prec == SD_PREC_BF16 && (n_dout || n_w || n_inp)) {
+  if (bf && (n_dout || n_w || n_inp)) {
     __nv_bfloat16 *db = (__nv_bfloat16 *)s;
     __nv_bfloat16 *wb = (__nv_bfloat16 *)(s + b_dout);
     __nv_bfloat16 *ib = (__nv_bfloat16 *)(s + b_dout + b_w);
-    const cvt_job jobs[3] = {{dout, db, n_dout}, {w, wb, n_w}, {inp, ib, n_inp}};
+    const cvt_job jobs[3] = {{dout, db, n_dout}, {w, wb, n_w}, {(const float *)inp, ib, n_inp}};
     to_bf16(be, jobs, 3);
     dout_g = db;
     w_g = wb;
-    inp_g = ib;
+    if (n_inp) inp_g = ib;
   }
 
   if (want_dinp) {
@@ -497,12 +567,12 @@ static void matmul_bwd_impl(sd_backend *be, float *dinp, float *dw, float *dbias
     //   beta = 1 to accumulate, else 0 (C is not read; N = 0 gives dinp = 0).
     int fused = 0;
     if (dgelu_pre && act_epilogues_on() && N > 0 && K % 8 == 0)
-      fused = lt_gemm_epi(be, prec, CUBLAS_OP_N, CUBLAS_OP_N, K, M, N, w_g, dout_g, dinp, 0.0f,
-                          NULL, MM_EPI_DGELU, dgelu_pre) == 0;
+      fused = lt_gemm_epi(be, gprec, CUBLAS_OP_N, CUBLAS_OP_N, K, M, N, w_g, dout_g, dinp,
+                          SD_F32, 0.0f, NULL, MM_EPI_DGELU, dgelu_pre, pre_t) == 0;
     if (!fused) {
-      lt_gemm(be, prec, CUBLAS_OP_N, CUBLAS_OP_N, K, M, N, w_g, dout_g, dinp,
+      lt_gemm(be, gprec, CUBLAS_OP_N, CUBLAS_OP_N, K, M, N, w_g, dout_g, dinp,
               accumulate_dinp ? 1.0f : 0.0f, NULL);
-      if (dgelu_pre) sd_cuda_gelu_bwd(be, dinp, dinp, dgelu_pre, (size_t)M * K);
+      if (dgelu_pre) sd_cuda_gelu_bwd_pre_t(be, dinp, dinp, dgelu_pre, pre_t, (size_t)M * K);
     }
   }
   if (want_dw) {
@@ -511,56 +581,69 @@ static void matmul_bwd_impl(sd_backend *be, float *dinp, float *dw, float *dbias
     //   A = inp:  row-major (M, K) = column-major K x M, ld K; transa = N.
     //   B = dout: row-major (M, N) = column-major N x M, ld N; transb = T -> M x N.
     //   D = dw:   column-major K x N, ld K.  m = K, n = N, k = M; beta = 1.
-    lt_gemm(be, prec, CUBLAS_OP_N, CUBLAS_OP_T, K, N, M, inp_g, dout_g, dw, 1.0f, NULL);
+    lt_gemm(be, gprec, CUBLAS_OP_N, CUBLAS_OP_T, K, N, M, inp_g, dout_g, dw, 1.0f, NULL);
   }
   if (dbias) colsum_add(be, dbias, dout, M, N, partial);
 }
 
 void sd_cuda_matmul_bwd(sd_backend *be, float *dinp, float *dw, float *dbias,
-                        const float *dout, const float *inp, const float *w, int M, int K,
-                        int N, int accumulate_dinp) {
-  matmul_bwd_impl(be, dinp, dw, dbias, dout, inp, w, M, K, N, accumulate_dinp, NULL,
-                  sd_cuda_st(be)->precision);
+                        const float *dout, const void *inp, sd_dtype inp_t, const float *w,
+                        int M, int K, int N, int accumulate_dinp) {
+  matmul_bwd_impl(be, dinp, dw, dbias, dout, inp, inp_t, w, M, K, N, accumulate_dinp, NULL,
+                  SD_F32, sd_cuda_st(be)->precision);
 }
 
 void sd_cuda_matmul_bwd_fp32(sd_backend *be, float *dinp, float *dw, float *dbias,
-                             const float *dout, const float *inp, const float *w, int M, int K,
-                             int N, int accumulate_dinp) {
-  matmul_bwd_impl(be, dinp, dw, dbias, dout, inp, w, M, K, N, accumulate_dinp, NULL,
-                  SD_PREC_FP32);
+                             const float *dout, const void *inp, sd_dtype inp_t,
+                             const float *w, int M, int K, int N, int accumulate_dinp) {
+  matmul_bwd_impl(be, dinp, dw, dbias, dout, inp, inp_t, w, M, K, N, accumulate_dinp, NULL,
+                  SD_F32, SD_PREC_FP32);
 }
 
 void sd_cuda_matmul_bwd_dgelu(sd_backend *be, float *dinp, float *dw, float *dbias,
-                              const float *dout, const float *inp, const float *w,
-                              const float *pre, int M, int K, int N) {
+                              const float *dout, const void *inp, const float *w,
+                              const void *pre, sd_dtype t, int M, int K, int N) {
   if (!dinp || !pre) SD_FATAL("matmul_bwd_dgelu needs dinp and pre");
   if (K > 0 && N == 0) {  // no products: dinp = 0 (times gelu' is still 0)
     SD_CUDA_CHECK(cudaMemsetAsync(dinp, 0, sizeof(float) * (size_t)M * K,
                                   sd_cuda_st(be)->stream));
     return;
   }
-  matmul_bwd_impl(be, dinp, dw, dbias, dout, inp, w, M, K, N, 0, pre,
+  matmul_bwd_impl(be, dinp, dw, dbias, dout, inp, t, w, M, K, N, 0, pre, t,
                   sd_cuda_st(be)->precision);
 }
 
-// pre (M, N) = inp @ w^T + bias, out = gelu(pre): one cuBLASLt call with the GELU_AUX(_BIAS)
-// epilogue when it has an algorithm (N a multiple of 8 for the aux leading dimension), else
-// the matmul followed by the GELU kernel.
-void sd_cuda_matmul_gelu_fwd(sd_backend *be, float *out, float *pre, const float *inp,
+// pre (M, N) = inp @ w^T + bias, out = gelu(pre), all three stored as t: one cuBLASLt call
+// with the GELU_AUX(_BIAS) epilogue when it has an algorithm (N a multiple of 8 for the aux
+// leading dimension), else the matmul followed by the GELU kernel.
+void sd_cuda_matmul_gelu_fwd(sd_backend *be, void *out, void *pre, const void *inp, sd_dtype t,
                              const float *w, const float *bias, int M, int K, int N) {
   check_dims("matmul_gelu_fwd", M, K, N);
   if (M == 0 || N == 0) return;
   if (K > 0 && N % 8 == 0 && act_epilogues_on()) {
-    const int prec = sd_cuda_st(be)->precision;
-    const void *A, *B;
-    fwd_operands(be, prec, inp, w, M, K, N, &A, &B);
+    const int gprec = gemm_precision(sd_cuda_st(be)->precision, t);
+    // (a bf16 out is written by the epilogue itself: no fp32 scratch for it)
+    const fwd_scratch f = fwd_operands(be, gprec, inp, t, w, SD_F32, M, K, N);
     // the layout of sd_cuda_matmul_fwd; aux = pre has D's shape and leading dimension
-    if (lt_gemm_epi(be, prec, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, A, B, out, 0.0f, bias,
-                    MM_EPI_GELU_AUX, pre) == 0)
+    if (lt_gemm_epi(be, gprec, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, f.A, f.B, out, t, 0.0f, bias,
+                    MM_EPI_GELU_AUX, pre, t) == 0)
       return;
   }
-  sd_cuda_matmul_fwd(be, pre, inp, w, bias, M, K, N);
-  sd_cuda_gelu_fwd(be, out, pre, (size_t)M * N);
+  if (t == SD_F32) {
+    sd_cuda_matmul_fwd(be, pre, t, inp, t, w, bias, M, K, N);
+    sd_cuda_gelu_fwd_t(be, out, pre, t, (size_t)M * N);
+    return;
+  }
+  // bf16: both outputs from the fp32 pre-activation (in scratch), each rounded once
+  const int gprec = gemm_precision(sd_cuda_st(be)->precision, t);
+  const fwd_scratch f = fwd_operands(be, gprec, inp, t, w, SD_BF16, M, K, N);
+  fwd_into_f32(be, gprec, &f, f.out32, bias, M, K, N);
+  const size_t n = (size_t)M * N;
+  const cvt_job to_pre = {f.out32, (__nv_bfloat16 *)pre, n};
+  to_bf16(be, &to_pre, 1);
+  sd_cuda_gelu_fwd(be, f.out32, f.out32, n);
+  const cvt_job to_out = {f.out32, (__nv_bfloat16 *)out, n};
+  to_bf16(be, &to_out, 1);
 }
 
 // ---- self-test -----------------------------------------------------------------------------
@@ -662,7 +745,8 @@ static int st_run_case(sd_backend *be, const st_case *c, uint64_t seed, st_worst
   // forward, with and without bias; out poisoned with NaN (0xFF bytes) first
   for (int with_bias = 1; with_bias >= 0; with_bias--) {
     be->ops->memset(be, d[4], 0xFF, sizeof(float) * nMN);
-    sd_cuda_matmul_fwd(be, d[4], d[0], d[1], with_bias ? d[2] : NULL, M, K, N);
+    sd_cuda_matmul_fwd(be, d[4], SD_F32, d[0], SD_F32, d[1], with_bias ? d[2] : NULL, M, K,
+                       N);
     be->ops->to_host(be, got, d[4], sizeof(float) * nMN);
     for (int m = 0; m < M; m++)
       for (int n = 0; n < N; n++) {
@@ -685,7 +769,7 @@ static int st_run_case(sd_backend *be, const st_case *c, uint64_t seed, st_worst
     be->ops->to_device(be, d[5], dinp0, sizeof(float) * nMK);
     be->ops->to_device(be, d[6], dw0, sizeof(float) * nNK);
     be->ops->to_device(be, d[7], dbias0, sizeof(float) * N);
-    sd_cuda_matmul_bwd(be, d[5], d[6], d[7], d[3], d[0], d[1], M, K, N, 1);
+    sd_cuda_matmul_bwd(be, d[5], d[6], d[7], d[3], d[0], SD_F32, d[1], M, K, N, 1);
     float *r_dinp = rep ? got2 : b.h[8];
     be->ops->to_host(be, r_dinp, d[5], sizeof(float) * nMK);
     if (rep && memcmp(got2, b.h[8], sizeof(float) * nMK) != 0) fail = 1;
@@ -745,7 +829,7 @@ static int st_run_case(sd_backend *be, const st_case *c, uint64_t seed, st_worst
 
   // backward, dinp only, overwritten: poisoned with NaN first (beta = 0 must not read it)
   be->ops->memset(be, d[5], 0xFF, sizeof(float) * nMK);
-  sd_cuda_matmul_bwd(be, d[5], NULL, NULL, d[3], d[0], d[1], M, K, N, 0);
+  sd_cuda_matmul_bwd(be, d[5], NULL, NULL, d[3], d[0], SD_F32, d[1], M, K, N, 0);
   be->ops->to_host(be, got, d[5], sizeof(float) * nMK);
   for (int m = 0; m < M; m++)
     for (int k = 0; k < K; k++) {

@@ -13,12 +13,21 @@
 // nvcc cannot contract them into FMAs); they match the CPU bit for bit when the CPU build does
 // not contract either (GCC's default in -std=c11). The layer-norm statistics are fp32 like the
 // CPU's, but summed by warp trees instead of one sequential loop, so they differ by rounding.
+//
+// Storage (ops.h): the layer-norm output, the gated residual's branch y, and the GELU's input
+// and output in the sd_cuda_gelu_*_t helpers may be stored in bf16. The kernels are templated
+// on that storage type (float or __nv_bfloat16): they widen what they read to fp32, compute in
+// fp32 exactly as the fp32 instantiation does, and round each stored output once
+// (__float2bfloat16_rn, nearest even, as the CPU's sd_bf16_from_float).
 #include "cuda_internal.h"
 
 extern "C" {
+#include "bf16.h"
 #include "cpu_ops.h"
 #include "error.h"
 }
+
+#include <cuda_bf16.h>
 
 #include <cmath>
 #include <stdio.h>
@@ -33,6 +42,12 @@ constexpr int kThreads = 256;          // threads per block of the grid-stride k
 constexpr int kLnWarps = 8;            // rows (warps) per block of the per-row kernels
 constexpr int kColThreads = 128;       // columns per block of the column-sum kernels
 constexpr int COL_TCHUNK = 32;         // tokens summed per partial in the column sums
+
+// ---- storage types: an element read as fp32, an fp32 value stored (rounded once) --------------
+__device__ __forceinline__ float load_f(const float *p) { return *p; }
+__device__ __forceinline__ float load_f(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
+__device__ __forceinline__ void store_f(float *p, float v) { *p = v; }
+__device__ __forceinline__ void store_f(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
 
 __device__ __forceinline__ float warp_sum(float v) {
   // butterfly: every lane ends with the same (bitwise) sum, since a + b == b + a exactly
@@ -68,9 +83,11 @@ __device__ __forceinline__ float dev_tanhf(float x) {
 
 // One warp per row r = (b, t) of D: lanes stride over the columns (coalesced), the mean and
 // then the population variance of the centred values are warp sums (two passes, fp32, eps
-// inside the sqrt, as layernorm.c); a third pass writes the modulated output.
+// inside the sqrt, as layernorm.c); a third pass writes the modulated output, stored as OutT
+// (float or __nv_bfloat16). x, shift, scale, mean, rstd are fp32.
+template <typename OutT>
 __global__ void __launch_bounds__(kLnWarps * 32)
-lnmod_fwd_kernel(float *out, float *mean, float *rstd, const float *x, const float *shift,
+lnmod_fwd_kernel(OutT *out, float *mean, float *rstd, const float *x, const float *shift,
                  const float *scale, int mod_stride, int T, size_t rows, int D, float eps) {
   size_t r = (size_t)blockIdx.x * kLnWarps + threadIdx.x / 32;
   if (r >= rows) return;
@@ -89,8 +106,8 @@ lnmod_fwd_kernel(float *out, float *mean, float *rstd, const float *x, const flo
   size_t b = r / (size_t)T;
   const float *sh = shift + b * mod_stride;
   const float *sc = scale + b * mod_stride;
-  float *o = out + r * D;
-  for (int d = lane; d < D; d += 32) o[d] = (xr[d] - m) * rs * (1.0f + sc[d]) + sh[d];
+  OutT *o = out + r * D;
+  for (int d = lane; d < D; d += 32) store_f(o + d, (xr[d] - m) * rs * (1.0f + sc[d]) + sh[d]);
   if (lane == 0) {
     if (mean) mean[r] = m;
     if (rstd) rstd[r] = rs;
@@ -173,21 +190,25 @@ __global__ void col_finish_kernel(float *out, const float *part, int out_stride,
 
 // ---- activations: grid-stride over n, one element per thread per step ----------------------
 
-__global__ void gelu_fwd_kernel(float *out, const float *x, size_t n) {
+// out (n) = gelu(x (n)), both stored as E (float or __nv_bfloat16); may run in place.
+template <typename E>
+__global__ void gelu_fwd_kernel(E *out, const E *x, size_t n) {
   for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
        i += (size_t)gridDim.x * blockDim.x) {
-    float v = x[i];
+    float v = load_f(x + i);
     float cube = __fmul_rn(__fmul_rn(__fmul_rn(GELU_C, v), v), v);
     float th = dev_tanhf(__fmul_rn(GELU_K, __fadd_rn(v, cube)));
-    out[i] = __fmul_rn(__fmul_rn(0.5f, v), __fadd_rn(1.0f, th));
+    store_f(out + i, __fmul_rn(__fmul_rn(0.5f, v), __fadd_rn(1.0f, th)));
   }
 }
 
-__global__ void gelu_bwd_kernel(float *dx, const float *dout, const float *x, size_t n) {
+// dx (n) = dout * gelu'(x), dx and dout fp32 (dx may alias dout), x stored as E.
+template <typename E>
+__global__ void gelu_bwd_kernel(float *dx, const float *dout, const E *x, size_t n) {
   const float c3 = 3.0f * GELU_C;  // folded in float, as the CPU's 3.0f * 0.044715f
   for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
        i += (size_t)gridDim.x * blockDim.x) {
-    float v = x[i];
+    float v = load_f(x + i);
     float u = __fmul_rn(GELU_K, __fadd_rn(v, __fmul_rn(__fmul_rn(__fmul_rn(GELU_C, v), v), v)));
     float th = dev_tanhf(u);
     float du = __fmul_rn(GELU_K, __fadd_rn(1.0f, __fmul_rn(__fmul_rn(c3, v), v)));
@@ -218,14 +239,15 @@ __global__ void silu_bwd_kernel(float *dx, const float *dout, const float *x, si
 // ---- gated residual --------------------------------------------------------------------------
 
 // out = x + gate[b] * y, grid-stride over B*T*D (out may alias x: each element is read and
-// written by the same thread).
-__global__ void gated_residual_fwd_kernel(float *out, const float *x, const float *y,
+// written by the same thread). out, x fp32; y stored as YT (float or __nv_bfloat16).
+template <typename YT>
+__global__ void gated_residual_fwd_kernel(float *out, const float *x, const YT *y,
                                           const float *gate, int gate_stride, size_t TD, int D,
                                           size_t n) {
   for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
        i += (size_t)gridDim.x * blockDim.x) {
     size_t b = i / TD, d = i % D;
-    out[i] = x[i] + gate[b * gate_stride + d] * y[i];
+    out[i] = x[i] + gate[b * gate_stride + d] * load_f(y + i);
   }
 }
 
@@ -239,9 +261,11 @@ __global__ void gated_residual_dy_kernel(float *dy, const float *dout, const flo
   }
 }
 
-// dgate partials: thread (b, chunk c, column d), as lnmod_bwd_cols_kernel.
+// dgate partials: thread (b, chunk c, column d), as lnmod_bwd_cols_kernel. y (B, T, D) is
+// stored as YT (float or __nv_bfloat16).
+template <typename YT>
 __global__ void __launch_bounds__(kColThreads)
-gate_cols_kernel(float *dgate, float *part, const float *dout, const float *y, int gate_stride,
+gate_cols_kernel(float *dgate, float *part, const float *dout, const YT *y, int gate_stride,
                  int B, int T, int D, int direct) {
   int d = blockIdx.x * kColThreads + threadIdx.x;
   if (d >= D) return;
@@ -251,7 +275,7 @@ gate_cols_kernel(float *dgate, float *part, const float *dout, const float *y, i
     float acc = 0.0f;
     for (int t = t0; t < t1; t++) {
       size_t j = ((size_t)b * T + t) * D + d;
-      acc += dout[j] * y[j];
+      acc += dout[j] * load_f(y + j);
     }
     if (direct) dgate[(size_t)b * gate_stride + d] += acc;
     else part[((size_t)b * nchunks + c) * D + d] = acc;
@@ -305,19 +329,82 @@ inline dim3 col_grid(int B, int T, int D) {
               (unsigned)(B < 65535 ? B : 65535));
 }
 
+// A storage type the kernels are instantiated for, or a fatal error naming the op.
+inline void check_dtype(const char *op, sd_dtype t) {
+  if (t != SD_F32 && t != SD_BF16) SD_FATAL("%s: unknown storage type %d", op, (int)t);
+}
+
+// ---- launchers, one per storage type ----------------------------------------------------------
+
+template <typename OutT>
+void launch_lnmod_fwd(cudaStream_t st, OutT *out, float *mean, float *rstd, const float *x,
+                      const float *shift, const float *scale, int mod_stride, int T,
+                      size_t rows, int D, float eps) {
+  unsigned blocks = (unsigned)((rows + kLnWarps - 1) / kLnWarps);
+  lnmod_fwd_kernel<OutT><<<blocks, kLnWarps * 32, 0, st>>>(out, mean, rstd, x, shift, scale,
+                                                           mod_stride, T, rows, D, eps);
+  SD_CUDA_LAUNCHED("lnmod_fwd_kernel");
+}
+
+template <typename E>
+void launch_gelu_fwd(cudaStream_t st, E *out, const E *x, size_t n) {
+  gelu_fwd_kernel<E><<<sd_cuda_blocks(n, kThreads), kThreads, 0, st>>>(out, x, n);
+  SD_CUDA_LAUNCHED("gelu_fwd_kernel");
+}
+
+template <typename E>
+void launch_gelu_bwd(cudaStream_t st, float *dx, const float *dout, const E *x, size_t n) {
+  gelu_bwd_kernel<E><<<sd_cuda_blocks(n, kThreads), kThreads, 0, st>>>(dx, dout, x, n);
+  SD_CUDA_LAUNCHED("gelu_bwd_kernel");
+}
+
+template <typename YT>
+void launch_gated_residual_fwd(cudaStream_t st, float *out, const float *x, const YT *y,
+                               const float *gate, int gate_stride, size_t TD, int D, size_t n) {
+  gated_residual_fwd_kernel<YT><<<sd_cuda_blocks(n, kThreads), kThreads, 0, st>>>(
+      out, x, y, gate, gate_stride, TD, D, n);
+  SD_CUDA_LAUNCHED("gated_residual_fwd_kernel");
+}
+
+// dgate (rows at gate_stride) += sum over t of dout * y: direct adds when one chunk covers T,
+// else partials (B, nchunks, D) in scratch followed by col_finish_kernel.
+template <typename YT>
+void launch_gate_cols(sd_backend *be, float *dgate, const float *dout, const YT *y,
+                      int gate_stride, int B, int T, int D) {
+  cudaStream_t st = sd_cuda_st(be)->stream;
+  dim3 grid = col_grid(B, T, D);
+  int nchunks = (int)grid.y;
+  if (nchunks == 1) {
+    gate_cols_kernel<YT><<<grid, kColThreads, 0, st>>>(dgate, NULL, dout, y, gate_stride, B, T,
+                                                       D, 1);
+    SD_CUDA_LAUNCHED("gate_cols_kernel");
+  } else {
+    float *part = (float *)sd_cuda_scratch(be, (size_t)B * nchunks * D * sizeof(float));
+    gate_cols_kernel<YT><<<grid, kColThreads, 0, st>>>(NULL, part, dout, y, gate_stride, B, T,
+                                                       D, 0);
+    SD_CUDA_LAUNCHED("gate_cols_kernel");
+    col_finish_kernel<<<sd_cuda_blocks((size_t)B * D, kThreads), kThreads, 0, st>>>(
+        dgate, part, gate_stride, B, nchunks, D);
+    SD_CUDA_LAUNCHED("col_finish_kernel");
+  }
+}
+
 }  // namespace
 
 // ---- the ops ---------------------------------------------------------------------------------
 
-void sd_cuda_lnmod_fwd(sd_backend *be, float *out, float *mean, float *rstd, const float *x,
-                       const float *shift, const float *scale, int mod_stride, int B, int T,
-                       int D, float eps) {
+void sd_cuda_lnmod_fwd(sd_backend *be, void *out, sd_dtype out_t, float *mean, float *rstd,
+                       const float *x, const float *shift, const float *scale, int mod_stride,
+                       int B, int T, int D, float eps) {
+  check_dtype("lnmod_fwd", out_t);
   size_t rows = (size_t)B * T;
   if (rows == 0 || D <= 0) return;
-  unsigned blocks = (unsigned)((rows + kLnWarps - 1) / kLnWarps);
-  lnmod_fwd_kernel<<<blocks, kLnWarps * 32, 0, sd_cuda_st(be)->stream>>>(
-      out, mean, rstd, x, shift, scale, mod_stride, T, rows, D, eps);
-  SD_CUDA_LAUNCHED("lnmod_fwd_kernel");
+  cudaStream_t st = sd_cuda_st(be)->stream;
+  if (out_t == SD_BF16)
+    launch_lnmod_fwd(st, (__nv_bfloat16 *)out, mean, rstd, x, shift, scale, mod_stride, T, rows,
+                     D, eps);
+  else
+    launch_lnmod_fwd(st, (float *)out, mean, rstd, x, shift, scale, mod_stride, T, rows, D, eps);
 }
 
 void sd_cuda_lnmod_bwd(sd_backend *be, float *dx, float *dshift, float *dscale,
@@ -361,16 +448,37 @@ void sd_cuda_lnmod_bwd(sd_backend *be, float *dx, float *dshift, float *dscale,
 
 void sd_cuda_gelu_fwd(sd_backend *be, float *out, const float *x, size_t n) {
   if (n == 0) return;
-  gelu_fwd_kernel<<<sd_cuda_blocks(n, kThreads), kThreads, 0, sd_cuda_st(be)->stream>>>(out, x,
-                                                                                        n);
-  SD_CUDA_LAUNCHED("gelu_fwd_kernel");
+  launch_gelu_fwd(sd_cuda_st(be)->stream, out, x, n);
 }
 
 void sd_cuda_gelu_bwd(sd_backend *be, float *dx, const float *dout, const float *x, size_t n) {
   if (n == 0) return;
-  gelu_bwd_kernel<<<sd_cuda_blocks(n, kThreads), kThreads, 0, sd_cuda_st(be)->stream>>>(
-      dx, dout, x, n);
-  SD_CUDA_LAUNCHED("gelu_bwd_kernel");
+  launch_gelu_bwd(sd_cuda_st(be)->stream, dx, dout, x, n);
+}
+
+// For the matmul fallbacks (not in the op table): out (n) = gelu(x (n)), both stored as t
+// (in place allowed); the same arithmetic as sd_cuda_gelu_fwd, the result rounded once.
+void sd_cuda_gelu_fwd_t(sd_backend *be, void *out, const void *x, sd_dtype t, size_t n) {
+  check_dtype("gelu_fwd_t", t);
+  if (n == 0) return;
+  cudaStream_t st = sd_cuda_st(be)->stream;
+  if (t == SD_BF16)
+    launch_gelu_fwd(st, (__nv_bfloat16 *)out, (const __nv_bfloat16 *)x, n);
+  else
+    launch_gelu_fwd(st, (float *)out, (const float *)x, n);
+}
+
+// For the matmul fallbacks: dx (n) = dout * gelu'(pre), dx and dout fp32 (dx may alias dout),
+// pre (n) stored as pre_t.
+void sd_cuda_gelu_bwd_pre_t(sd_backend *be, float *dx, const float *dout, const void *pre,
+                            sd_dtype pre_t, size_t n) {
+  check_dtype("gelu_bwd_pre_t", pre_t);
+  if (n == 0) return;
+  cudaStream_t st = sd_cuda_st(be)->stream;
+  if (pre_t == SD_BF16)
+    launch_gelu_bwd(st, dx, dout, (const __nv_bfloat16 *)pre, n);
+  else
+    launch_gelu_bwd(st, dx, dout, (const float *)pre, n);
 }
 
 void sd_cuda_silu_fwd(sd_backend *be, float *out, const float *x, size_t n) {
@@ -387,38 +495,32 @@ void sd_cuda_silu_bwd(sd_backend *be, float *dx, const float *dout, const float 
   SD_CUDA_LAUNCHED("silu_bwd_kernel");
 }
 
-void sd_cuda_gated_residual_fwd(sd_backend *be, float *out, const float *x, const float *y,
-                                const float *gate, int gate_stride, int B, int T, int D) {
+void sd_cuda_gated_residual_fwd(sd_backend *be, float *out, const float *x, const void *y,
+                                sd_dtype y_t, const float *gate, int gate_stride, int B, int T,
+                                int D) {
+  check_dtype("gated_residual_fwd", y_t);
   size_t TD = (size_t)T * D, n = (size_t)B * TD;
   if (n == 0) return;
-  gated_residual_fwd_kernel<<<sd_cuda_blocks(n, kThreads), kThreads, 0,
-                              sd_cuda_st(be)->stream>>>(out, x, y, gate, gate_stride, TD, D, n);
-  SD_CUDA_LAUNCHED("gated_residual_fwd_kernel");
+  cudaStream_t st = sd_cuda_st(be)->stream;
+  if (y_t == SD_BF16)
+    launch_gated_residual_fwd(st, out, x, (const __nv_bfloat16 *)y, gate, gate_stride, TD, D, n);
+  else
+    launch_gated_residual_fwd(st, out, x, (const float *)y, gate, gate_stride, TD, D, n);
 }
 
 void sd_cuda_gated_residual_bwd(sd_backend *be, float *dy, float *dgate, const float *dout,
-                                const float *y, const float *gate, int gate_stride, int B,
-                                int T, int D) {
+                                const void *y, sd_dtype y_t, const float *gate,
+                                int gate_stride, int B, int T, int D) {
+  check_dtype("gated_residual_bwd", y_t);
   size_t TD = (size_t)T * D, n = (size_t)B * TD;
   if (n == 0) return;
   cudaStream_t st = sd_cuda_st(be)->stream;
   // dgate first: dy may alias dout, and dgate reads dout
   if (dgate) {
-    dim3 grid = col_grid(B, T, D);
-    int nchunks = (int)grid.y;
-    if (nchunks == 1) {
-      gate_cols_kernel<<<grid, kColThreads, 0, st>>>(dgate, NULL, dout, y, gate_stride, B, T, D,
-                                                     1);
-      SD_CUDA_LAUNCHED("gate_cols_kernel");
-    } else {
-      float *part = (float *)sd_cuda_scratch(be, (size_t)B * nchunks * D * sizeof(float));
-      gate_cols_kernel<<<grid, kColThreads, 0, st>>>(NULL, part, dout, y, gate_stride, B, T, D,
-                                                     0);
-      SD_CUDA_LAUNCHED("gate_cols_kernel");
-      col_finish_kernel<<<sd_cuda_blocks((size_t)B * D, kThreads), kThreads, 0, st>>>(
-          dgate, part, gate_stride, B, nchunks, D);
-      SD_CUDA_LAUNCHED("col_finish_kernel");
-    }
+    if (y_t == SD_BF16)
+      launch_gate_cols(be, dgate, dout, (const __nv_bfloat16 *)y, gate_stride, B, T, D);
+    else
+      launch_gate_cols(be, dgate, dout, (const float *)y, gate_stride, B, T, D);
   }
   if (dy) {
     gated_residual_dy_kernel<<<sd_cuda_blocks(n, kThreads), kThreads, 0, st>>>(
@@ -467,6 +569,52 @@ void sd_cuda_timestep_features(sd_backend *be, float *feat, const float *t, int 
 
 #include "selftest_util.h"
 
+namespace {
+
+// bf16 storage in the self-test: host values rounded to bf16 (as the CPU ops round) and back.
+std::vector<uint16_t> to_bf16(const std::vector<float> &v) {
+  std::vector<uint16_t> h(v.size());
+  for (size_t i = 0; i < v.size(); i++) h[i] = sd_bf16_from_float(v[i]);
+  return h;
+}
+std::vector<float> from_bf16(const std::vector<uint16_t> &h) {
+  std::vector<float> v(h.size());
+  for (size_t i = 0; i < h.size(); i++) v[i] = sd_bf16_to_float(h[i]);
+  return v;
+}
+// n bf16 values from the device.
+std::vector<uint16_t> down_bf16(cudaStream_t st, const uint16_t *d, size_t n) {
+  std::vector<uint16_t> h(n);
+  SD_CUDA_CHECK(cudaMemcpyAsync(h.data(), d, n * sizeof(uint16_t), cudaMemcpyDeviceToHost, st));
+  SD_CUDA_CHECK(cudaStreamSynchronize(st));
+  return h;
+}
+
+// The worst distance, in bf16 units in the last place, between bf16 outputs of the GPU and the
+// CPU. The fp32 values before rounding differ by rounding (warp-tree sums, FMA contraction),
+// so an element near a rounding boundary may land one unit apart; more is a failure.
+struct UlpWorst {
+  long ulps = 0;
+  char what[160] = "none";
+  static long key(uint16_t h) {  // monotone in the value; +0 and -0 map to 0
+    return (h & 0x8000u) ? -(long)(h & 0x7fffu) : (long)h;
+  }
+  static bool is_nan(uint16_t h) { return (h & 0x7f80u) == 0x7f80u && (h & 0x007fu) != 0; }
+  void compare(const char *op, const std::vector<uint16_t> &gpu,
+               const std::vector<uint16_t> &cpu) {
+    for (size_t i = 0; i < cpu.size(); i++) {
+      long u = (is_nan(gpu[i]) || is_nan(cpu[i])) ? 1L << 20 : labs(key(gpu[i]) - key(cpu[i]));
+      if (u > ulps) {
+        ulps = u;
+        snprintf(what, sizeof what, "%s[%zu]: gpu %.9g cpu %.9g (%ld bf16 ulps)", op, i,
+                 (double)sd_bf16_to_float(gpu[i]), (double)sd_bf16_to_float(cpu[i]), u);
+      }
+    }
+  }
+};
+
+}  // namespace
+
 extern "C" int sd_cuda_norm_act_selftest(sd_backend *be, char *err, size_t len) {
   sd_backend cpu;
   if (sd_backend_cpu_init(&cpu, 0) != 0) {
@@ -475,6 +623,7 @@ extern "C" int sd_cuda_norm_act_selftest(sd_backend *be, char *err, size_t len) 
   }
   cudaStream_t st = sd_cuda_st(be)->stream;
   Worst w;
+  UlpWorst wu;  // the bf16-stored outputs
   Rng rng(12345);
   {
     DevPool pool(st);
@@ -488,14 +637,15 @@ extern "C" int sd_cuda_norm_act_selftest(sd_backend *be, char *err, size_t len) 
       auto dmod0 = rng.vec((size_t)B * ms, -1.0f, 1.0f);
       std::vector<float> out(n), mean((size_t)B * T), rstd((size_t)B * T), dx = dx0,
           dmod = dmod0;
-      sd_cpu_lnmod_fwd(&cpu, out.data(), mean.data(), rstd.data(), x.data(), mod.data() + D,
-                       mod.data() + 3 * D, ms, B, T, D, 1e-6f);
+      sd_cpu_lnmod_fwd(&cpu, out.data(), SD_F32, mean.data(), rstd.data(), x.data(),
+                       mod.data() + D, mod.data() + 3 * D, ms, B, T, D, 1e-6f);
       sd_cpu_lnmod_bwd(&cpu, dx.data(), dmod.data() + D, dmod.data() + 3 * D, dout.data(),
                        x.data(), mean.data(), rstd.data(), mod.data() + 3 * D, ms, B, T, D);
       float *gx = pool.up(x), *gmod = pool.up(mod), *gout = pool.up(out), *gmean = pool.up(mean),
             *grstd = pool.up(rstd), *gdout = pool.up(dout), *gdx = pool.up(dx0),
             *gdmod = pool.up(dmod0);
-      sd_cuda_lnmod_fwd(be, gout, gmean, grstd, gx, gmod + D, gmod + 3 * D, ms, B, T, D, 1e-6f);
+      sd_cuda_lnmod_fwd(be, gout, SD_F32, gmean, grstd, gx, gmod + D, gmod + 3 * D, ms, B, T, D,
+                        1e-6f);
       sd_cuda_lnmod_bwd(be, gdx, gdmod + D, gdmod + 3 * D, gdout, gx, gmean, grstd,
                         gmod + 3 * D, ms, B, T, D);
       w.compare("lnmod_fwd.out", pool.down(gout, n), out);
@@ -503,6 +653,17 @@ extern "C" int sd_cuda_norm_act_selftest(sd_backend *be, char *err, size_t len) 
       w.compare("lnmod_fwd.rstd", pool.down(grstd, rstd.size()), rstd);
       w.compare("lnmod_bwd.dx", pool.down(gdx, n), dx);
       w.compare("lnmod_bwd.dshift_dscale", pool.down(gdmod, dmod.size()), dmod);
+      // the output stored in bf16 (the statistics stay fp32)
+      std::vector<uint16_t> out16(n);
+      sd_cpu_lnmod_fwd(&cpu, out16.data(), SD_BF16, mean.data(), rstd.data(), x.data(),
+                       mod.data() + D, mod.data() + 3 * D, ms, B, T, D, 1e-6f);
+      uint16_t *gout16 = pool.up(out16);
+      SD_CUDA_CHECK(cudaMemsetAsync(gout16, 0xFF, n * sizeof(uint16_t), st));  // NaN if unwritten
+      sd_cuda_lnmod_fwd(be, gout16, SD_BF16, gmean, grstd, gx, gmod + D, gmod + 3 * D, ms, B, T,
+                        D, 1e-6f);
+      wu.compare("lnmod_fwd.out(bf16)", down_bf16(st, gout16, n), out16);
+      w.compare("lnmod_fwd.mean(bf16 out)", pool.down(gmean, mean.size()), mean);
+      w.compare("lnmod_fwd.rstd(bf16 out)", pool.down(grstd, rstd.size()), rstd);
     }
     // activations, including the clamped range of the exp and an in-place backward
     {
@@ -520,6 +681,22 @@ extern "C" int sd_cuda_norm_act_selftest(sd_backend *be, char *err, size_t len) 
       sd_cpu_gelu_bwd(&cpu, c.data(), dout.data(), x.data(), n);
       sd_cuda_gelu_bwd(be, gy, gdout, gx, n);
       w.compare("gelu_bwd", pool.down(gy, n), c);
+      // the storage-typed GELU helpers of the matmul fallbacks: fp32, then bf16 (in place)
+      sd_cpu_gelu_fwd(&cpu, c.data(), x.data(), n);
+      sd_cuda_gelu_fwd_t(be, gy, gx, SD_F32, n);
+      w.compare("gelu_fwd_t(fp32)", pool.down(gy, n), c);
+      sd_cpu_gelu_bwd(&cpu, c.data(), dout.data(), x.data(), n);
+      sd_cuda_gelu_bwd_pre_t(be, gy, gdout, gx, SD_F32, n);
+      w.compare("gelu_bwd_pre_t(fp32)", pool.down(gy, n), c);
+      auto x16 = to_bf16(x);
+      auto xw = from_bf16(x16);  // the values bf16 storage holds
+      uint16_t *gx16 = pool.up(x16), *gpre16 = pool.up(x16);
+      sd_cpu_gelu_fwd(&cpu, c.data(), xw.data(), n);
+      sd_cuda_gelu_fwd_t(be, gx16, gx16, SD_BF16, n);
+      wu.compare("gelu_fwd_t(bf16, in place)", down_bf16(st, gx16, n), to_bf16(c));
+      sd_cpu_gelu_bwd(&cpu, c.data(), dout.data(), xw.data(), n);
+      sd_cuda_gelu_bwd_pre_t(be, gy, gdout, gpre16, SD_BF16, n);
+      w.compare("gelu_bwd_pre_t(bf16 pre)", pool.down(gy, n), c);
       sd_cpu_silu_fwd(&cpu, c.data(), x.data(), n);
       sd_cuda_silu_fwd(be, gy, gx, n);
       w.compare("silu_fwd", pool.down(gy, n), c);
@@ -535,27 +712,50 @@ extern "C" int sd_cuda_norm_act_selftest(sd_backend *be, char *err, size_t len) 
       auto mod = rng.vec((size_t)B * gs, -1.0f, 1.0f), dout = rng.vec(n, -1.0f, 1.0f);
       auto dmod0 = rng.vec((size_t)B * gs, -1.0f, 1.0f);
       std::vector<float> out(n), dy(n), dmod = dmod0;
-      sd_cpu_gated_residual_fwd(&cpu, out.data(), x.data(), y.data(), mod.data() + 2 * D, gs, B,
-                                T, D);
+      sd_cpu_gated_residual_fwd(&cpu, out.data(), x.data(), y.data(), SD_F32, mod.data() + 2 * D,
+                                gs, B, T, D);
       sd_cpu_gated_residual_bwd(&cpu, dy.data(), dmod.data() + 2 * D, dout.data(), y.data(),
-                                mod.data() + 2 * D, gs, B, T, D);
-      float *gx = pool.up(x), *gy = pool.up(y), *gmod = pool.up(mod), *gout = pool.up(dy),
-            *gdout = pool.up(dout), *gdy = pool.up(dy), *gdmod = pool.up(dmod0);
-      sd_cuda_gated_residual_fwd(be, gout, gx, gy, gmod + 2 * D, gs, B, T, D);
+                                SD_F32, mod.data() + 2 * D, gs, B, T, D);
+      const std::vector<float> nan_n(n, NAN);  // outputs start as NaN: unwritten ones fail
+      float *gx = pool.up(x), *gy = pool.up(y), *gmod = pool.up(mod), *gout = pool.up(nan_n),
+            *gdout = pool.up(dout), *gdy = pool.up(nan_n), *gdmod = pool.up(dmod0);
+      sd_cuda_gated_residual_fwd(be, gout, gx, gy, SD_F32, gmod + 2 * D, gs, B, T, D);
       w.compare("gated_residual_fwd", pool.down(gout, n), out);
-      sd_cuda_gated_residual_fwd(be, gx, gx, gy, gmod + 2 * D, gs, B, T, D);
+      sd_cuda_gated_residual_fwd(be, gx, gx, gy, SD_F32, gmod + 2 * D, gs, B, T, D);
       w.compare("gated_residual_fwd(in place)", pool.down(gx, n), out);
-      sd_cuda_gated_residual_bwd(be, gdy, gdmod + 2 * D, gdout, gy, gmod + 2 * D, gs, B, T, D);
+      sd_cuda_gated_residual_bwd(be, gdy, gdmod + 2 * D, gdout, gy, SD_F32, gmod + 2 * D, gs, B,
+                                 T, D);
       w.compare("gated_residual_bwd.dy", pool.down(gdy, n), dy);
       w.compare("gated_residual_bwd.dgate", pool.down(gdmod, dmod.size()), dmod);
       // a single token chunk (direct path)
       int T2 = 9;
       std::vector<float> dmod2 = dmod0;
-      sd_cpu_gated_residual_bwd(&cpu, NULL, dmod2.data(), dout.data(), y.data(), mod.data(), gs,
-                                B, T2, D);
+      sd_cpu_gated_residual_bwd(&cpu, NULL, dmod2.data(), dout.data(), y.data(), SD_F32,
+                                mod.data(), gs, B, T2, D);
       float *gdmod2 = pool.up(dmod0);
-      sd_cuda_gated_residual_bwd(be, NULL, gdmod2, gdout, gy, gmod, gs, B, T2, D);
+      sd_cuda_gated_residual_bwd(be, NULL, gdmod2, gdout, gy, SD_F32, gmod, gs, B, T2, D);
       w.compare("gated_residual_bwd.dgate(T<=32)", pool.down(gdmod2, dmod2.size()), dmod2);
+      // y stored in bf16 (out, x, dy, dgate stay fp32): forward, and both backward paths
+      auto y16 = to_bf16(y);
+      std::vector<float> out_b(n), dy_b(n), dmod_b = dmod0, dmod2_b = dmod0;
+      sd_cpu_gated_residual_fwd(&cpu, out_b.data(), x.data(), y16.data(), SD_BF16,
+                                mod.data() + 2 * D, gs, B, T, D);
+      sd_cpu_gated_residual_bwd(&cpu, dy_b.data(), dmod_b.data() + 2 * D, dout.data(),
+                                y16.data(), SD_BF16, mod.data() + 2 * D, gs, B, T, D);
+      sd_cpu_gated_residual_bwd(&cpu, NULL, dmod2_b.data(), dout.data(), y16.data(), SD_BF16,
+                                mod.data(), gs, B, T2, D);
+      float *gx_b = pool.up(x), *gout_b = pool.up(nan_n), *gdy_b = pool.up(nan_n),
+            *gdmod_b = pool.up(dmod0), *gdmod2_b = pool.up(dmod0);
+      uint16_t *gy16 = pool.up(y16);
+      sd_cuda_gated_residual_fwd(be, gout_b, gx_b, gy16, SD_BF16, gmod + 2 * D, gs, B, T, D);
+      w.compare("gated_residual_fwd(bf16 y)", pool.down(gout_b, n), out_b);
+      sd_cuda_gated_residual_bwd(be, gdy_b, gdmod_b + 2 * D, gdout, gy16, SD_BF16, gmod + 2 * D,
+                                 gs, B, T, D);
+      w.compare("gated_residual_bwd.dy(bf16 y)", pool.down(gdy_b, n), dy_b);
+      w.compare("gated_residual_bwd.dgate(bf16 y)", pool.down(gdmod_b, dmod_b.size()), dmod_b);
+      sd_cuda_gated_residual_bwd(be, NULL, gdmod2_b, gdout, gy16, SD_BF16, gmod, gs, B, T2, D);
+      w.compare("gated_residual_bwd.dgate(bf16 y, T<=32)", pool.down(gdmod2_b, dmod2_b.size()),
+                dmod2_b);
     }
     // broadcast row ops and EDM scaling
     {
@@ -599,6 +799,8 @@ extern "C" int sd_cuda_norm_act_selftest(sd_backend *be, char *err, size_t len) 
   }
   sd_backend_cpu_destroy(&cpu);
   const double tol = 1e-5;
-  snprintf(err, len, "%s: worst %s", w.err <= tol ? "ok" : "FAILED", w.what);
-  return w.err <= tol ? 0 : -1;
+  const bool ok = w.err <= tol && wu.ulps <= 1;
+  snprintf(err, len, "%s: worst %s; bf16 outputs: worst %s", ok ? "ok" : "FAILED", w.what,
+           wu.what);
+  return ok ? 0 : -1;
 }

@@ -1,5 +1,6 @@
 // Shared helpers of the GPU tests (see gpu_common.h).
 #include "gpu_common.h"
+#include "storage.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -62,58 +63,72 @@ static void jitter(float *x, size_t n) {
   }
 }
 
-static void sim_matmul_fwd(sd_backend *be, float *out, const float *inp, const float *w,
-                           const float *bias, int M, int K, int N) {
+// The stand-in's matmuls in bf16: both GEMM inputs as bf16 values (an input already stored in
+// bf16 is one; fp32 inputs and the weights are rounded), fp32 products, the output stored as
+// asked.
+static float *rounded_input(const void *x, sd_dtype t, size_t n) {
+  const float *x32 = sd_cpu_load(x, t, n);
+  float *r = rounded_copy(x32, n);
+  sd_cpu_unload(x, x32);
+  return r;
+}
+
+static void sim_matmul_fwd(sd_backend *be, void *out, sd_dtype out_t, const void *inp,
+                           sd_dtype inp_t, const float *w, const float *bias, int M, int K,
+                           int N) {
   if (!g_sim_bf16) {
-    g_cpu.ops->matmul_fwd(be, out, inp, w, bias, M, K, N);
-    jitter(out, (size_t)M * N);
+    g_cpu.ops->matmul_fwd(be, out, out_t, inp, inp_t, w, bias, M, K, N);
+    if (out_t == SD_F32) jitter(out, (size_t)M * N);
     return;
   }
-  float *ri = rounded_copy(inp, (size_t)M * K), *rw = rounded_copy(w, (size_t)N * K);
-  g_cpu.ops->matmul_fwd(be, out, ri, rw, bias, M, K, N);
+  float *ri = rounded_input(inp, inp_t, (size_t)M * K), *rw = rounded_copy(w, (size_t)N * K);
+  g_cpu.ops->matmul_fwd(be, out, out_t, ri, SD_F32, rw, bias, M, K, N);
   free(ri);
   free(rw);
 }
 
 static void sim_matmul_bwd(sd_backend *be, float *dinp, float *dw, float *dbias,
-                           const float *dout, const float *inp, const float *w, int M, int K,
-                           int N, int accumulate_dinp) {
+                           const float *dout, const void *inp, sd_dtype inp_t, const float *w,
+                           int M, int K, int N, int accumulate_dinp) {
   if (!g_sim_bf16) {
-    g_cpu.ops->matmul_bwd(be, dinp, dw, dbias, dout, inp, w, M, K, N, accumulate_dinp);
+    g_cpu.ops->matmul_bwd(be, dinp, dw, dbias, dout, inp, inp_t, w, M, K, N, accumulate_dinp);
     jitter(dinp, (size_t)M * K);
     jitter(dw, (size_t)N * K);
     return;
   }
-  float *rd = rounded_copy(dout, (size_t)M * N), *ri = rounded_copy(inp, (size_t)M * K);
+  float *rd = rounded_copy(dout, (size_t)M * N), *ri = rounded_input(inp, inp_t, (size_t)M * K);
   float *rw = rounded_copy(w, (size_t)N * K);
-  g_cpu.ops->matmul_bwd(be, dinp, dw, NULL, rd, ri, rw, M, K, N, accumulate_dinp);
-  if (dbias) g_cpu.ops->matmul_bwd(be, NULL, NULL, dbias, dout, inp, w, M, K, N, 0);
+  g_cpu.ops->matmul_bwd(be, dinp, dw, NULL, rd, ri, SD_F32, rw, M, K, N, accumulate_dinp);
+  if (dbias)
+    g_cpu.ops->matmul_bwd(be, NULL, NULL, dbias, dout, inp, inp_t, w, M, K, N, 0);
   free(rd);
   free(ri);
   free(rw);
 }
 
-static void sim_attention_fwd(sd_backend *be, float *out, float *lse, const float *qkv, int B,
-                              int T, int NH, int HD) {
+static void sim_attention_fwd(sd_backend *be, void *out, float *lse, const void *qkv,
+                              sd_dtype t, int B, int T, int NH, int HD) {
   if (!g_sim_bf16 || !g_sim_attention) {
-    g_cpu.ops->attention_fwd(be, out, lse, qkv, B, T, NH, HD);
+    g_cpu.ops->attention_fwd(be, out, lse, qkv, t, B, T, NH, HD);
     return;
   }
-  float *rq = rounded_copy(qkv, (size_t)B * T * 3 * NH * HD);
-  g_cpu.ops->attention_fwd(be, out, lse, rq, B, T, NH, HD);
+  float *rq = rounded_input(qkv, t, (size_t)B * T * 3 * NH * HD);
+  float *o32 = sd_cpu_out(out, t, (size_t)B * T * NH * HD);
+  g_cpu.ops->attention_fwd(be, o32, lse, rq, SD_F32, B, T, NH, HD);
+  sd_cpu_store(out, t, o32, (size_t)B * T * NH * HD);
   free(rq);
 }
 
-static void sim_attention_bwd(sd_backend *be, float *dqkv, const float *dout, const float *qkv,
-                              const float *out, const float *lse, int B, int T, int NH,
-                              int HD) {
+static void sim_attention_bwd(sd_backend *be, float *dqkv, const float *dout, const void *qkv,
+                              const void *out, sd_dtype t, const float *lse, int B, int T,
+                              int NH, int HD) {
   if (!g_sim_bf16 || !g_sim_attention) {
-    g_cpu.ops->attention_bwd(be, dqkv, dout, qkv, out, lse, B, T, NH, HD);
+    g_cpu.ops->attention_bwd(be, dqkv, dout, qkv, out, t, lse, B, T, NH, HD);
     return;
   }
-  float *rq = rounded_copy(qkv, (size_t)B * T * 3 * NH * HD);
+  float *rq = rounded_input(qkv, t, (size_t)B * T * 3 * NH * HD);
   float *rd = rounded_copy(dout, (size_t)B * T * NH * HD);
-  g_cpu.ops->attention_bwd(be, dqkv, rd, rq, out, lse, B, T, NH, HD);
+  g_cpu.ops->attention_bwd(be, dqkv, rd, rq, out, t, lse, B, T, NH, HD);
   free(rq);
   free(rd);
 }
@@ -177,6 +192,7 @@ static void sim_open(sd_backend *be, const char *mode) {
   *be = g_cpu;
   be->name = "sim";
   be->ops = &g_sim_ops;
+  be->act_dtype = SD_BF16;
   printf("device under test: CPU stand-in (bf16 rounds the inputs of the matmuls%s; fp32 "
          "moves matmul outputs by one ulp), %d threads\n",
          g_sim_attention ? " and of attention" : "", be->num_threads);
@@ -221,6 +237,7 @@ int gpu_set_precision(sd_backend *be, const char *precision, char *err, size_t e
   }
   if (gpu_is_sim(be)) {
     g_sim_bf16 = strcmp(precision, "bf16") == 0;
+    be->act_dtype = g_sim_bf16 ? SD_BF16 : SD_F32;  // as the CUDA backend's precision does
     return 0;
   }
   if (!sd_backend_cuda_set_precision) {

@@ -19,6 +19,7 @@
 // everything against the CPU stand-in of gpu_common.h instead (for the harness itself and the
 // bf16 limits). The seed is printed; SD_GPU_TEST_SEED sets it too. Before the checks, the CUDA
 // files' own self-tests (sd_cuda_*_selftest) run when the build has them ("selftest" lines).
+#include "bf16.h"
 #include "check.h"
 #include "error.h"
 #include "gpu_common.h"
@@ -45,6 +46,7 @@ typedef struct bspec {
   size_t n;         // elements (4 bytes each)
   int role, kind, fill;
   float a, b;       // normal: std, mean; uniform: lo, hi; lognormal: mu, sigma
+  int act;          // an activation argument: stored as the check's act type in the call
   double lim[2];    // outputs: nmse limit (fp32, bf16)
   double dlim[2];   // accumulating outputs: limit on the change alone (0: not compared)
 } bspec;
@@ -60,6 +62,7 @@ struct check {
   int iv[12];
   float fv[8];
   size_t zv[2];
+  sd_dtype act;           // storage of the act buffers in the call (SD_BF16: bf16 runs only)
   void (*prep)(check *c, sd_backend *cpu, uint64_t seed, uint32_t key);
   void (*call)(const check *c, sd_backend *be, void **p);
 };
@@ -71,6 +74,10 @@ static const char *g_prec_names[2] = {"fp32", "bf16"};
 
 #define F(k) ((float *)p[k])
 #define I(k) ((int32_t *)p[k])
+
+// The storage type buffer k is handed to the op in.
+static sd_dtype dt_of(const check *c, int k) { return c->b[k].act ? c->act : SD_F32; }
+#define T(k) dt_of(c, k)
 
 static check *new_check(const char *op, void (*call)(const check *, sd_backend *, void **),
                         const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -209,6 +216,35 @@ static void report(const char *name, const char *prec, double nmse, double lim, 
   check_record(ok);
 }
 
+// bf16-storage checks (c->act == SD_BF16): each act buffer is handed to the op as a bf16 copy
+// of its fp32 contents, made the same way on both backends, and the op's bf16 outputs are
+// widened back into the fp32 buffer, so guards, input checks and comparisons work on fp32
+// buffers as for every other check. An output element the op never wrote comes back as the
+// canary's top half, a bf16 NaN, which fails the comparison.
+static void *stage_bf16(sd_backend *be, const void *dev, size_t n) {
+  float *h = sd_xmalloc(sizeof(float) * n, "staging");
+  uint16_t *hb = sd_xmalloc(2 * n, "staging (bf16)");
+  be->ops->to_host(be, h, dev, sizeof(float) * n);
+  for (size_t k = 0; k < n; k++) hb[k] = sd_bf16_from_float(h[k]);
+  void *d = be->ops->alloc(be, 2 * n);
+  be->ops->to_device(be, d, hb, 2 * n);
+  free(h);
+  free(hb);
+  return d;
+}
+static void unstage_bf16(sd_backend *be, void *dev, void *staged, size_t n, int write_back) {
+  if (write_back) {
+    uint16_t *hb = sd_xmalloc(2 * n, "staging (bf16)");
+    float *h = sd_xmalloc(sizeof(float) * n, "staging");
+    be->ops->to_host(be, hb, staged, 2 * n);
+    for (size_t k = 0; k < n; k++) h[k] = sd_bf16_to_float(hb[k]);
+    be->ops->to_device(be, dev, h, sizeof(float) * n);
+    free(h);
+    free(hb);
+  }
+  be->ops->free(be, staged);
+}
+
 // Runs c on be over guarded copies of the host data. res[i] gets every buffer's final contents
 // (malloc'd). Guard damage and changed inputs are reported (and counted) here.
 static void run_on(const check *c, sd_backend *be, float **res, const char *prec,
@@ -225,7 +261,14 @@ static void run_on(const check *c, sd_backend *be, float **res, const char *prec
     be->ops->to_device(be, dev[i], stage[i], 4 * tot);
     ptr[i] = (char *)dev[i] + 4 * G;
   }
-  c->call(c, be, ptr);
+  void *arg[MAXB], *staged[MAXB];
+  for (int i = 0; i < c->nb; i++) {
+    staged[i] = c->act == SD_BF16 && c->b[i].act ? stage_bf16(be, ptr[i], c->b[i].n) : NULL;
+    arg[i] = staged[i] ? staged[i] : ptr[i];
+  }
+  c->call(c, be, arg);
+  for (int i = 0; i < c->nb; i++)
+    if (staged[i]) unstage_bf16(be, ptr[i], staged[i], c->b[i].n, c->b[i].role != R_IN);
   be->ops->sync(be);
   int guards_ok = 1;
   for (int i = 0; i < c->nb; i++) {
@@ -293,35 +336,37 @@ static void compare(check *c, float **gpu, float **cpu, int prec) {
 
 static void call_matmul_fwd(const check *c, sd_backend *be, void **p) {
   // iv: M K N has_bias; bufs: inp w bias out
-  be->ops->matmul_fwd(be, F(3), F(0), F(1), c->iv[3] ? F(2) : NULL, c->iv[0], c->iv[1],
-                      c->iv[2]);
+  be->ops->matmul_fwd(be, p[3], T(3), p[0], T(0), F(1), c->iv[3] ? F(2) : NULL, c->iv[0],
+                      c->iv[1], c->iv[2]);
 }
 static void call_matmul_bwd(const check *c, sd_backend *be, void **p) {
   // iv: M K N has_dinp acc has_dbias; bufs: dout inp w dinp dw dbias
-  be->ops->matmul_bwd(be, c->iv[3] ? F(3) : NULL, F(4), c->iv[5] ? F(5) : NULL, F(0), F(1),
-                      F(2), c->iv[0], c->iv[1], c->iv[2], c->iv[4]);
+  be->ops->matmul_bwd(be, c->iv[3] ? F(3) : NULL, F(4), c->iv[5] ? F(5) : NULL, F(0), p[1],
+                      T(1), F(2), c->iv[0], c->iv[1], c->iv[2], c->iv[4]);
 }
 static void call_matmul_fwd_fp32(const check *c, sd_backend *be, void **p) {
-  be->ops->matmul_fwd_fp32(be, F(3), F(0), F(1), c->iv[3] ? F(2) : NULL, c->iv[0], c->iv[1],
-                           c->iv[2]);  // as call_matmul_fwd
+  be->ops->matmul_fwd_fp32(be, p[3], T(3), p[0], T(0), F(1), c->iv[3] ? F(2) : NULL,
+                           c->iv[0], c->iv[1], c->iv[2]);  // as call_matmul_fwd
 }
 static void call_matmul_bwd_fp32(const check *c, sd_backend *be, void **p) {
   be->ops->matmul_bwd_fp32(be, c->iv[3] ? F(3) : NULL, F(4), c->iv[5] ? F(5) : NULL, F(0),
-                           F(1), F(2), c->iv[0], c->iv[1], c->iv[2], c->iv[4]);  // as matmul_bwd
+                           p[1], T(1), F(2), c->iv[0], c->iv[1], c->iv[2],
+                           c->iv[4]);  // as matmul_bwd
 }
 static void call_matmul_gelu_fwd(const check *c, sd_backend *be, void **p) {
   // iv: M K N; bufs: inp w bias out pre
-  be->ops->matmul_gelu_fwd(be, F(3), F(4), F(0), F(1), F(2), c->iv[0], c->iv[1], c->iv[2]);
+  be->ops->matmul_gelu_fwd(be, p[3], p[4], p[0], T(0), F(1), F(2), c->iv[0], c->iv[1],
+                           c->iv[2]);
 }
 static void call_matmul_bwd_dgelu(const check *c, sd_backend *be, void **p) {
   // iv: M K N; bufs: dout inp w pre dinp dw dbias
-  be->ops->matmul_bwd_dgelu(be, F(4), F(5), F(6), F(0), F(1), F(2), F(3), c->iv[0], c->iv[1],
-                            c->iv[2]);
+  be->ops->matmul_bwd_dgelu(be, F(4), F(5), F(6), F(0), p[1], F(2), p[3], T(1), c->iv[0],
+                            c->iv[1], c->iv[2]);
 }
 static void call_lnmod_fwd(const check *c, sd_backend *be, void **p) {
   // iv: B T D stride shift_off scale_off; bufs: x mod out mean rstd
-  be->ops->lnmod_fwd(be, F(2), F(3), F(4), F(0), F(1) + c->iv[4], F(1) + c->iv[5], c->iv[3],
-                     c->iv[0], c->iv[1], c->iv[2], c->fv[0]);
+  be->ops->lnmod_fwd(be, p[2], T(2), F(3), F(4), F(0), F(1) + c->iv[4], F(1) + c->iv[5],
+                     c->iv[3], c->iv[0], c->iv[1], c->iv[2], c->fv[0]);
 }
 static void call_lnmod_bwd(const check *c, sd_backend *be, void **p) {
   // iv: B T D stride scale_off dshift_off dscale_off; bufs: dout x mean rstd mod dx dmod
@@ -330,11 +375,11 @@ static void call_lnmod_bwd(const check *c, sd_backend *be, void **p) {
 }
 static void call_attention_fwd(const check *c, sd_backend *be, void **p) {
   // iv: B T NH HD; bufs: qkv out lse
-  be->ops->attention_fwd(be, F(1), F(2), F(0), c->iv[0], c->iv[1], c->iv[2], c->iv[3]);
+  be->ops->attention_fwd(be, p[1], F(2), p[0], T(0), c->iv[0], c->iv[1], c->iv[2], c->iv[3]);
 }
 static void call_attention_bwd(const check *c, sd_backend *be, void **p) {
   // bufs: dout qkv out lse dqkv
-  be->ops->attention_bwd(be, F(4), F(0), F(1), F(2), F(3), c->iv[0], c->iv[1], c->iv[2],
+  be->ops->attention_bwd(be, F(4), F(0), p[1], p[2], T(1), F(3), c->iv[0], c->iv[1], c->iv[2],
                          c->iv[3]);
 }
 static void call_act_fwd(const check *c, sd_backend *be, void **p) {
@@ -352,12 +397,12 @@ static void call_act_bwd(const check *c, sd_backend *be, void **p) {
 static void call_gres_fwd(const check *c, sd_backend *be, void **p) {
   // iv: B T D stride gate_off alias; bufs: x y mod out (alias: out = x)
   float *out = c->iv[5] ? F(0) : F(3);
-  be->ops->gated_residual_fwd(be, out, F(0), F(1), F(2) + c->iv[4], c->iv[3], c->iv[0],
+  be->ops->gated_residual_fwd(be, out, F(0), p[1], T(1), F(2) + c->iv[4], c->iv[3], c->iv[0],
                               c->iv[1], c->iv[2]);
 }
 static void call_gres_bwd(const check *c, sd_backend *be, void **p) {
   // iv: B T D stride gate_off; bufs: dout y mod dy dmod
-  be->ops->gated_residual_bwd(be, F(3), F(4) + c->iv[4], F(0), F(1), F(2) + c->iv[4],
+  be->ops->gated_residual_bwd(be, F(3), F(4) + c->iv[4], F(0), p[1], T(1), F(2) + c->iv[4],
                               c->iv[3], c->iv[0], c->iv[1], c->iv[2]);
 }
 static void call_patchify(const check *c, sd_backend *be, void **p) {
@@ -508,7 +553,8 @@ static void prep_lnmod_bwd(check *c, sd_backend *cpu, uint64_t seed, uint32_t ke
 static void prep_attention_bwd(check *c, sd_backend *cpu, uint64_t seed, uint32_t key) {
   (void)seed;
   (void)key;
-  cpu->ops->attention_fwd(cpu, c->host[2], c->host[3], c->host[1], c->iv[0], c->iv[1],
+  // (fp32: a bf16-storage check hands the op bf16 copies of qkv and out, rounded from these)
+  cpu->ops->attention_fwd(cpu, c->host[2], c->host[3], c->host[1], SD_F32, c->iv[0], c->iv[1],
                           c->iv[2], c->iv[3]);
 }
 
@@ -775,6 +821,115 @@ static void add_norm_attention(const shape *s) {
   in_f(c, "out", BTD, F_CUSTOM, 0, 0);
   in_f(c, "lse", (size_t)B * NH * T, F_CUSTOM, 0, 0);
   out_f(c, "dqkv", 3 * BTD, LIM(GPU_NMSE_ATTENTION_BWD));
+}
+
+// The ops whose activation arguments the DiT stores in bf16 at precision bf16 (ops.h), with
+// those arguments in bf16 (see stage_bf16): the shapes of the DiT's block and final layer, and
+// widths that are not a multiple of 8 (no GELU epilogue: the separate kernels).
+static check *act_check(const char *op, void (*call)(const check *, sd_backend *, void **),
+                        const char *name, const char *tag, const char *what) {
+  check *c = new_check(op, call, "%s+bf16act@%s-%s", name, tag, what);
+  c->act = SD_BF16;
+  return c;
+}
+static void mark_act(check *c, int buf) { c->b[buf].act = 1; }
+
+static void add_act_storage(const shape *s) {
+  const int B = s->B, T = s->T, D = s->D, NH = s->NH, HD = D / NH, M = B * T, Mm = 4 * D;
+  const int PC = s->C * s->p * s->p;
+  const size_t BTD = (size_t)B * T * D;
+  // matmul_fwd: act -> act (qkv), act -> fp32 (the final linear)
+  struct {
+    const char *what;
+    int K, N, act_out;
+  } mf[] = {{"qkv", D, 3 * D, 1}, {"final", D, PC, 0}};
+  for (size_t k = 0; k < sizeof mf / sizeof mf[0]; k++) {
+    check *c = act_check("matmul_fwd", call_matmul_fwd, "matmul_fwd", s->tag, mf[k].what);
+    c->iv[0] = M, c->iv[1] = mf[k].K, c->iv[2] = mf[k].N, c->iv[3] = 1;
+    mark_act(c, in_f(c, "inp", (size_t)M * mf[k].K, F_NORMAL, 1.0f, 0.0f));
+    in_f(c, "w", (size_t)mf[k].N * mf[k].K, F_NORMAL, 0.05f, 0.0f);
+    in_f(c, "bias", (size_t)mf[k].N, F_NORMAL, 0.1f, 0.0f);
+    const size_t no = (size_t)M * mf[k].N;
+    if (mf[k].act_out) mark_act(c, out_f(c, "out", no, LIM(GPU_NMSE_ACT_MATMUL)));
+    else out_f(c, "out", no, LIM(GPU_NMSE_MATMUL_FWD));
+  }
+  // matmul_bwd with a bf16 inp (fc1's backward)
+  check *c = act_check("matmul_bwd", call_matmul_bwd, "matmul_bwd", s->tag, "fc1");
+  c->iv[0] = M, c->iv[1] = D, c->iv[2] = Mm, c->iv[3] = 1, c->iv[4] = 0, c->iv[5] = 1;
+  in_f(c, "dout", (size_t)M * Mm, F_NORMAL, 1.0f, 0.0f);
+  mark_act(c, in_f(c, "inp", (size_t)M * D, F_NORMAL, 1.0f, 0.0f));
+  in_f(c, "w", (size_t)Mm * D, F_NORMAL, 0.05f, 0.0f);
+  out_f(c, "dinp", (size_t)M * D, LIM(GPU_NMSE_MATMUL_BWD));
+  acc_f(c, "dw", (size_t)Mm * D, F_NORMAL, 1.0f, 0.0f, LIM(GPU_NMSE_MATMUL_BWD),
+        LIM(GPU_NMSE_MATMUL_BWD));
+  acc_f(c, "dbias", (size_t)Mm, F_NORMAL, 1.0f, 0.0f, LIM(GPU_NMSE_MATMUL_BWD),
+        LIM(GPU_NMSE_MATMUL_BWD));
+  // the MLP's GELU forms: fc1 (epilogue) and an odd width (separate kernels)
+  struct {
+    const char *what;
+    int M, K, N;
+  } mg[] = {{"fc1", M, D, Mm}, {"odd", 37, 20, 30}};
+  for (size_t k = 0; k < sizeof mg / sizeof mg[0]; k++) {
+    const int m = mg[k].M, kk = mg[k].K, n = mg[k].N;
+    c = act_check("matmul_gelu_fwd", call_matmul_gelu_fwd, "matmul_gelu_fwd", s->tag,
+                  mg[k].what);
+    c->iv[0] = m, c->iv[1] = kk, c->iv[2] = n;
+    mark_act(c, in_f(c, "inp", (size_t)m * kk, F_NORMAL, 1.0f, 0.0f));
+    in_f(c, "w", (size_t)n * kk, F_NORMAL, 0.05f, 0.0f);
+    in_f(c, "bias", (size_t)n, F_NORMAL, 0.1f, 0.0f);
+    mark_act(c, out_f(c, "out", (size_t)m * n, LIM(GPU_NMSE_ACT_MATMUL)));
+    mark_act(c, out_f(c, "pre", (size_t)m * n, LIM(GPU_NMSE_ACT_MATMUL)));
+    c = act_check("matmul_bwd_dgelu", call_matmul_bwd_dgelu, "matmul_bwd_dgelu", s->tag,
+                  mg[k].what);
+    c->iv[0] = m, c->iv[1] = n, c->iv[2] = kk;
+    in_f(c, "dout", (size_t)m * kk, F_NORMAL, 1.0f, 0.0f);
+    mark_act(c, in_f(c, "inp", (size_t)m * n, F_NORMAL, 1.0f, 0.0f));
+    in_f(c, "w", (size_t)kk * n, F_NORMAL, 0.05f, 0.0f);
+    mark_act(c, in_f(c, "pre", (size_t)m * n, F_NORMAL, 1.5f, 0.0f));
+    out_f(c, "dinp", (size_t)m * n, LIM(GPU_NMSE_MATMUL_BWD_DGELU));
+    acc_f(c, "dw", (size_t)kk * n, F_NORMAL, 1.0f, 0.0f, LIM(GPU_NMSE_MATMUL_BWD_DGELU),
+          LIM(GPU_NMSE_MATMUL_BWD_DGELU));
+    acc_f(c, "dbias", (size_t)kk, F_NORMAL, 1.0f, 0.0f, LIM(GPU_NMSE_MATMUL_BWD_DGELU),
+          LIM(GPU_NMSE_MATMUL_BWD_DGELU));
+  }
+  // layer norm + modulate with a bf16 out
+  c = act_check("lnmod_fwd", call_lnmod_fwd, "lnmod_fwd", s->tag, "msa");
+  c->iv[0] = B, c->iv[1] = T, c->iv[2] = D, c->iv[3] = 6 * D, c->iv[4] = 0, c->iv[5] = D;
+  c->fv[0] = 1e-6f;
+  in_f(c, "x", BTD, F_NORMAL, 1.5f, 0.7f);
+  in_f(c, "mod", (size_t)B * 6 * D, F_NORMAL, 0.5f, 0.0f);
+  mark_act(c, out_f(c, "out", BTD, LIM(GPU_NMSE_ACT_LNMOD)));
+  out_f(c, "mean", (size_t)B * T, LIM(GPU_NMSE_LNMOD_FWD));
+  out_f(c, "rstd", (size_t)B * T, LIM(GPU_NMSE_LNMOD_FWD));
+  // attention on bf16 qkv and out
+  c = act_check("attention_fwd", call_attention_fwd, "attention_fwd", s->tag, "all");
+  c->iv[0] = B, c->iv[1] = T, c->iv[2] = NH, c->iv[3] = HD;
+  mark_act(c, in_f(c, "qkv", 3 * BTD, F_NORMAL, 1.0f, 0.0f));
+  mark_act(c, out_f(c, "out", BTD, LIM(GPU_NMSE_ACT_ATTENTION)));
+  out_f(c, "lse", (size_t)B * NH * T, LIM(GPU_NMSE_ATTENTION_LSE));
+  c = act_check("attention_bwd", call_attention_bwd, "attention_bwd", s->tag, "all");
+  c->iv[0] = B, c->iv[1] = T, c->iv[2] = NH, c->iv[3] = HD;
+  c->prep = prep_attention_bwd;
+  in_f(c, "dout", BTD, F_NORMAL, 1.0f, 0.0f);
+  mark_act(c, in_f(c, "qkv", 3 * BTD, F_NORMAL, 1.0f, 0.0f));
+  mark_act(c, in_f(c, "out", BTD, F_CUSTOM, 0, 0));
+  in_f(c, "lse", (size_t)B * NH * T, F_CUSTOM, 0, 0);
+  out_f(c, "dqkv", 3 * BTD, LIM(GPU_NMSE_ATTENTION_BWD));
+  // gated residual with a bf16 branch output y
+  c = act_check("gated_residual_fwd", call_gres_fwd, "gated_residual_fwd", s->tag, "mlp");
+  c->iv[0] = B, c->iv[1] = T, c->iv[2] = D, c->iv[3] = 6 * D, c->iv[4] = 5 * D, c->iv[5] = 0;
+  in_f(c, "x", BTD, F_NORMAL, 1.0f, 0.0f);
+  mark_act(c, in_f(c, "y", BTD, F_NORMAL, 1.0f, 0.0f));
+  in_f(c, "mod", (size_t)B * 6 * D, F_NORMAL, 0.5f, 0.0f);
+  out_f(c, "out", BTD, LIM(GPU_NMSE_GATED_RESIDUAL_FWD));
+  c = act_check("gated_residual_bwd", call_gres_bwd, "gated_residual_bwd", s->tag, "mlp");
+  c->iv[0] = B, c->iv[1] = T, c->iv[2] = D, c->iv[3] = 6 * D, c->iv[4] = 5 * D;
+  in_f(c, "dout", BTD, F_NORMAL, 1.0f, 0.0f);
+  mark_act(c, in_f(c, "y", BTD, F_NORMAL, 1.0f, 0.0f));
+  in_f(c, "mod", (size_t)B * 6 * D, F_NORMAL, 0.5f, 0.0f);
+  out_f(c, "dy", BTD, LIM(GPU_NMSE_GATED_RESIDUAL_BWD));
+  acc_f(c, "dmod", (size_t)B * 6 * D, F_NORMAL, 1.0f, 0.0f, LIM(GPU_NMSE_GATED_RESIDUAL_BWD),
+        LIM(GPU_NMSE_GATED_RESIDUAL_BWD));
 }
 
 static void add_pointwise(const shape *s) {
@@ -1111,6 +1266,7 @@ static void build_checks(void) {
     add_matmul_gelu(s);
     add_matmul_fp32(s);
     add_norm_attention(s);
+    add_act_storage(s);
     add_pointwise(s);
     add_residual_patch(s);
     add_conditioning_tokens(s);
@@ -1258,6 +1414,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < g_n; i++) {
       check *c = &g_checks[i];
       if (g_filter && !strstr(c->name, g_filter)) continue;
+      if (c->act == SD_BF16 && prec == 0) continue;  // bf16 storage goes with bf16 matmuls
       const uint32_t key = (uint32_t)(i * 2 + prec);  // fresh inputs per check and precision
       gen_inputs(c, &cpu, seed, key);
       float *res_cpu[MAXB] = {0};
@@ -1273,6 +1430,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < g_n; i++) {
       check *c = &g_checks[i];
       if (g_filter && !strstr(c->name, g_filter)) continue;
+      if (c->act == SD_BF16 && prec == 0) continue;
       float *again[MAXB] = {0};
       run_on(c, &gpu, again, g_prec_names[prec], "device, second run");
       for (int b = 0; b < c->nb; b++) {

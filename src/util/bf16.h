@@ -1,6 +1,7 @@
 // bfloat16 on the host: the top 16 bits of an IEEE float, rounded to nearest even (NaN kept
-// a quiet NaN). Used for the bf16 gradient all-reduce (dist.grad_dtype = bf16) over MPI; the
-// CUDA side uses __float2bfloat16_rn, which rounds the same way.
+// a quiet NaN). Used for the bf16 gradient all-reduce (dist.grad_dtype = bf16) over MPI and for
+// the CPU ops' bf16 activation storage (kernels/cpu/storage.c); the CUDA side uses
+// __float2bfloat16_rn, which rounds the same way.
 #ifndef SD_BF16_H
 #define SD_BF16_H
 
