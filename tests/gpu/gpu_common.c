@@ -193,8 +193,8 @@ static void sim_open(sd_backend *be, const char *mode) {
   be->name = "sim";
   be->ops = &g_sim_ops;
   be->act_dtype = SD_BF16;
-  printf("device under test: CPU stand-in (bf16 rounds the inputs of the matmuls%s; fp32 "
-         "moves matmul outputs by one ulp), %d threads\n",
+  printf("device under test: CPU stand-in (bf16 rounds the inputs of the matmuls%s and "
+         "stores activations in bf16; fp32 moves matmul outputs by one ulp), %d threads\n",
          g_sim_attention ? " and of attention" : "", be->num_threads);
 }
 

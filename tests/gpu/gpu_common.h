@@ -32,7 +32,8 @@ int gpu_is_sim(const sd_backend *be);
 int gpu_set_precision(sd_backend *be, const char *precision, char *err, size_t errlen);
 
 // The CPU stand-in: the CPU ops, except that with precision "bf16" the matmul inputs (and
-// with mode "matmul+attention" the attention inputs too) are rounded to bf16 first, and with
+// with mode "matmul+attention" the attention inputs too) are rounded to bf16 first and the
+// saved activations are stored in bf16 (be->act_dtype, as on the CUDA backend), and with
 // precision "fp32" matmul outputs are moved by up to one ulp (a stand-in for another
 // summation order). Memory is host memory. SD_GPU_SIM_BUG=unwritten|guard|noacc|nondet|input
 // plants one fault of that kind (in gelu_fwd, copy, axpy, scatter_add_tokens, scale_rows), to
