@@ -9,6 +9,7 @@
 // - the arena shrinks: DiT-XL/2's training activations for 32 samples.
 #include "bf16.h"
 #include "check.h"
+#include "dit_case.h"
 #include "dit.h"
 #include "error.h"
 #include "tolerances.h"
@@ -135,40 +136,28 @@ static void check_ops(void) {
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i]);
 }
 
-// Forward (+ backward unless inference) of the tiny DiT with storage act: output and gradients.
+// Forward (+ backward unless inference) of the tiny DiT case with storage act: output and
+// gradients.
 static void run_dit(const sd_dit_config *cfg, sd_dtype act, int masked, int inference,
                     float *out, float *grads) {
-  const int B = 3, T = sd_dit_tokens(cfg), Tk = masked ? T - T / 4 : T;
-  const size_t nimg = (size_t)B * cfg->in_channels * cfg->input_size * cfg->input_size;
   g_be.act_dtype = act;
-  sd_dit m;
-  sd_dit_create(&m, cfg, &g_be);
-  sd_dit_init_weights(&m, 7);
-  float *noise = normal(m.table.total, 21, 0.02f);  // non-zero adaLN-Zero layers
-  for (size_t i = 0; i < m.table.total; i++) m.params[i] += noise[i];
-  float *x = normal(nimg, 22, 1.0f), *tgt = normal(nimg, 23, 1.0f);
-  float cn[3] = {-1.1f, 0.0f, 0.8f};
-  int32_t y[3] = {1, cfg->num_classes, 3};
-  int32_t *idx = sd_xmalloc(sizeof(int32_t) * (size_t)B * Tk, "idx");
-  for (int b = 0; b < B; b++)
-    for (int k = 0, t = 0; k < Tk; t++)
-      if ((t + b) % 4 != 0 || t >= T - (T - Tk)) idx[b * Tk + k++] = t;
+  dit_case c;
+  dit_case_create(&c, cfg, &g_be, masked);
   sd_dit_acts a;
-  if (inference) sd_dit_acts_create_inference(&a, &m, B, T);
-  else sd_dit_acts_create(&a, &m, B, T);
-  sd_dit_forward(&m, &a, B, x, cn, y, masked ? idx : NULL, Tk);
-  memcpy(out, a.out, sizeof(float) * nimg);
+  if (inference) sd_dit_acts_create_inference(&a, &c.m, c.B, c.T);
+  else sd_dit_acts_create(&a, &c.m, c.B, c.T);
+  sd_dit_forward(&c.m, &a, c.B, c.x, c.cn, c.y, c.idx, c.Tk);
+  memcpy(out, a.out, sizeof(float) * c.nimg);
   if (!inference) {
-    float *dout = sd_xmalloc(sizeof(float) * nimg, "dout");
-    g_be.ops->mse_bwd(&g_be, dout, a.out, tgt, nimg, 1.0f);
-    sd_dit_backward(&m, &a, B, y, dout);
-    memcpy(grads, m.grads, sizeof(float) * m.table.total);
+    float *dout = sd_xmalloc(sizeof(float) * c.nimg, "dout");
+    g_be.ops->mse_bwd(&g_be, dout, a.out, c.tgt, c.nimg, 1.0f);
+    sd_dit_backward(&c.m, &a, c.B, c.y, dout);
+    memcpy(grads, c.m.grads, sizeof(float) * c.m.table.total);
     free(dout);
   }
-  sd_dit_acts_destroy(&a, &m);
-  sd_dit_destroy(&m);
+  sd_dit_acts_destroy(&a, &c.m);
+  dit_case_destroy(&c);
   g_be.act_dtype = SD_F32;
-  free(noise); free(x); free(tgt); free(idx);
 }
 
 static double max_abs_diff(const float *a, const float *b, size_t n) {

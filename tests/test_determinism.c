@@ -2,6 +2,7 @@
 // subset) give bitwise equal outputs and gradients; the forward-only (inference) activations
 // give bitwise the training forward's output in a far smaller arena.
 #include "check.h"
+#include "dit_case.h"
 #include "dit.h"
 #include "error.h"
 
@@ -11,42 +12,28 @@
 
 static void run_once(sd_backend *be, const sd_dit_config *cfg, int masked, float *out_copy,
                      float *grad_copy) {
-  const int B = 3, T = sd_dit_tokens(cfg), Tk = masked ? T - T / 4 : T;
-  const size_t nimg = (size_t)B * cfg->in_channels * cfg->input_size * cfg->input_size;
-  sd_dit m;
-  sd_dit_create(&m, cfg, be);
-  sd_dit_init_weights(&m, 7);
-  // make the adaLN-Zero layers non-zero so every path carries signal
-  float *noise = sd_xmalloc(sizeof(float) * m.table.total, "noise");
-  fill_normal(noise, m.table.total, 21, 0.02f);
-  for (size_t i = 0; i < m.table.total; i++) m.params[i] += noise[i];
-  float *x = sd_xmalloc(sizeof(float) * nimg, "x"), *tgt = sd_xmalloc(sizeof(float) * nimg, "t");
-  fill_normal(x, nimg, 22, 1.0f);
-  fill_normal(tgt, nimg, 23, 1.0f);
-  float cn[3] = {-1.1f, 0.0f, 0.8f};
-  int32_t y[3] = {1, cfg->num_classes, 3};
-  int32_t *idx = sd_xmalloc(sizeof(int32_t) * (size_t)B * Tk, "idx");
-  for (int b = 0; b < B; b++)  // a distinct, sorted subset per sample: drop every 4th after b
-    for (int k = 0, t = 0; k < Tk; t++)
-      if ((t + b) % 4 != 0 || t >= T - (T - Tk)) idx[b * Tk + k++] = t;
+  dit_case c;
+  dit_case_create(&c, cfg, be, masked);
+  sd_dit *m = &c.m;
+  const int B = c.B, T = c.T;
   sd_dit_acts a;
-  sd_dit_acts_create(&a, &m, B, T);
-  sd_dit_forward(&m, &a, B, x, cn, y, masked ? idx : NULL, Tk);
+  sd_dit_acts_create(&a, m, B, T);
+  sd_dit_forward(m, &a, B, c.x, c.cn, c.y, c.idx, c.Tk);
   sd_dit_acts ai;
-  sd_dit_acts_create_inference(&ai, &m, B, T);
-  sd_dit_forward(&m, &ai, B, x, cn, y, masked ? idx : NULL, Tk);
+  sd_dit_acts_create_inference(&ai, m, B, T);
+  sd_dit_forward(m, &ai, B, c.x, c.cn, c.y, c.idx, c.Tk);
   check_bitwise(masked ? "token-subset output: inference activations == training ones"
                        : "full output: inference activations == training ones",
-                ai.out, a.out, sizeof(float) * nimg);
-  sd_dit_acts_destroy(&ai, &m);
-  float *dout = sd_xmalloc(sizeof(float) * nimg, "dout");
-  be->ops->mse_bwd(be, dout, a.out, tgt, nimg, 1.0f);
-  sd_dit_backward(&m, &a, B, y, dout);
-  memcpy(out_copy, a.out, sizeof(float) * nimg);
-  memcpy(grad_copy, m.grads, sizeof(float) * m.table.total);
-  sd_dit_acts_destroy(&a, &m);
-  sd_dit_destroy(&m);
-  free(noise); free(x); free(tgt); free(idx); free(dout);
+                ai.out, a.out, sizeof(float) * c.nimg);
+  sd_dit_acts_destroy(&ai, m);
+  float *dout = sd_xmalloc(sizeof(float) * c.nimg, "dout");
+  be->ops->mse_bwd(be, dout, a.out, c.tgt, c.nimg, 1.0f);
+  sd_dit_backward(m, &a, B, c.y, dout);
+  memcpy(out_copy, a.out, sizeof(float) * c.nimg);
+  memcpy(grad_copy, m->grads, sizeof(float) * m->table.total);
+  sd_dit_acts_destroy(&a, m);
+  dit_case_destroy(&c);
+  free(dout);
 }
 
 int main(void) {

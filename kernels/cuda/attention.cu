@@ -187,11 +187,12 @@ __global__ void __launch_bounds__(kThreads, (NDC <= 5 ? 2 : 1))
   float *Ps = Vs + kCols * LDH;                   // [kRows][kLdc]
 
   const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
-  const int q0 = blockIdx.x * kRows, h = blockIdx.y, b = blockIdx.z;
-  const int D = NH * HD, hd4 = (HD + 3) & ~3;
-  const size_t ld = 3 * (size_t)D;
-  const E *qg = qkv + (size_t)b * T * ld + (size_t)h * HD;
-  const E *kg = qg + D, *vg = qg + 2 * D;
+  const int q0 = blockIdx.x * kRows;
+  const HeadSlice<E> hs = head_slice(qkv, (const float *)nullptr, lse, (const float *)nullptr,
+                                     T, NH, HD);
+  const int D = hs.D, hd4 = (HD + 3) & ~3;
+  const size_t ld = hs.ld;
+  const E *qg = hs.q, *kg = hs.k, *vg = hs.v;
 
   load_tile<kRows, C::HDP>(Qs, qg, ld, q0, T, HD, vec != 0);
 
@@ -245,8 +246,8 @@ __global__ void __launch_bounds__(kThreads, (NDC <= 5 ? 2 : 1))
     tile_pv<NDC, LDH>(o, Ps, Vs, ty, tx);
   }
 
-  E *og = out + (size_t)b * T * D + (size_t)h * HD;
-  float *lg = lse + ((size_t)b * NH + h) * T;
+  E *og = out + (size_t)blockIdx.z * T * D + (size_t)blockIdx.y * HD;  // (b, h) of out
+  float *lg = lse + ((size_t)blockIdx.z * NH + blockIdx.y) * T;
 #pragma unroll
   for (int i = 0; i < kRM; i++) {
     const int t = q0 + ty * kRM + i;
@@ -314,33 +315,25 @@ __global__ void __launch_bounds__(kThreads, (NDC <= 5 ? 2 : 1))
   float *dv_s = lse_s + kCols;                    // [kCols], Dvec
 
   const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
-  const int k0 = blockIdx.x * kRows, h = blockIdx.y, b = blockIdx.z;
-  const int D = NH * HD, hd4 = (HD + 3) & ~3;
-  const size_t ld = 3 * (size_t)D;
-  const E *qg = qkv + (size_t)b * T * ld + (size_t)h * HD;
-  const E *kg = qg + D, *vg = qg + 2 * D;
-  const float *dog = dout + (size_t)b * T * D + (size_t)h * HD;
-  const float *lse_bh = lse + ((size_t)b * NH + h) * T;
-  const float *dvec_bh = dvec + ((size_t)b * NH + h) * T;
+  const int k0 = blockIdx.x * kRows;
+  const HeadSlice<E> hs = head_slice(qkv, dout, lse, dvec, T, NH, HD);
+  const int D = hs.D, hd4 = (HD + 3) & ~3;
+  const size_t ld = hs.ld;
+  const E *qg = hs.q, *kg = hs.k, *vg = hs.v;
+  const float *dog = hs.dout, *lse_bh = hs.lse, *dvec_bh = hs.dvec;
 
   load_tile<kRows, C::HDP>(Ks, kg, ld, k0, T, HD, vec_qkv != 0);
   load_tile<kRows, C::HDP>(Vs, vg, ld, k0, T, HD, vec_qkv != 0);
 
   float dk[kRM][NDC], dv[kRM][NDC];
-#pragma unroll
-  for (int i = 0; i < kRM; i++)
-#pragma unroll
-    for (int jd = 0; jd < NDC; jd++) dk[i][jd] = dv[i][jd] = 0.f;
+  zero_acc<NDC>(dk);
+  zero_acc<NDC>(dv);
 
   for (int q0 = 0; q0 < T; q0 += kCols) {
     __syncthreads();  // (a)
     load_tile<kCols, C::HDP>(Qs, qg, ld, q0, T, HD, vec_qkv != 0);
     load_tile<kCols, C::HDP>(dOs, dog, (size_t)D, q0, T, HD, vec_dout != 0);
-    if (threadIdx.x < kCols) {
-      const int t = q0 + threadIdx.x;
-      lse_s[threadIdx.x] = t < T ? lse_bh[t] * kLog2e : 0.f;
-      dv_s[threadIdx.x] = t < T ? dvec_bh[t] : 0.f;
-    }
+    stage_query_stats(lse_s, dv_s, lse_bh, dvec_bh, q0, T);
     __syncthreads();  // (b) (the first time also publishes K and V)
 
     float st[kRM][kCN], dpt[kRM][kCN];
@@ -368,21 +361,9 @@ __global__ void __launch_bounds__(kThreads, (NDC <= 5 ? 2 : 1))
     tile_pv<NDC, LDH>(dk, dSts, Qs, ty, tx);
   }
 
-  float *dkg = dqkv + (size_t)b * T * ld + D + (size_t)h * HD;
-  float *dvg = dkg + D;
-#pragma unroll
-  for (int i = 0; i < kRM; i++) {
-    const int t = k0 + ty * kRM + i;
-    if (t >= T) continue;
-#pragma unroll
-    for (int jd = 0; jd < NDC; jd++) {
-      const int d = tx + 16 * jd;
-      if (d < HD) {
-        dkg[(size_t)t * ld + d] = dk[i][jd] * scale;
-        dvg[(size_t)t * ld + d] = dv[i][jd];
-      }
-    }
-  }
+  float *dkg = dqkv + (hs.k - qkv);  // this (b, h)'s dK; dV is D further
+  store_hd_rows<NDC>(dkg, ld, dk, scale, k0, T, HD, ty, tx);
+  store_hd_rows<NDC>(dkg + D, ld, dv, 1.0f, k0, T, HD, ty, tx);
 }
 
 // dQ. Grid (ceil(T/64), NH, B): block (x, h, b) owns queries q0 = 64x .. q0+63; Q and dO of
@@ -409,27 +390,19 @@ __global__ void __launch_bounds__(kThreads, (NDC <= 5 ? 2 : 1))
   float *dSs = Vs + kCols * LDH;                  // [kRows][kLdc]
 
   const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
-  const int q0 = blockIdx.x * kRows, h = blockIdx.y, b = blockIdx.z;
-  const int D = NH * HD, hd4 = (HD + 3) & ~3;
-  const size_t ld = 3 * (size_t)D;
-  const E *qg = qkv + (size_t)b * T * ld + (size_t)h * HD;
-  const E *kg = qg + D, *vg = qg + 2 * D;
-  const float *dog = dout + (size_t)b * T * D + (size_t)h * HD;
-  const float *lse_bh = lse + ((size_t)b * NH + h) * T;
-  const float *dvec_bh = dvec + ((size_t)b * NH + h) * T;
+  const int q0 = blockIdx.x * kRows;
+  const HeadSlice<E> hs = head_slice(qkv, dout, lse, dvec, T, NH, HD);
+  const int D = hs.D, hd4 = (HD + 3) & ~3;
+  const size_t ld = hs.ld;
+  const E *qg = hs.q, *kg = hs.k, *vg = hs.v;
+  const float *dog = hs.dout, *lse_bh = hs.lse, *dvec_bh = hs.dvec;
 
   load_tile<kRows, C::HDP>(Qs, qg, ld, q0, T, HD, vec_qkv != 0);
   load_tile<kRows, C::HDP>(dOs, dog, (size_t)D, q0, T, HD, vec_dout != 0);
 
   float lse2[kRM], dvr[kRM], dq[kRM][NDC];
-#pragma unroll
-  for (int i = 0; i < kRM; i++) {
-    const int t = q0 + ty * kRM + i;
-    lse2[i] = t < T ? __ldg(lse_bh + t) * kLog2e : 0.f;
-    dvr[i] = t < T ? __ldg(dvec_bh + t) : 0.f;
-#pragma unroll
-    for (int jd = 0; jd < NDC; jd++) dq[i][jd] = 0.f;
-  }
+  load_row_stats(lse2, dvr, lse_bh, dvec_bh, q0 + ty * kRM, T);
+  zero_acc<NDC>(dq);
 
   for (int k0 = 0; k0 < T; k0 += kCols) {
     __syncthreads();  // (a)
@@ -459,17 +432,7 @@ __global__ void __launch_bounds__(kThreads, (NDC <= 5 ? 2 : 1))
     tile_pv<NDC, LDH>(dq, dSs, Ks, ty, tx);
   }
 
-  float *dqg = dqkv + (size_t)b * T * ld + (size_t)h * HD;
-#pragma unroll
-  for (int i = 0; i < kRM; i++) {
-    const int t = q0 + ty * kRM + i;
-    if (t >= T) continue;
-#pragma unroll
-    for (int jd = 0; jd < NDC; jd++) {
-      const int d = tx + 16 * jd;
-      if (d < HD) dqg[(size_t)t * ld + d] = dq[i][jd] * scale;
-    }
-  }
+  store_hd_rows<NDC>(dqkv + (hs.q - qkv), ld, dq, scale, q0, T, HD, ty, tx);
 }
 
 // ---- host side ---------------------------------------------------------------------------

@@ -23,6 +23,9 @@
 // Every region starts at a multiple of 32 bytes (wmma's pointer alignment) and every leading
 // dimension is a multiple of 8 bf16 or 4 floats. Barriers: each product is written to X only
 // after every thread has read the previous contents, and read only after a barrier.
+// ptxas (CUDA 13.0, sm_90): no spills and no stack frame for any NDC; HD 72 takes 122 (forward),
+// 128 (dK/dV) and 122 (dQ) registers, so 2 blocks of 256 threads fit an SM as in attention.cu.
+// Nothing has been timed on a device yet.
 #include "attention_tiles.cuh"
 
 #include <mma.h>
@@ -159,11 +162,12 @@ __global__ void __launch_bounds__(kThreads, (NDC <= 5 ? 2 : 1))
   bf16 *Ps = Vs + kCols * C::LDB;                    // [kRows][LDP]
 
   const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
-  const int q0 = blockIdx.x * kRows, h = blockIdx.y, b = blockIdx.z;
-  const int D = NH * HD;
-  const size_t ld = 3 * (size_t)D;
-  const bf16 *qg = qkv + (size_t)b * T * ld + (size_t)h * HD;
-  const bf16 *kg = qg + D, *vg = qg + 2 * D;
+  const int q0 = blockIdx.x * kRows;
+  const HeadSlice<bf16> hs = head_slice(qkv, (const float *)nullptr, lse, (const float *)nullptr,
+                                     T, NH, HD);
+  const int D = hs.D;
+  const size_t ld = hs.ld;
+  const bf16 *qg = hs.q, *kg = hs.k, *vg = hs.v;
 
   load_tile_bf16<kRows, C::HDP>(Qs, qg, ld, q0, T, HD, vec != 0);
 
@@ -214,8 +218,8 @@ __global__ void __launch_bounds__(kThreads, (NDC <= 5 ? 2 : 1))
     add_hd<NDC>(o, X, ty, tx);
   }
 
-  bf16 *og = out + (size_t)b * T * D + (size_t)h * HD;
-  float *lg = lse + ((size_t)b * NH + h) * T;
+  bf16 *og = out + (size_t)blockIdx.z * T * D + (size_t)blockIdx.y * HD;  // (b, h) of out
+  float *lg = lse + ((size_t)blockIdx.z * NH + blockIdx.y) * T;
 #pragma unroll
   for (int i = 0; i < kRM; i++) {
     const int t = q0 + ty * kRM + i;
@@ -256,33 +260,25 @@ __global__ void __launch_bounds__(kThreads, (NDC <= 5 ? 2 : 1))
   float *St = X, *dPt = X + C::score_f;
 
   const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
-  const int k0 = blockIdx.x * kRows, h = blockIdx.y, b = blockIdx.z;
-  const int D = NH * HD;
-  const size_t ld = 3 * (size_t)D;
-  const bf16 *qg = qkv + (size_t)b * T * ld + (size_t)h * HD;
-  const bf16 *kg = qg + D, *vg = qg + 2 * D;
-  const float *dog = dout + (size_t)b * T * D + (size_t)h * HD;
-  const float *lse_bh = lse + ((size_t)b * NH + h) * T;
-  const float *dvec_bh = dvec + ((size_t)b * NH + h) * T;
+  const int k0 = blockIdx.x * kRows;
+  const HeadSlice<bf16> hs = head_slice(qkv, dout, lse, dvec, T, NH, HD);
+  const int D = hs.D;
+  const size_t ld = hs.ld;
+  const bf16 *qg = hs.q, *kg = hs.k, *vg = hs.v;
+  const float *dog = hs.dout, *lse_bh = hs.lse, *dvec_bh = hs.dvec;
 
   load_tile_bf16<kRows, C::HDP>(Ks, kg, ld, k0, T, HD, vec_qkv != 0);
   load_tile_bf16<kRows, C::HDP>(Vs, vg, ld, k0, T, HD, vec_qkv != 0);
 
   float dk[kRM][NDC], dv[kRM][NDC];
-#pragma unroll
-  for (int i = 0; i < kRM; i++)
-#pragma unroll
-    for (int jd = 0; jd < NDC; jd++) dk[i][jd] = dv[i][jd] = 0.f;
+  zero_acc<NDC>(dk);
+  zero_acc<NDC>(dv);
 
   for (int q0 = 0; q0 < T; q0 += kCols) {
     __syncthreads();  // (a)
     load_tile_bf16<kCols, C::HDP>(Qs, qg, ld, q0, T, HD, vec_qkv != 0);
     load_tile_bf16<kCols, C::HDP>(dOs, dog, (size_t)D, q0, T, HD, vec_dout != 0);
-    if (threadIdx.x < kCols) {
-      const int t = q0 + threadIdx.x;
-      lse_s[threadIdx.x] = t < T ? lse_bh[t] * kLog2e : 0.f;
-      dv_s[threadIdx.x] = t < T ? dvec_bh[t] : 0.f;
-    }
+    stage_query_stats(lse_s, dv_s, lse_bh, dvec_bh, q0, T);
     __syncthreads();  // (b)
     tc_scores<C::HDP>(St, Ks, Qs);
     tc_scores<C::HDP>(dPt, Vs, dOs);
@@ -310,21 +306,9 @@ __global__ void __launch_bounds__(kThreads, (NDC <= 5 ? 2 : 1))
     add_hd<NDC>(dk, X, ty, tx);
   }
 
-  float *dkg = dqkv + (size_t)b * T * ld + D + (size_t)h * HD;
-  float *dvg = dkg + D;
-#pragma unroll
-  for (int i = 0; i < kRM; i++) {
-    const int t = k0 + ty * kRM + i;
-    if (t >= T) continue;
-#pragma unroll
-    for (int jd = 0; jd < NDC; jd++) {
-      const int d = tx + 16 * jd;
-      if (d < HD) {
-        dkg[(size_t)t * ld + d] = dk[i][jd] * scale;
-        dvg[(size_t)t * ld + d] = dv[i][jd];
-      }
-    }
-  }
+  float *dkg = dqkv + (hs.k - qkv);  // this (b, h)'s dK; dV is D further
+  store_hd_rows<NDC>(dkg, ld, dk, scale, k0, T, HD, ty, tx);
+  store_hd_rows<NDC>(dkg + D, ld, dv, 1.0f, k0, T, HD, ty, tx);
 }
 
 // ---- backward: dQ --------------------------------------------------------------------------
@@ -349,27 +333,19 @@ __global__ void __launch_bounds__(kThreads, (NDC <= 5 ? 2 : 1))
   float *S = X, *dP = X + C::score_f;
 
   const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
-  const int q0 = blockIdx.x * kRows, h = blockIdx.y, b = blockIdx.z;
-  const int D = NH * HD;
-  const size_t ld = 3 * (size_t)D;
-  const bf16 *qg = qkv + (size_t)b * T * ld + (size_t)h * HD;
-  const bf16 *kg = qg + D, *vg = qg + 2 * D;
-  const float *dog = dout + (size_t)b * T * D + (size_t)h * HD;
-  const float *lse_bh = lse + ((size_t)b * NH + h) * T;
-  const float *dvec_bh = dvec + ((size_t)b * NH + h) * T;
+  const int q0 = blockIdx.x * kRows;
+  const HeadSlice<bf16> hs = head_slice(qkv, dout, lse, dvec, T, NH, HD);
+  const int D = hs.D;
+  const size_t ld = hs.ld;
+  const bf16 *qg = hs.q, *kg = hs.k, *vg = hs.v;
+  const float *dog = hs.dout, *lse_bh = hs.lse, *dvec_bh = hs.dvec;
 
   load_tile_bf16<kRows, C::HDP>(Qs, qg, ld, q0, T, HD, vec_qkv != 0);
   load_tile_bf16<kRows, C::HDP>(dOs, dog, (size_t)D, q0, T, HD, vec_dout != 0);
 
   float lse2[kRM], dvr[kRM], dq[kRM][NDC];
-#pragma unroll
-  for (int i = 0; i < kRM; i++) {
-    const int t = q0 + ty * kRM + i;
-    lse2[i] = t < T ? __ldg(lse_bh + t) * kLog2e : 0.f;
-    dvr[i] = t < T ? __ldg(dvec_bh + t) : 0.f;
-#pragma unroll
-    for (int jd = 0; jd < NDC; jd++) dq[i][jd] = 0.f;
-  }
+  load_row_stats(lse2, dvr, lse_bh, dvec_bh, q0 + ty * kRM, T);
+  zero_acc<NDC>(dq);
 
   for (int k0 = 0; k0 < T; k0 += kCols) {
     __syncthreads();  // (a)
@@ -397,17 +373,7 @@ __global__ void __launch_bounds__(kThreads, (NDC <= 5 ? 2 : 1))
     add_hd<NDC>(dq, X, ty, tx);
   }
 
-  float *dqg = dqkv + (size_t)b * T * ld + (size_t)h * HD;
-#pragma unroll
-  for (int i = 0; i < kRM; i++) {
-    const int t = q0 + ty * kRM + i;
-    if (t >= T) continue;
-#pragma unroll
-    for (int jd = 0; jd < NDC; jd++) {
-      const int d = tx + 16 * jd;
-      if (d < HD) dqg[(size_t)t * ld + d] = dq[i][jd] * scale;
-    }
-  }
+  store_hd_rows<NDC>(dqkv + (hs.q - qkv), ld, dq, scale, q0, T, HD, ty, tx);
 }
 
 // ---- launchers -------------------------------------------------------------------------------

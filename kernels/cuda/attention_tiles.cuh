@@ -61,6 +61,88 @@ __device__ __forceinline__ float half_warp_sum(float v) {
   return v;
 }
 
+// ---- per-block bookkeeping shared by the kernels -------------------------------------------
+
+// The (b, h) = (blockIdx.z, blockIdx.y) slice a block works on: head h of sample b in qkv
+// (token t's q at q + t*ld, k and v D and 2D further) and in dout (token t at + t*D), and the
+// T-long rows of lse and Dvec. dout and dvec may be NULL (the forward).
+template <typename E>
+struct HeadSlice {
+  const E *q, *k, *v;
+  const float *dout, *lse, *dvec;
+  int D;      // NH * HD
+  size_t ld;  // 3 * D, the qkv row stride
+};
+template <typename E>
+__device__ __forceinline__ HeadSlice<E> head_slice(const E *qkv, const float *dout,
+                                                   const float *lse, const float *dvec, int T,
+                                                   int NH, int HD) {
+  const int b = blockIdx.z, h = blockIdx.y;
+  HeadSlice<E> s;
+  s.D = NH * HD;
+  s.ld = 3 * (size_t)s.D;
+  s.q = qkv + (size_t)b * T * s.ld + (size_t)h * HD;
+  s.k = s.q + s.D;
+  s.v = s.q + 2 * s.D;
+  s.dout = dout ? dout + (size_t)b * T * s.D + (size_t)h * HD : nullptr;
+  s.lse = lse + ((size_t)b * NH + h) * T;
+  s.dvec = dvec ? dvec + ((size_t)b * NH + h) * T : nullptr;
+  return s;
+}
+
+// The thread's query rows t = t0 + ty*4 + i: lse2 = lse in log2 units, dvr = Dvec (0 past T).
+__device__ __forceinline__ void load_row_stats(float (&lse2)[kRM], float (&dvr)[kRM],
+                                               const float *__restrict__ lse_bh,
+                                               const float *__restrict__ dvec_bh, int t0,
+                                               int T) {
+#pragma unroll
+  for (int i = 0; i < kRM; i++) {
+    const int t = t0 + i;
+    lse2[i] = t < T ? __ldg(lse_bh + t) * kLog2e : 0.f;
+    dvr[i] = t < T ? __ldg(dvec_bh + t) : 0.f;
+  }
+}
+
+// The accumulators of a thread's head-dim micro-tile: rows ty*4 + i, columns tx + 16*jd.
+template <int NDC>
+__device__ __forceinline__ void zero_acc(float (&acc)[kRM][NDC]) {
+#pragma unroll
+  for (int i = 0; i < kRM; i++)
+#pragma unroll
+    for (int jd = 0; jd < NDC; jd++) acc[i][jd] = 0.f;
+}
+
+// dst[t*ld + d] = acc[i][jd] * mult for the thread's rows t = t0 + ty*4 + i < T and columns
+// d = tx + 16*jd < HD (the padding past HD is not stored).
+template <int NDC>
+__device__ __forceinline__ void store_hd_rows(float *__restrict__ dst, size_t ld,
+                                              const float (&acc)[kRM][NDC], float mult, int t0,
+                                              int T, int HD, int ty, int tx) {
+#pragma unroll
+  for (int i = 0; i < kRM; i++) {
+    const int t = t0 + ty * kRM + i;
+    if (t >= T) continue;
+#pragma unroll
+    for (int jd = 0; jd < NDC; jd++) {
+      const int d = tx + 16 * jd;
+      if (d < HD) dst[(size_t)t * ld + d] = acc[i][jd] * mult;
+    }
+  }
+}
+
+// The softmax statistics of the query tile q0 .. q0+kCols-1 in shared memory: lse_s = lse in
+// log2 units, dv_s = Dvec (0 past T). Threads 0 .. kCols-1; the caller places the barriers.
+__device__ __forceinline__ void stage_query_stats(float *lse_s, float *dv_s,
+                                                  const float *__restrict__ lse_bh,
+                                                  const float *__restrict__ dvec_bh, int q0,
+                                                  int T) {
+  if (threadIdx.x < kCols) {
+    const int t = q0 + threadIdx.x;
+    lse_s[threadIdx.x] = t < T ? lse_bh[t] * kLog2e : 0.f;
+    dv_s[threadIdx.x] = t < T ? dvec_bh[t] : 0.f;
+  }
+}
+
 // ---- host side ----------------------------------------------------------------------------
 
 constexpr int kMaxDevices = 64;
