@@ -1,0 +1,224 @@
+#!/usr/bin/python3
+"""Roofline model of one SD-DiT training step on one GPU, op by op (benchmarks/RESULTS.md,
+"Step model"): for every op the CUDA backend runs, the FLOPs and the fewest bytes it moves
+through device memory with the storage types it uses (bf16 saved activations, fp32 residual
+stream, fp32 gradients rounded to bf16 inside each backward matmul), and the time each takes at
+a rate ceiling:
+
+  GEMMs (cuBLASLt, bf16 inputs): flops / gemm_tflops; their activation traffic is hidden
+  the head's prototype-logit GEMM, fp32 inputs on purpose (ops.h): flops / fp32_gemm_tflops
+  attention (fused, attention_tc.cu): flops / attn_tflops (tensor cores; --fp32-tile-attention:
+      the fp32-FMA kernels of attention.cu at --attn-fma-tflops)
+  everything else (layer norms, gated residuals, conversions of fp32 operands to bf16, column
+  sums, the GELU fallback, losses, the optimizer): bytes / hbm_tbs
+
+and so the step time, img/s and MFU (the analytic FLOPs per image of benchmarks/throughput.c
+and tests/gpu/bench_sddit_cuda.c over the measured bf16 GEMM peak, as bench_sddit_cuda
+reports it). The default ceilings are the ones measured on an H200 of this workplace (a bf16
+8192^3 matrix product 769-798 TFLOP/s; a device-to-device copy 4.3 TB/s counting both
+directions); the achievable rates of this code's kernels are leads until tests/gpu/run.sh
+measures them. The purpose is the ranking: which op class costs what, and what each planned
+change would buy ("predict, change, measure").
+
+The step (src/sddit.c): student embed + encoder on the Tv visible tokens + decoder on all T
+tokens + final layer + head on Tv rows, forward and backward; teacher (EMA) embed + encoder on
+T tokens + head, forward only; EDM and discriminative losses; AdamW with the teacher and
+generation EMAs (one pass, ~52 bytes of traffic per parameter).
+
+Usage: step_model.py [--preset XL/2] [--batch 256] [--gemm-tflops 700]
+                     [--fp32-gemm-tflops 50] [--attn-tflops 250] [--attn-fma-tflops 35]
+                     [--hbm-tbs 4.0] [--peak-tflops 790] [--check-flops]
+"""
+import argparse
+import sys
+
+PRESETS = {  # depth, hidden, heads, encoder_depth (src/dit_config.c, launch/configs/*.ini)
+    "S/2": (12, 384, 6, 10), "B/2": (12, 768, 12, 10), "L/2": (24, 1024, 16, 20),
+    "XL/2": (28, 1152, 16, 24),
+}
+BASE = dict(T=256, in_ch=4, out_ch=4, patch=2, freq=256, mlp=4, head=(2048, 256, 8192),
+            mask=0.2)
+ACT = 2      # bytes of a stored activation (bf16)
+F32 = 4
+
+
+class Tally:
+    """Per op class: FLOPs and bytes per image, and the rate class that bounds them."""
+
+    def __init__(self):
+        self.rows = {}  # name -> [kind, flops, bytes]
+
+    def add(self, name, kind, flops=0.0, nbytes=0.0):
+        r = self.rows.setdefault(name, [kind, 0.0, 0.0])
+        r[1] += flops
+        r[2] += nbytes
+
+
+def gemm(t, name, n, k, m, fwd=True, bwd=False, kind="gemm"):
+    """A linear layer on n rows, k -> m: forward 2nkm; backward dinp and dw, 2nkm each."""
+    if fwd:
+        t.add("gemm " + name, kind, 2.0 * n * k * m)
+    if bwd:
+        t.add("gemm " + name, kind, 4.0 * n * k * m)
+        # dout (n, m) fp32 is rounded to bf16 for both GEMMs (read 4, write 2), and its
+        # column sums (dbias) read it once more
+        t.add("convert dout to bf16", "mem", 0.0, n * m * (F32 + ACT))
+        t.add("dbias column sums", "mem", 0.0, n * m * F32)
+
+
+def blocks(t, n, D, NH, count, train, mlp):
+    """count DiT blocks on n tokens (per image); train: with their backward."""
+    M = mlp * D
+    for _ in range(count):
+        # forward
+        t.add("layer norm + modulate", "mem", 0.0, 2 * n * D * (F32 + ACT))
+        gemm(t, "qkv", n, D, 3 * D, bwd=train)
+        t.add("attention", "attn", 4.0 * n * n * D)
+        t.add("attention io", "mem", 0.0, n * 3 * D * ACT + n * D * ACT)
+        gemm(t, "proj", n, D, D, bwd=train)
+        t.add("gated residual", "mem", 0.0, 2 * n * D * (F32 + ACT + F32))
+        gemm(t, "fc1 (+GELU epilogue)", n, D, M, bwd=train)
+        gemm(t, "fc2", n, M, D, bwd=train)
+        if not train:
+            continue
+        # backward
+        t.add("gated residual", "mem", 0.0, 2 * n * D * (F32 + ACT + F32))  # dres, y -> dy
+        t.add("layer norm + modulate", "mem", 0.0, 2 * n * D * (F32 + F32 + 2 * F32))
+        # flash backward: St, dPt, dV, dK (dK/dV kernel) + S, dP, dQ (dQ kernel): 14 n^2 D
+        t.add("attention", "attn", 14.0 * n * n * D)
+        # Dvec: dout, out; both kernels read qkv and dout; dqkv written
+        t.add("attention io", "mem", 0.0,
+              n * D * (F32 + ACT) + 2 * n * (3 * D * ACT + D * F32) + n * 3 * D * F32)
+
+
+def step(preset, batch):
+    depth, D, NH, E = PRESETS[preset]
+    T, mask, (H, bn, P) = BASE["T"], BASE["mask"], BASE["head"]
+    Tv = int(round(T * (1 - mask)))
+    pp = BASE["patch"] ** 2
+    t = Tally()
+    # student (forward + backward), teacher (forward only)
+    for who, train in (("student", True), ("teacher", False)):
+        gemm(t, "patch embed", T, BASE["in_ch"] * pp, D, bwd=train)
+        t.add("embed + select tokens", "mem", 0.0, T * D * F32 * 3)
+        blocks(t, Tv if train else T, D, NH, E, train, BASE["mlp"])
+        rows = Tv
+        gemm(t, "head", rows, D, H, bwd=train)
+        gemm(t, "head", rows, H, H, bwd=train)
+        gemm(t, "head", rows, H, bn, bwd=train)
+        gemm(t, "head prototypes (fp32)", rows, bn, P, bwd=train, kind="gemm32")
+        t.add("head norms + DINO loss", "mem", 0.0, rows * P * F32 * (3 if train else 2))
+    blocks(t, T, D, NH, depth - E, True, BASE["mlp"])  # decoder on all tokens
+    gemm(t, "final", T, D, pp * BASE["out_ch"], bwd=True)
+    t.add("EDM loss + merge tokens", "mem", 0.0, T * D * F32 * 4)
+    # per step: adaLN and t-MLP matmuls are per image (tiny); weights rounded to bf16 for every
+    # matmul call (forward, backward dinp; teacher forward): 6 bytes per parameter and call
+    per_block_params = 12 * D * D + 6 * D * D  # attention, MLP, adaLN modulation
+    params = depth * per_block_params + D * H + H * H + H * bn + bn * P
+    calls = 2 * depth + E  # student fwd + bwd over all blocks, teacher fwd over the encoder
+    t.add("convert weights to bf16", "mem", 0.0, calls * per_block_params * (F32 + ACT) / batch)
+    t.add("optimizer + EMAs", "mem", 0.0, 52.0 * params / batch)
+    return t, params, Tv
+
+
+def analytic_flops(preset):
+    """FLOPs per image of benchmarks/throughput.c's step_flops (3 x student fwd + teacher)."""
+    depth, D, NH, E = PRESETS[preset]
+    T, mask, (H, bn, P) = BASE["T"], BASE["mask"], BASE["head"]
+    Tv = int(round(T * (1 - mask)))
+    pp, M = BASE["patch"] ** 2, BASE["mlp"] * D
+
+    def blk(n, count):
+        return count * (2.0 * n * (3 * D * D + D * D + 2 * M * D) + 4.0 * n * n * D +
+                        2.0 * 6 * D * D)
+    embed = 2.0 * T * D * BASE["in_ch"] * pp + 2.0 * (BASE["freq"] * D + D * D)
+    final = 2.0 * T * D * pp * BASE["out_ch"] + 2.0 * 2 * D * D
+    head = 2.0 * Tv * (D * H + H * H + H * bn + bn * P)
+    teacher = embed + blk(T, E) + head
+    student = embed + blk(Tv, E) + blk(T, depth - E) + final + head
+    return teacher + 3.0 * student
+
+
+def times(t, a, fp32_tile_attention=False, drop=(), proto_bf16=False):
+    rate = dict(gemm=a.gemm_tflops * 1e12, gemm32=a.fp32_gemm_tflops * 1e12,
+                attn=(a.attn_fma_tflops if fp32_tile_attention else a.attn_tflops) * 1e12,
+                mem=a.hbm_tbs * 1e12)
+    if proto_bf16:
+        rate["gemm32"] = rate["gemm"]
+    out = {}
+    for name, (kind, flops, nbytes) in t.rows.items():
+        if name in drop:
+            continue
+        out[name] = nbytes / rate["mem"] if kind == "mem" else flops / rate[kind]
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--preset", default="XL/2", choices=sorted(PRESETS))
+    ap.add_argument("--batch", type=int, default=256, help="images per GPU per step")
+    ap.add_argument("--gemm-tflops", type=float, default=700.0,
+                    help="achieved bf16 GEMM rate on the DiT shapes (lead: ~90%% of peak)")
+    ap.add_argument("--fp32-gemm-tflops", type=float, default=50.0,
+                    help="fp32 GEMM without TF32 (FMA units, 67 TFLOP/s peak; lead)")
+    ap.add_argument("--attn-tflops", type=float, default=250.0,
+                    help="fused attention on tensor cores (wmma, lead)")
+    ap.add_argument("--attn-fma-tflops", type=float, default=35.0,
+                    help="fused attention on fp32 FMAs (about half of 67 TFLOP/s, lead)")
+    ap.add_argument("--hbm-tbs", type=float, default=4.0,
+                    help="achieved HBM bandwidth of the memory-bound kernels, TB/s")
+    ap.add_argument("--peak-tflops", type=float, default=790.0,
+                    help="the measured bf16 GEMM peak MFU is reported against")
+    ap.add_argument("--check-flops", action="store_true",
+                    help="check that the GEMM and attention FLOPs add up to the analytic count")
+    a = ap.parse_args()
+
+    t, params, Tv = step(a.preset, a.batch)
+    flops_img = analytic_flops(a.preset)
+    tm = times(t, a)
+    total = sum(tm.values())
+    print("# %s, batch %d per GPU, T 256, Tv %d; %.1f GFLOP per image (analytic), %.0fM params"
+          % (a.preset, a.batch, Tv, flops_img * 1e-9, params * 1e-6))
+    print("# ceilings: GEMM %.0f TFLOP/s, attention %.0f (tensor cores) / %.0f (fp32 FMA), "
+          "memory %.1f TB/s; MFU against %.0f TFLOP/s"
+          % (a.gemm_tflops, a.attn_tflops, a.attn_fma_tflops, a.hbm_tbs, a.peak_tflops))
+    print("%-28s %-5s %12s %10s %10s %6s" % ("op", "bound", "GFLOP/img", "MB/img", "us/img",
+                                               "share"))
+    for name, (kind, flops, nbytes) in sorted(t.rows.items(), key=lambda kv: -tm[kv[0]]):
+        print("%-28s %-5s %12.2f %10.2f %10.1f %5.1f%%" % (
+            name, kind, flops * 1e-9, nbytes * 1e-6, tm[name] * 1e6, 100 * tm[name] / total))
+
+    def summary(label, seconds):
+        ips = 1.0 / seconds
+        mfu = flops_img * ips / (a.peak_tflops * 1e12)
+        print("%-52s %8.0f img/s  MFU %5.1f%%" % (label, ips, 100 * mfu))
+
+    print()
+    summary("as built (tensor-core attention)", total)
+    summary("fp32-tile attention (SD_CUDA_ATTENTION_TC=0)", sum(times(t, a, True).values()))
+    summary("without the dout conversions (bf16 gradients)",
+            sum(times(t, a, drop=("convert dout to bf16",)).values()))
+    fusable = ("layer norm + modulate", "gated residual", "convert dout to bf16",
+               "dbias column sums", "convert weights to bf16")
+    summary("norms, residuals, conversions fused into GEMMs",
+            sum(times(t, a, drop=fusable).values()))
+    summary("prototype logits in bf16 like the other GEMMs",
+            sum(times(t, a, proto_bf16=True).values()))
+    summary("GEMMs and attention only", sum(v for k, v in tm.items() if t.rows[k][0] != "mem"))
+    print("# the hardware limit: %.0f img/s (every FLOP at %.0f TFLOP/s)"
+          % (a.peak_tflops * 1e12 / flops_img, a.peak_tflops))
+
+    if a.check_flops:
+        model = sum(f for k, f, _ in t.rows.values() if k != "mem")
+        # the analytic count is 3 x forward for the student; the model counts the attention
+        # backward as 3.5 x its forward (recomputed scores), and leaves out the per-image
+        # adaLN and t-MLP matmuls and the head's fp32 / bf16 split: within 5%
+        rel = abs(model - flops_img) / flops_img
+        print("# FLOP check: model %.1f GFLOP/img, analytic %.1f, difference %.2f%% (limit 5%%)"
+              % (model * 1e-9, flops_img * 1e-9, 100 * rel))
+        if rel > 0.05:
+            sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
