@@ -9,8 +9,8 @@ a rate ceiling:
   the head's prototype-logit GEMM, fp32 inputs on purpose (ops.h): flops / fp32_gemm_tflops
   attention (fused, attention_tc.cu): flops / attn_tflops (tensor cores; --fp32-tile-attention:
       the fp32-FMA kernels of attention.cu at --attn-fma-tflops)
-  everything else (layer norms, gated residuals, conversions of fp32 operands to bf16, column
-  sums, the GELU fallback, losses, the optimizer): bytes / hbm_tbs
+  everything else (layer norms, gated residuals, conversions of fp32 operands to bf16 (with the
+  bias column sums in the same pass), losses, the optimizer): bytes / hbm_tbs
 
 and so the step time, img/s and MFU (the analytic FLOPs per image of benchmarks/throughput.c
 and tests/gpu/bench_sddit_cuda.c over the measured bf16 GEMM peak, as bench_sddit_cuda
@@ -60,10 +60,11 @@ def gemm(t, name, n, k, m, fwd=True, bwd=False, kind="gemm"):
         t.add("gemm " + name, kind, 2.0 * n * k * m)
     if bwd:
         t.add("gemm " + name, kind, 4.0 * n * k * m)
-        # dout (n, m) fp32 is rounded to bf16 for both GEMMs (read 4, write 2), and its
-        # column sums (dbias) read it once more
-        t.add("convert dout to bf16", "mem", 0.0, n * m * (F32 + ACT))
-        t.add("dbias column sums", "mem", 0.0, n * m * F32)
+        if kind == "gemm":
+            # dout (n, m) fp32 is rounded to bf16 for both GEMMs (read 4, write 2); the bias
+            # column sums run in the same pass (matmul.cu colsum_partial_kernel); the fp32
+            # prototype GEMM has no bias and no conversion
+            t.add("convert dout to bf16", "mem", 0.0, n * m * (F32 + ACT))
 
 
 def blocks(t, n, D, NH, count, train, mlp):
@@ -199,7 +200,7 @@ def main():
     summary("without the dout conversions (bf16 gradients)",
             sum(times(t, a, drop=("convert dout to bf16",)).values()))
     fusable = ("layer norm + modulate", "gated residual", "convert dout to bf16",
-               "dbias column sums", "convert weights to bf16")
+               "convert weights to bf16")
     summary("norms, residuals, conversions fused into GEMMs",
             sum(times(t, a, drop=fusable).values()))
     summary("prototype logits in bf16 like the other GEMMs",

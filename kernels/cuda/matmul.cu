@@ -309,10 +309,12 @@ __global__ void bias_rows_kernel(float *out, const float *bias, size_t total, in
 // Column sums of dout (M, N), in an order that depends only on (M, N): block (bx, r) takes
 // columns bx*32 .. +31 and rows r*rows .. +rows-1; thread (tx, ty) sums rows ty, ty+8, ... of
 // that chunk in order; the 8 lanes are then added in lane order. accumulate: dst[n] += sum
-// (one chunk); else dst[r*N + n] = the chunk's sum (for colsum_finish_kernel).
+// (one chunk); else dst[r*N + n] = the chunk's sum (for colsum_finish_kernel). With db not
+// NULL it also writes db (M, N) = bf16(dout) in the same pass (the backward GEMMs' operand:
+// one read of dout for both).
 enum { CS_COLS = 32, CS_LANES = 8 };
 __global__ void colsum_partial_kernel(float *dst, const float *dout, int M, int N, int rows,
-                                      int accumulate) {
+                                      int accumulate, __nv_bfloat16 *db) {
   __shared__ float sh[CS_LANES][CS_COLS + 1];
   const int tx = threadIdx.x, ty = threadIdx.y;
   const int n = blockIdx.x * CS_COLS + tx;
@@ -321,7 +323,11 @@ __global__ void colsum_partial_kernel(float *dst, const float *dout, int M, int 
   const long m1 = m0 + rows < M ? m0 + rows : M;
   float acc = 0.0f;
   if (n < N)
-    for (long m = m0 + ty; m < m1; m += CS_LANES) acc += dout[(size_t)m * N + n];
+    for (long m = m0 + ty; m < m1; m += CS_LANES) {
+      const float v = dout[(size_t)m * N + n];
+      acc += v;
+      if (db) db[(size_t)m * N + n] = __float2bfloat16_rn(v);
+    }
   sh[ty][tx] = acc;
   __syncthreads();
   if (ty == 0 && n < N) {
@@ -384,9 +390,9 @@ static void bias_rows(sd_backend *be, float *out, const float *bias, int M, int 
 }
 
 // dbias (N) += column sums of dout (M, N); partial: scratch of (chunks x N) floats when M needs
-// more than one chunk.
+// more than one chunk; dout_bf16 (may be NULL): also bf16(dout) (M, N), in the same pass.
 static void colsum_add(sd_backend *be, float *dbias, const float *dout, int M, int N,
-                       float *partial) {
+                       float *partial, __nv_bfloat16 *dout_bf16) {
   if (M <= 0 || N <= 0) return;
   cudaStream_t s = sd_cuda_st(be)->stream;
   const int rows = colsum_rows(M);
@@ -394,11 +400,11 @@ static void colsum_add(sd_backend *be, float *dbias, const float *dout, int M, i
   const dim3 block(CS_COLS, CS_LANES);
   const dim3 grid((unsigned)((N + CS_COLS - 1) / CS_COLS), (unsigned)R);
   if (R == 1) {
-    colsum_partial_kernel<<<grid, block, 0, s>>>(dbias, dout, M, N, rows, 1);
+    colsum_partial_kernel<<<grid, block, 0, s>>>(dbias, dout, M, N, rows, 1, dout_bf16);
     SD_CUDA_LAUNCHED("colsum_partial_kernel");
     return;
   }
-  colsum_partial_kernel<<<grid, block, 0, s>>>(partial, dout, M, N, rows, 0);
+  colsum_partial_kernel<<<grid, block, 0, s>>>(partial, dout, M, N, rows, 0, dout_bf16);
   SD_CUDA_LAUNCHED("colsum_partial_kernel");
   colsum_finish_kernel<<<(unsigned)((N + 255) / 256), 256, 0, s>>>(dbias, partial, R, N);
   SD_CUDA_LAUNCHED("colsum_finish_kernel");
@@ -547,12 +553,17 @@ static void matmul_bwd_impl(sd_backend *be, float *dinp, float *dw, float *dbias
   float *partial = partial_bytes ? (float *)(s + b_dout + b_w + b_inp) : NULL;
 
   const void *dout_g = dout, *w_g = w, *inp_g = inp;
+  // dbias with a bf16 dout wanted: the column sums write the bf16 copy in the same pass
+  const int fused_dout = bf && n_dout && dbias && N > 0;
   if (bf && (n_dout || n_w || n_inp)) {
     __nv_bfloat16 *db = (__nv_bfloat16 *)s;
     __nv_bfloat16 *wb = (__nv_bfloat16 *)(s + b_dout);
     __nv_bfloat16 *ib = (__nv_bfloat16 *)(s + b_dout + b_w);
-    const cvt_job jobs[3] = {{dout, db, n_dout}, {w, wb, n_w}, {(const float *)inp, ib, n_inp}};
+    const cvt_job jobs[3] = {{dout, db, fused_dout ? 0 : n_dout},
+                             {w, wb, n_w},
+                             {(const float *)inp, ib, n_inp}};
     to_bf16(be, jobs, 3);
+    if (fused_dout) colsum_add(be, dbias, dout, M, N, partial, db);
     dout_g = db;
     w_g = wb;
     if (n_inp) inp_g = ib;
@@ -583,7 +594,7 @@ static void matmul_bwd_impl(sd_backend *be, float *dinp, float *dw, float *dbias
     //   D = dw:   column-major K x N, ld K.  m = K, n = N, k = M; beta = 1.
     lt_gemm(be, gprec, CUBLAS_OP_N, CUBLAS_OP_T, K, N, M, inp_g, dout_g, dw, 1.0f, NULL);
   }
-  if (dbias) colsum_add(be, dbias, dout, M, N, partial);
+  if (dbias && !fused_dout) colsum_add(be, dbias, dout, M, N, partial, NULL);
 }
 
 void sd_cuda_matmul_bwd(sd_backend *be, float *dinp, float *dw, float *dbias,
