@@ -576,7 +576,7 @@ static void attention_bwd_t(sd_backend *be, float *dqkv, const float *dout, cons
 // ---- which kernels bf16 attention runs on ---------------------------------------------------
 // bf16 storage runs on the tensor-core kernels of attention_tc.cu unless the environment sets
 // SD_CUDA_ATTENTION_TC=0 (then on this file's fp32-tile kernels, as fp32 storage always does).
-// Before their first use on a device at a padded head dimension, the tensor-core kernels are
+// Before their first use on a device at a head dimension, the tensor-core kernels are
 // cross-checked against this file's on a small random problem (forward out and lse, backward
 // dqkv); if they disagree by more than bf16 products explain (norm-relative 1e-2), this file's
 // kernels are used from then on, with one warning, so a faulty kernel cannot train silently.
@@ -586,7 +586,7 @@ static void attention_bwd_t(sd_backend *be, float *dqkv, const float *dout, cons
 namespace {
 
 enum { TC_UNKNOWN = 0, TC_ON = 1, TC_OFF = 2 };
-unsigned char g_tc_state[kMaxDevices][9];  // [device][NDC]
+unsigned char g_tc_state[kMaxDevices][kMaxHD + 1];  // [device][HD]
 int g_tc_forced = -1;                      // self-test: -1 choose, 0 fp32 tiles, 1 tensor cores
 constexpr double kTcCrossCheckRel = 1e-2;
 
@@ -662,9 +662,9 @@ double tc_cross_check(sd_backend *be, int HD) {
 bool use_tc(sd_backend *be, int HD) {
   if (g_tc_forced >= 0) return g_tc_forced == 1;
   if (!tc_env_on()) return false;
-  const int dev = sd_cuda_st(be)->device, ndc = ndc_for(HD);
-  if (dev < 0 || dev >= kMaxDevices) return false;
-  unsigned char &state = g_tc_state[dev][ndc];
+  const int dev = sd_cuda_st(be)->device;
+  if (dev < 0 || dev >= kMaxDevices || HD > kMaxHD) return false;
+  unsigned char &state = g_tc_state[dev][HD];
   if (state == TC_UNKNOWN) {
     const double rel = tc_cross_check(be, HD);
     state = rel <= kTcCrossCheckRel ? TC_ON : TC_OFF;

@@ -12,8 +12,11 @@
 //                 bf16 (nearest even) into scratch by a small kernel. D is fp32, or bf16 when
 //                 the output is stored in bf16 (rounded once, in the epilogue).
 // A bf16-stored activation input makes the GEMM a bf16 one at either precision (cuBLASLt
-// multiplies A and B of one type). dbias never goes through bf16: a deterministic two-pass
-// column sum of the fp32 dout.
+// multiplies A and B of one type). cuBLASLt's epilogue vectors (bias, GELU aux) have D's type:
+// a bf16 D gets a bf16 copy of the bias (the one place a bias is rounded before it is added)
+// and a bf16 pre-activation aux; the DGELU epilogue (fp32 D) is used only with an fp32 aux,
+// and a bf16 pre-activation takes the separate GELU-backward kernel instead. dbias never goes
+// through bf16: a deterministic two-pass column sum of the fp32 dout.
 //
 // Row-major vs column-major. cuBLASLt is column-major. A row-major X (R, C) with row stride C
 // is, byte for byte, the column-major matrix X^T of shape (C x R) with leading dimension C.
@@ -39,10 +42,9 @@ typedef struct mm_key {
   int m, n, k;          // column-major GEMM: D (m x n) = op(A) (m x k) @ op(B) (k x n)
   int transa, transb;   // cublasOperation_t
   int precision;        // enum sd_cuda_precision (the A/B type)
-  int d_type;           // sd_dtype of C = D
-  int bias;             // CUBLASLT_EPILOGUE_BIAS with an fp32 bias of length m
+  int d_type;           // sd_dtype of C = D, and of the bias and aux
+  int bias;             // CUBLASLT_EPILOGUE_BIAS with a bias of length m
   int epi;              // enum mm_epi: GELU_AUX(_BIAS) or DGELU with an aux (m x n, ld m)
-  int aux_type;         // sd_dtype of the aux
   int align_a, align_b, align_d, align_bias, align_aux;  // pointer alignment in bytes (<= 256)
 } mm_key;
 
@@ -96,7 +98,7 @@ static const char *op_name(int t) { return t == CUBLAS_OP_T ? "T" : "N"; }
 
 // The plan for `key`, built (descriptors + one heuristic query) on first use. `bias` is set in
 // the descriptor before the query because the heuristic reads its alignment from the pointer.
-static mm_plan *get_plan(sd_cuda_state *st, const mm_key *key, const float *bias,
+static mm_plan *get_plan(sd_cuda_state *st, const mm_key *key, const void *bias,
                          const void *aux) {
   mm_cache *c = (mm_cache *)st->matmul_plans;
   if (!c) {
@@ -135,22 +137,12 @@ static mm_plan *get_plan(sd_cuda_state *st, const mm_key *key, const float *bias
         p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux));
     SD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD,
                                                    &aux_ld, sizeof aux_ld));
-    if (key->aux_type == SD_BF16) {
-      // A library that cannot take a bf16 aux refuses here: no plan, the caller falls back.
-      int32_t aux_type = CUDA_R_16BF;
-      if (cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_DATA_TYPE,
-                                         &aux_type, sizeof aux_type) != CUBLAS_STATUS_SUCCESS)
-        return p;  // p->ok = 0; the descriptor is released with the plan
-    }
   }
-  if (key->bias) {
+  if (key->bias) {  // (the bias has D's type, cuBLASLt's default)
     cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
-    int32_t bias_type = CUDA_R_32F;
     if (key->epi == MM_EPI_NONE)  // else GELU_AUX_BIAS, set above
       SD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE,
                                                      &epi, sizeof epi));
-    SD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
-        p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof bias_type));
     SD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                                    &bias, sizeof bias));
   }
@@ -189,8 +181,11 @@ static mm_plan *get_plan(sd_cuda_state *st, const mm_key *key, const float *bias
                                                     pref, 1, &res, &found);
   cublasLtMatmulPreferenceDestroy(pref);
   // NOT_SUPPORTED = no algorithm for this configuration: recorded (p->ok = 0) so the caller
-  // can fall back (bias epilogue) or report the shape; anything else is fatal now.
-  if (s != CUBLAS_STATUS_NOT_SUPPORTED) SD_CUBLAS_CHECK(s);
+  // can fall back (epilogue, bf16 D) or report the shape; so is INVALID_VALUE for a plan with
+  // an epilogue or a bf16 D (a type combination this library refuses); anything else is fatal.
+  const int optional = key->bias || key->epi != MM_EPI_NONE || key->d_type != SD_F32;
+  if (s != CUBLAS_STATUS_NOT_SUPPORTED && !(optional && s == CUBLAS_STATUS_INVALID_VALUE))
+    SD_CUBLAS_CHECK(s);
   p->ok = s == CUBLAS_STATUS_SUCCESS && found > 0 && res.state == CUBLAS_STATUS_SUCCESS;
   if (p->ok) p->algo = res.algo;
   return p;
@@ -198,13 +193,13 @@ static mm_plan *get_plan(sd_cuda_state *st, const mm_key *key, const float *bias
 
 // D (m x n, column-major, ld m) = op(A) @ op(B) + beta * D (+ bias (m) broadcast over the n
 // columns when bias != NULL), then the activation epilogue `epi` with aux (m x n, ld m; see
-// mm_epi). A and B are fp32 or bf16 per `precision`; D is stored as d_type, aux as aux_type.
+// mm_epi). A and B are fp32 or bf16 per `precision`; D, the bias and aux are stored as d_type.
 // Returns 0, or -1 when an epilogue (bias or activation) or a bf16 D was asked for and
-// cuBLASLt has no algorithm for it (nothing was queued then).
+// cuBLASLt has no algorithm for it or refuses it (nothing was queued then).
 static int lt_gemm_epi(sd_backend *be, int precision, cublasOperation_t transa,
                        cublasOperation_t transb, int m, int n, int k, const void *A,
-                       const void *B, void *D, sd_dtype d_type, float beta, const float *bias,
-                       int epi, const void *aux, sd_dtype aux_type) {
+                       const void *B, void *D, sd_dtype d_type, float beta, const void *bias,
+                       int epi, const void *aux) {
   sd_cuda_state *st = sd_cuda_st(be);
   if (m <= 0 || n <= 0) return 0;
   if (k <= 0) {  // an empty sum: D = beta * D (beta is 0 or 1 here)
@@ -224,7 +219,6 @@ static int lt_gemm_epi(sd_backend *be, int precision, cublasOperation_t transa,
   key.d_type = d_type;
   key.bias = bias != NULL;
   key.epi = epi;
-  key.aux_type = epi != MM_EPI_NONE ? aux_type : SD_F32;
   key.align_a = ptr_align(A);
   key.align_b = ptr_align(B);
   key.align_d = ptr_align(D);
@@ -247,9 +241,17 @@ static int lt_gemm_epi(sd_backend *be, int precision, cublasOperation_t transa,
     SD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
         p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux));
   const float alpha = 1.0f;
-  SD_CUBLAS_CHECK(cublasLtMatmul(st->lt, p->desc, &alpha, A, p->a, B, p->b, &beta, D, p->d, D,
-                                 p->d, &p->algo, st->lt_workspace, st->lt_workspace_bytes,
-                                 st->stream));
+  const cublasStatus_t s = cublasLtMatmul(st->lt, p->desc, &alpha, A, p->a, B, p->b, &beta, D,
+                                          p->d, D, p->d, &p->algo, st->lt_workspace,
+                                          st->lt_workspace_bytes, st->stream);
+  // A refused combination is found at this call (validation: nothing was queued): the plan
+  // is marked unusable and the caller falls back, now and for later calls of this shape.
+  if ((s == CUBLAS_STATUS_INVALID_VALUE || s == CUBLAS_STATUS_NOT_SUPPORTED) &&
+      (bias || epi != MM_EPI_NONE || d_type != SD_F32)) {
+    p->ok = 0;
+    return -1;
+  }
+  SD_CUBLAS_CHECK(s);
   return 0;
 }
 
@@ -258,7 +260,7 @@ static int lt_gemm(sd_backend *be, int precision, cublasOperation_t transa,
                    cublasOperation_t transb, int m, int n, int k, const void *A, const void *B,
                    float *D, float beta, const float *bias) {
   return lt_gemm_epi(be, precision, transa, transb, m, n, k, A, B, D, SD_F32, beta, bias,
-                     MM_EPI_NONE, NULL, SD_F32);
+                     MM_EPI_NONE, NULL);
 }
 
 // ---- kernels -------------------------------------------------------------------------------
@@ -417,28 +419,34 @@ static int gemm_precision(int prec, sd_dtype act_in) {
   return prec == SD_PREC_BF16 || act_in == SD_BF16 ? SD_PREC_BF16 : SD_PREC_FP32;
 }
 
-// The forward's scratch: [w bf16][inp bf16][fp32 result before its rounding to bf16], each
-// part present only when needed, 256-byte aligned.
+// The forward's scratch: [w bf16][inp bf16][bias bf16][fp32 result before its rounding to
+// bf16], each part present only when needed, 256-byte aligned.
 typedef struct fwd_scratch {
-  const void *A, *B;  // the GEMM operands: w and inp as they are, or their bf16 copies
-  float *out32;       // (M, N) fp32 result for a bf16 output the GEMM cannot write itself
+  const void *A, *B;     // the GEMM operands: w and inp as they are, or their bf16 copies
+  const void *bias_d;    // the bias in D's type: the fp32 bias, or its bf16 copy (bf16 D)
+  float *out32;          // (M, N) fp32 result for a bf16 output the GEMM cannot write itself
 } fwd_scratch;
 
-// Lays out the scratch and queues the bf16 conversions of the operands that need one; room
-// for out32 only when out_t is SD_BF16.
+// Lays out the scratch and queues the bf16 conversions of the operands that need one. d_bf16:
+// the GEMM writes a bf16 D (the bias is copied to bf16 for its epilogue); want_out32: room for
+// out32 (the fp32 route to a bf16 output).
 static fwd_scratch fwd_operands(sd_backend *be, int gprec, const void *inp, sd_dtype inp_t,
-                                const float *w, sd_dtype out_t, int M, int K, int N) {
+                                const float *w, const float *bias, int d_bf16, int want_out32,
+                                int M, int K, int N) {
   fwd_scratch f;
   f.A = w;
   f.B = inp;
+  f.bias_d = bias;
   f.out32 = NULL;
   const size_t nw = (size_t)N * K, ni = (size_t)M * K, no = (size_t)M * N;
   const int cvt_w = gprec == SD_PREC_BF16, cvt_i = gprec == SD_PREC_BF16 && inp_t == SD_F32;
+  const int cvt_b = d_bf16 && bias;
   const size_t bw = cvt_w ? round256(nw * 2) : 0, bi = cvt_i ? round256(ni * 2) : 0;
-  const size_t bo = out_t == SD_BF16 ? round256(no * sizeof(float)) : 0;
-  if (!bw && !bi && !bo) return f;
-  char *s = (char *)sd_cuda_scratch(be, bw + bi + bo);
-  cvt_job jobs[2];
+  const size_t bb = cvt_b ? round256((size_t)N * 2) : 0;
+  const size_t bo = want_out32 ? round256(no * sizeof(float)) : 0;
+  if (!bw && !bi && !bb && !bo) return f;
+  char *s = (char *)sd_cuda_scratch(be, bw + bi + bb + bo);
+  cvt_job jobs[3];
   memset(jobs, 0, sizeof jobs);
   if (cvt_w) {
     jobs[0] = (cvt_job){w, (__nv_bfloat16 *)s, nw};
@@ -448,8 +456,12 @@ static fwd_scratch fwd_operands(sd_backend *be, int gprec, const void *inp, sd_d
     jobs[1] = (cvt_job){(const float *)inp, (__nv_bfloat16 *)(s + bw), ni};
     f.B = s + bw;
   }
-  to_bf16(be, jobs, 2);
-  if (bo) f.out32 = (float *)(s + bw + bi);
+  if (cvt_b) {
+    jobs[2] = (cvt_job){bias, (__nv_bfloat16 *)(s + bw + bi), (size_t)N};
+    f.bias_d = s + bw + bi;
+  }
+  to_bf16(be, jobs, 3);
+  if (bo) f.out32 = (float *)(s + bw + bi + bb);
   return f;
 }
 
@@ -495,18 +507,18 @@ static void matmul_fwd_impl(sd_backend *be, void *out, sd_dtype out_t, const voi
   check_dims("matmul_fwd", M, K, N);
   if (M == 0 || N == 0) return;
   const int gprec = gemm_precision(prec, inp_t);
-  fwd_scratch f = fwd_operands(be, gprec, inp, inp_t, w, SD_F32, M, K, N);
+  const int d_bf16 = out_t == SD_BF16 && K > 0 && gprec == SD_PREC_BF16;
+  fwd_scratch f = fwd_operands(be, gprec, inp, inp_t, w, bias, d_bf16, 0, M, K, N);
   if (out_t == SD_F32) {
     fwd_into_f32(be, gprec, &f, (float *)out, bias, M, K, N);
     return;
   }
-  // bf16 out: written by the GEMM's epilogue (bf16 inputs only), else through fp32 scratch
-  // (laid out again with room for it: growing the scratch may replace the buffer)
-  if (K > 0 && gprec == SD_PREC_BF16 &&
-      lt_gemm_epi(be, gprec, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, f.A, f.B, out, SD_BF16, 0.0f,
-                  bias, MM_EPI_NONE, NULL, SD_F32) == 0)
+  // bf16 out: written by the GEMM itself (bf16 inputs only), else through fp32 scratch (laid
+  // out again with room for it: growing the scratch may replace the buffer)
+  if (d_bf16 && lt_gemm_epi(be, gprec, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, f.A, f.B, out,
+                            SD_BF16, 0.0f, f.bias_d, MM_EPI_NONE, NULL) == 0)
     return;
-  f = fwd_operands(be, gprec, inp, inp_t, w, SD_BF16, M, K, N);
+  f = fwd_operands(be, gprec, inp, inp_t, w, bias, 0, 1, M, K, N);
   fwd_into_f32(be, gprec, &f, f.out32, bias, M, K, N);
   const cvt_job job = {f.out32, (__nv_bfloat16 *)out, (size_t)M * N};
   to_bf16(be, &job, 1);
@@ -576,10 +588,11 @@ static void matmul_bwd_impl(sd_backend *be, float *dinp, float *dw, float *dbias
     //   B = dout: row-major (M, N) = column-major N x M, ld N; transb = N.
     //   D = dinp: column-major K x M, ld K.  m = K, n = M, k = N;
     //   beta = 1 to accumulate, else 0 (C is not read; N = 0 gives dinp = 0).
+    // (the DGELU epilogue reads its aux in D's type, fp32: a bf16 pre takes the kernel)
     int fused = 0;
-    if (dgelu_pre && act_epilogues_on() && N > 0 && K % 8 == 0)
+    if (dgelu_pre && pre_t == SD_F32 && act_epilogues_on() && N > 0 && K % 8 == 0)
       fused = lt_gemm_epi(be, gprec, CUBLAS_OP_N, CUBLAS_OP_N, K, M, N, w_g, dout_g, dinp,
-                          SD_F32, 0.0f, NULL, MM_EPI_DGELU, dgelu_pre, pre_t) == 0;
+                          SD_F32, 0.0f, NULL, MM_EPI_DGELU, dgelu_pre) == 0;
     if (!fused) {
       lt_gemm(be, gprec, CUBLAS_OP_N, CUBLAS_OP_N, K, M, N, w_g, dout_g, dinp,
               accumulate_dinp ? 1.0f : 0.0f, NULL);
@@ -634,10 +647,10 @@ void sd_cuda_matmul_gelu_fwd(sd_backend *be, void *out, void *pre, const void *i
   if (K > 0 && N % 8 == 0 && act_epilogues_on()) {
     const int gprec = gemm_precision(sd_cuda_st(be)->precision, t);
     // (a bf16 out is written by the epilogue itself: no fp32 scratch for it)
-    const fwd_scratch f = fwd_operands(be, gprec, inp, t, w, SD_F32, M, K, N);
-    // the layout of sd_cuda_matmul_fwd; aux = pre has D's shape and leading dimension
-    if (lt_gemm_epi(be, gprec, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, f.A, f.B, out, t, 0.0f, bias,
-                    MM_EPI_GELU_AUX, pre, t) == 0)
+    const fwd_scratch f = fwd_operands(be, gprec, inp, t, w, bias, t == SD_BF16, 0, M, K, N);
+    // the layout of sd_cuda_matmul_fwd; aux = pre has D's shape, type and leading dimension
+    if (lt_gemm_epi(be, gprec, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, f.A, f.B, out, t, 0.0f,
+                    f.bias_d, MM_EPI_GELU_AUX, pre) == 0)
       return;
   }
   if (t == SD_F32) {
@@ -647,7 +660,7 @@ void sd_cuda_matmul_gelu_fwd(sd_backend *be, void *out, void *pre, const void *i
   }
   // bf16: both outputs from the fp32 pre-activation (in scratch), each rounded once
   const int gprec = gemm_precision(sd_cuda_st(be)->precision, t);
-  const fwd_scratch f = fwd_operands(be, gprec, inp, t, w, SD_BF16, M, K, N);
+  const fwd_scratch f = fwd_operands(be, gprec, inp, t, w, bias, 0, 1, M, K, N);
   fwd_into_f32(be, gprec, &f, f.out32, bias, M, K, N);
   const size_t n = (size_t)M * N;
   const cvt_job to_pre = {f.out32, (__nv_bfloat16 *)pre, n};

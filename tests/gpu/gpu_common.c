@@ -126,16 +126,18 @@ static void sim_attention_bwd(sd_backend *be, float *dqkv, const float *dout, co
     g_cpu.ops->attention_bwd(be, dqkv, dout, qkv, out, t, lse, B, T, NH, HD);
     return;
   }
-  float *rq = rounded_input(qkv, t, (size_t)B * T * 3 * NH * HD);
-  float *rd = rounded_copy(dout, (size_t)B * T * NH * HD);
-  g_cpu.ops->attention_bwd(be, dqkv, rd, rq, out, t, lse, B, T, NH, HD);
+  const size_t n_out = (size_t)B * T * NH * HD;
+  float *rq = rounded_input(qkv, t, 3 * n_out), *rd = rounded_copy(dout, n_out);
+  const float *o32 = sd_cpu_load(out, t, n_out);  // (rq is fp32: everything goes in as fp32)
+  g_cpu.ops->attention_bwd(be, dqkv, rd, rq, o32, SD_F32, lse, B, T, NH, HD);
+  sd_cpu_unload(out, o32);
   free(rq);
   free(rd);
 }
 
-// Planted faults (SD_GPU_SIM_BUG=unwritten|guard|noacc|nondet|input), to see that the tests
-// catch each kind: an element never written, a write past the end, = instead of +=, results
-// that change between runs, an input overwritten.
+// Planted faults (SD_GPU_SIM_BUG=unwritten|guard|noacc|nondet|input|guard16), to see that the
+// tests catch each kind: an element never written, a write past the end, = instead of +=,
+// results that change between runs, an input overwritten, a bf16 write past the end.
 static const char *g_sim_bug = "";
 static unsigned g_sim_bug_calls = 0;
 
@@ -161,6 +163,13 @@ static void bug_scale_rows(sd_backend *be, float *out, const float *x, const flo
   ((float *)x)[0] = 1.0f;  // an input overwritten
 }
 
+static void bug_lnmod_fwd(sd_backend *be, void *out, sd_dtype out_t, float *mean, float *rstd,
+                          const float *x, const float *shift, const float *scale,
+                          int mod_stride, int B, int T, int D, float eps) {
+  g_cpu.ops->lnmod_fwd(be, out, out_t, mean, rstd, x, shift, scale, mod_stride, B, T, D, eps);
+  if (out_t == SD_BF16) ((uint16_t *)out)[(size_t)B * T * D] = 0;  // one bf16 past the end
+}
+
 static void plant_bug(const char *bug) {
   g_sim_bug = bug;
   if (!strcmp(bug, "unwritten")) g_sim_ops.gelu_fwd = bug_gelu_fwd;
@@ -168,6 +177,7 @@ static void plant_bug(const char *bug) {
   else if (!strcmp(bug, "noacc")) g_sim_ops.axpy = bug_axpy;
   else if (!strcmp(bug, "nondet")) g_sim_ops.scatter_add_tokens = bug_scatter_add;
   else if (!strcmp(bug, "input")) g_sim_ops.scale_rows = bug_scale_rows;
+  else if (!strcmp(bug, "guard16")) g_sim_ops.lnmod_fwd = bug_lnmod_fwd;
   else g_sim_bug = "";
   if (g_sim_bug[0]) printf("planted fault: %s\n", g_sim_bug);
 }

@@ -218,30 +218,53 @@ static void report(const char *name, const char *prec, double nmse, double lim, 
 
 // bf16-storage checks (c->act == SD_BF16): each act buffer is handed to the op as a bf16 copy
 // of its fp32 contents, made the same way on both backends, and the op's bf16 outputs are
-// widened back into the fp32 buffer, so guards, input checks and comparisons work on fp32
-// buffers as for every other check. An output element the op never wrote comes back as the
-// canary's top half, a bf16 NaN, which fails the comparison.
+// widened back into the fp32 buffer, so input checks and comparisons work on fp32 buffers as
+// for every other check. The bf16 copy has guard regions of its own (GPU_GUARD_FLOATS * 2
+// halves of the guard pattern before and after), checked when it is released. An output
+// element the op never wrote comes back as the canary's top half, a bf16 NaN, which fails the
+// comparison.
+enum { STAGE_GUARD = 2 * GPU_GUARD_FLOATS };  // bf16 elements of guard on each side
+static const uint16_t STAGE_GUARD_BITS = (uint16_t)(GPU_GUARD_BITS >> 16);
+
+// Returns the device allocation; the op's pointer is STAGE_GUARD elements into it.
 static void *stage_bf16(sd_backend *be, const void *dev, size_t n) {
+  const size_t tot = n + 2 * (size_t)STAGE_GUARD;
   float *h = sd_xmalloc(sizeof(float) * n, "staging");
-  uint16_t *hb = sd_xmalloc(2 * n, "staging (bf16)");
+  uint16_t *hb = sd_xmalloc(2 * tot, "staging (bf16)");
   be->ops->to_host(be, h, dev, sizeof(float) * n);
-  for (size_t k = 0; k < n; k++) hb[k] = sd_bf16_from_float(h[k]);
-  void *d = be->ops->alloc(be, 2 * n);
-  be->ops->to_device(be, d, hb, 2 * n);
+  for (size_t k = 0; k < tot; k++) hb[k] = STAGE_GUARD_BITS;
+  for (size_t k = 0; k < n; k++) hb[STAGE_GUARD + k] = sd_bf16_from_float(h[k]);
+  void *d = be->ops->alloc(be, 2 * tot);
+  be->ops->to_device(be, d, hb, 2 * tot);
   free(h);
   free(hb);
   return d;
 }
-static void unstage_bf16(sd_backend *be, void *dev, void *staged, size_t n, int write_back) {
+static void *staged_ptr(void *staged) { return (uint16_t *)staged + STAGE_GUARD; }
+// Checks the guards (a failure is reported and counted), widens the bf16 contents back into
+// dev when write_back, and frees the copy.
+static void unstage_bf16(sd_backend *be, void *dev, void *staged, size_t n, int write_back,
+                         const char *what, const char *prec, const char *who) {
+  const size_t tot = n + 2 * (size_t)STAGE_GUARD;
+  uint16_t *hb = sd_xmalloc(2 * tot, "staging (bf16)");
+  be->ops->to_host(be, hb, staged, 2 * tot);
+  for (size_t k = 0; k < tot; k++) {
+    if (k == STAGE_GUARD) k += n;
+    if (hb[k] != STAGE_GUARD_BITS) {
+      printf("op %s prec %s guard FAIL (%s, bf16 copy) %s the buffer, element %zu: 0x%04x\n",
+             what, prec, who, k < STAGE_GUARD ? "before" : "after",
+             k < STAGE_GUARD ? STAGE_GUARD - k : k - STAGE_GUARD - n + 1, hb[k]);
+      check_record(0);
+      break;
+    }
+  }
   if (write_back) {
-    uint16_t *hb = sd_xmalloc(2 * n, "staging (bf16)");
     float *h = sd_xmalloc(sizeof(float) * n, "staging");
-    be->ops->to_host(be, hb, staged, 2 * n);
-    for (size_t k = 0; k < n; k++) h[k] = sd_bf16_to_float(hb[k]);
+    for (size_t k = 0; k < n; k++) h[k] = sd_bf16_to_float(hb[STAGE_GUARD + k]);
     be->ops->to_device(be, dev, h, sizeof(float) * n);
     free(h);
-    free(hb);
   }
+  free(hb);
   be->ops->free(be, staged);
 }
 
@@ -264,11 +287,15 @@ static void run_on(const check *c, sd_backend *be, float **res, const char *prec
   void *arg[MAXB], *staged[MAXB];
   for (int i = 0; i < c->nb; i++) {
     staged[i] = c->act == SD_BF16 && c->b[i].act ? stage_bf16(be, ptr[i], c->b[i].n) : NULL;
-    arg[i] = staged[i] ? staged[i] : ptr[i];
+    arg[i] = staged[i] ? staged_ptr(staged[i]) : ptr[i];
   }
   c->call(c, be, arg);
   for (int i = 0; i < c->nb; i++)
-    if (staged[i]) unstage_bf16(be, ptr[i], staged[i], c->b[i].n, c->b[i].role != R_IN);
+    if (staged[i]) {
+      char what[160];
+      snprintf(what, sizeof what, "%s.%s", c->name, c->b[i].name);
+      unstage_bf16(be, ptr[i], staged[i], c->b[i].n, c->b[i].role != R_IN, what, prec, who);
+    }
   be->ops->sync(be);
   int guards_ok = 1;
   for (int i = 0; i < c->nb; i++) {
