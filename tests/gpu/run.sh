@@ -10,7 +10,8 @@
 #   4. tests      meson test -C build-gpu --suite gpu --print-errorlogs (test_nccl,
 #                 test_ops_cuda, test_sddit_cuda); bundle: the two test programs directly
 #   5. bench      bench_sddit_cuda --peak: bf16 GEMM peak, then SD-DiT training steps at
-#                 DiT-B/2 and DiT-XL/2 (img/s, MFU against that peak, memory)
+#                 DiT-B/2 and DiT-XL/2 (img/s, MFU against that peak, memory), each beside the
+#                 img/s benchmarks/step_model.py predicts for it
 #   6. maxbatch   bench_sddit_cuda --max-batch: the largest batch that fits, XL/2 then B/2
 #   7. sanitizer  compute-sanitizer memcheck on test_ops_cuda's tiny shapes (out-of-bounds
 #                 reads the guard regions cannot see), when installed and time is left
@@ -296,6 +297,16 @@ if [ "$mode" != none ] && [ -x "$bindir/bench_sddit_cuda" ]; then
            /^bench / { for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
                        s = s sprintf("; %s b%s %.1f img/s MFU %.3f %.1f GiB", v["preset"], v["batch"], v["img_per_s"], v["mfu"], v["mem_peak_gib"]) }
            END { printf "bf16 GEMM peak %s TFLOP/s%s", (p == "" ? "?" : p), s }' "$bench_log")
+  # beside each measured row, what benchmarks/step_model.py predicts for it at the measured
+  # GEMM peak (its other rates are leads: compare, then correct the model or the kernels)
+  peak=$(awk '/^peak gemm/ { for (i = 1; i <= NF; i++) if ($i ~ /^tflops=/) print substr($i, 8) }' \
+         "$bench_log" | tail -1)
+  while read -r preset batch; do
+    m=$(timeout 20 python3 benchmarks/step_model.py --preset "$preset" --batch "$batch" \
+          ${peak:+--peak-tflops "$peak"} 2>/dev/null | awk '/^as built/ { print $(NF-3) }')
+    [ -n "$m" ] && d="$d; model $preset b$batch $m img/s"
+  done < <(awk '/^bench / { for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+                           print v["preset"], v["batch"] }' "$bench_log")
   [ "$rc" = 77 ] && d=$(skipline "$bench_log")
   [ "$rc" = 200 ] && d="not run: no time left"
   record bench "$(gpu_status $rc)" "$dt" "$d"
