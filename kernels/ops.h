@@ -7,8 +7,9 @@
 // Storage types. Parameters, gradients, optimizer state, statistics (mean, rstd, lse, norms),
 // losses and the residual stream are always fp32 (float *). The DiT's saved block activations
 // (the layer-norm outputs, qkv, the attention output, the MLP's pre-activation and GELU output,
-// and the two branch outputs) may be stored in bf16 to halve their memory and bandwidth: an
-// argument typed `void *` comes with an sd_dtype that says how it is stored. An op reads such
+// and the two branch outputs) may be stored in bf16 to halve their memory and bandwidth, and so
+// may the gradient inside the MLP (between its two backward matmuls): an argument typed
+// `void *` comes with an sd_dtype that says how it is stored. An op reads such
 // inputs as the fp32 values they hold, computes in fp32, and rounds each stored output once
 // (to nearest even); the CPU ops do exactly this, which makes them the reference for the CUDA
 // ops at either storage type.
@@ -33,10 +34,11 @@ typedef void sd_matmul_fwd_fn(sd_backend *be, void *out, sd_dtype out_t, const v
                               int N);
 // dinp (M, K) = dout @ w   (+= when accumulate_dinp);  dw (N, K) += dout^T @ inp;
 // dbias (N) += column sums of dout.  Any of dinp, dw, dbias may be NULL (not wanted).
-// inp is stored as inp_t; the gradients are fp32.
+// dout is stored as dout_t, inp as inp_t; dinp, dw, dbias are fp32.
 typedef void sd_matmul_bwd_fn(sd_backend *be, float *dinp, float *dw, float *dbias,
-                              const float *dout, const void *inp, sd_dtype inp_t,
-                              const float *w, int M, int K, int N, int accumulate_dinp);
+                              const void *dout, sd_dtype dout_t, const void *inp,
+                              sd_dtype inp_t, const float *w, int M, int K, int N,
+                              int accumulate_dinp);
 
 // ---- matmul with the MLP's GELU (tanh approximation) fused in ------------------------------
 // pre (M, N) = inp (M, K) @ w (N, K)^T + bias (N);  out (M, N) = gelu(pre).
@@ -48,8 +50,9 @@ typedef void sd_matmul_gelu_fwd_fn(sd_backend *be, void *out, void *pre, const v
 // The backward of the layer after the GELU, producing the gradient of the pre-activation:
 // dinp (M, K) = (dout @ w) * gelu'(pre (M, K))  (=);  dw (N, K) += dout^T @ inp;
 // dbias (N) += column sums of dout. dw and dbias may be NULL. Equal (to rounding) to
-// matmul_bwd (no accumulation) followed by gelu_bwd in place. inp and pre are stored as t.
-typedef void sd_matmul_bwd_dgelu_fn(sd_backend *be, float *dinp, float *dw, float *dbias,
+// matmul_bwd (no accumulation) followed by gelu_bwd in place. inp, pre and dinp are stored
+// as t (dinp rounded once, after the GELU factor); dout is fp32.
+typedef void sd_matmul_bwd_dgelu_fn(sd_backend *be, void *dinp, float *dw, float *dbias,
                                     const float *dout, const void *inp, const float *w,
                                     const void *pre, sd_dtype t, int M, int K, int N);
 
@@ -224,6 +227,7 @@ typedef struct sd_ops {
   // The same products with fp32 inputs whatever the backend's matmul precision, for the few
   // whose rounding error is amplified downstream: the projection head's prototype logits feed
   // a softmax at temperature tau_t = 0.04, which would multiply bf16's input error by 25.
+  // Their inputs (inp, dout) must be stored in fp32 (the CUDA backend refuses bf16 ones).
   sd_matmul_fwd_fn *matmul_fwd_fp32;
   sd_matmul_bwd_fn *matmul_bwd_fp32;
   sd_matmul_gelu_fwd_fn *matmul_gelu_fwd;

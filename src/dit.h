@@ -62,7 +62,7 @@ typedef struct sd_dit_acts {
   float *dres;            // (B, Tcap, D) gradient of the residual stream
   float *dbuf_d;          // (B, Tcap, D)
   float *dbuf_3d;         // (B, Tcap, 3D)
-  float *dbuf_m;          // (B, Tcap, M)
+  float *dbuf_m;          // (B, Tcap, M) fp32-sized: d att (fp32); the MLP gradient (as act)
   float *dmod;            // (B, 6D)
   float *dsilu_c;         // (B, D) accumulates over all blocks and the final layer
   float *dc, *dth;        // (B, D)

@@ -132,7 +132,7 @@ void sd_head_backward(sd_backend *be, const sd_head_config *c, const sd_head_wei
   const sd_ops *op = be->ops;
   const int D = c->in_dim, H = c->hidden, bn = c->bottleneck, P = c->prototypes;
   op->memset(be, a->dweff, 0, sizeof(float) * (size_t)P * bn);
-  op->matmul_bwd_fp32(be, a->du, a->dweff, NULL, dz, a->u, SD_F32, a->weff, N, bn, P, 0);
+  op->matmul_bwd_fp32(be, a->du, a->dweff, NULL, dz, SD_F32, a->u, SD_F32, a->weff, N, bn, P, 0);
   // d v_proto += l2norm backward of dweff (the prototypes' gradient accumulates)
   op->l2norm_rows_bwd(be, a->dweff, a->dweff, a->weff, a->vnorm, P, bn);
   op->axpy(be, g->v, a->dweff, (size_t)P * bn, 1.0f);
@@ -141,5 +141,5 @@ void sd_head_backward(sd_backend *be, const sd_head_config *c, const sd_head_wei
                        bn);  // d a2
   op->matmul_bwd_dgelu(be, a->dg2, g->w2, g->b2, a->dg, a->g1, w->w2, a->a1, SD_F32, N, H,
                        H);  // d a1
-  op->matmul_bwd(be, dh, g->w0, g->b0, a->dg2, h, SD_F32, w->w0, N, D, H, 1);
+  op->matmul_bwd(be, dh, g->w0, g->b0, a->dg2, SD_F32, h, SD_F32, w->w0, N, D, H, 1);
 }

@@ -30,10 +30,10 @@ static void p_matmul_fwd(sd_backend *be, void *out, sd_dtype out_t, const void *
   sd_cpu_matmul_fwd(be, out, out_t, inp, inp_t, w, bias, M, K, N);
   scale_t(out, out_t, (size_t)M * N);
 }
-static void p_matmul_bwd(sd_backend *be, float *dinp, float *dw, float *dbias, const float *dout,
-                         const void *inp, sd_dtype inp_t, const float *w, int M, int K, int N,
-                         int acc) {
-  sd_cpu_matmul_bwd(be, dinp, dw, dbias, dout, inp, inp_t, w, M, K, N, acc);
+static void p_matmul_bwd(sd_backend *be, float *dinp, float *dw, float *dbias, const void *dout,
+                         sd_dtype dout_t, const void *inp, sd_dtype inp_t, const float *w, int M,
+                         int K, int N, int acc) {
+  sd_cpu_matmul_bwd(be, dinp, dw, dbias, dout, dout_t, inp, inp_t, w, M, K, N, acc);
   scale(dw, (size_t)N * K);
 }
 static void p_lnmod_fwd(sd_backend *be, void *out, sd_dtype out_t, float *mean, float *rstd,

@@ -112,7 +112,7 @@ static void mm_fwd(gc_case *c) {
                        c->ints[0], c->ints[1], c->ints[2]);
 }
 static void mm_bwd(gc_case *c, const float *dout) {
-  g_be.ops->matmul_bwd(&g_be, c->in[0].g, c->in[1].g, c->in[2].g, dout, c->in[0].x, SD_F32,
+  g_be.ops->matmul_bwd(&g_be, c->in[0].g, c->in[1].g, c->in[2].g, dout, SD_F32, c->in[0].x, SD_F32,
                        c->in[1].x, c->ints[0], c->ints[1], c->ints[2], c->ints[3]);
 }
 static void case_matmul(int accumulate_dinp) {

@@ -47,10 +47,12 @@ static void colsum_add(float *dbias, const float *dout, int M, int N) {
 }
 
 void sd_cpu_matmul_bwd(sd_backend *be, float *dinp, float *dw, float *dbias,
-                       const float *dout, const void *inp_any, sd_dtype inp_t, const float *w,
-                       int M, int K, int N, int accumulate_dinp) {
+                       const void *dout_any, sd_dtype dout_t, const void *inp_any,
+                       sd_dtype inp_t, const float *w, int M, int K, int N,
+                       int accumulate_dinp) {
   (void)be;
   const float *inp = dw ? sd_cpu_load(inp_any, inp_t, (size_t)M * K) : NULL;  // (M, K)
+  const float *dout = sd_cpu_load(dout_any, dout_t, (size_t)M * N);           // (M, N)
   if (dinp)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, K, N, 1.0f, dout, N, w, K,
                 accumulate_dinp ? 1.0f : 0.0f, dinp, K);
@@ -59,6 +61,7 @@ void sd_cpu_matmul_bwd(sd_backend *be, float *dinp, float *dw, float *dbias,
                 dw, K);
   if (dbias) colsum_add(dbias, dout, M, N);
   sd_cpu_unload(inp_any, inp);
+  sd_cpu_unload(dout_any, dout);
 }
 
 // The MLP's fused forms on the CPU are the two ops in sequence, called through the backend's
@@ -76,11 +79,14 @@ void sd_cpu_matmul_gelu_fwd(sd_backend *be, void *out, void *pre, const void *in
   sd_cpu_store(pre, t, pre32, n);
 }
 
-void sd_cpu_matmul_bwd_dgelu(sd_backend *be, float *dinp, float *dw, float *dbias,
+void sd_cpu_matmul_bwd_dgelu(sd_backend *be, void *dinp, float *dw, float *dbias,
                              const float *dout, const void *inp, const float *w,
                              const void *pre, sd_dtype t, int M, int K, int N) {
-  be->ops->matmul_bwd(be, dinp, dw, dbias, dout, inp, t, w, M, K, N, 0);
-  const float *pre32 = sd_cpu_load(pre, t, (size_t)M * K);  // (M, K)
-  be->ops->gelu_bwd(be, dinp, dinp, pre32, (size_t)M * K);
+  const size_t n = (size_t)M * K;
+  float *d32 = sd_cpu_out(dinp, t, n);  // (M, K)
+  be->ops->matmul_bwd(be, d32, dw, dbias, dout, SD_F32, inp, t, w, M, K, N, 0);
+  const float *pre32 = sd_cpu_load(pre, t, n);  // (M, K)
+  be->ops->gelu_bwd(be, d32, d32, pre32, n);
   sd_cpu_unload(pre, pre32);
+  sd_cpu_store(dinp, t, d32, n);
 }

@@ -314,8 +314,12 @@ __global__ void bias_rows_kernel(float *out, const float *bias, size_t total, in
 // (one chunk); else dst[r*N + n] = the chunk's sum (for colsum_finish_kernel). With db not
 // NULL it also writes db (M, N) = bf16(dout) in the same pass (the backward GEMMs' operand:
 // one read of dout for both).
+// dout is float or __nv_bfloat16 (a bf16-stored gradient; db is NULL then).
 enum { CS_COLS = 32, CS_LANES = 8 };
-__global__ void colsum_partial_kernel(float *dst, const float *dout, int M, int N, int rows,
+__device__ __forceinline__ float as_f32(float v) { return v; }
+__device__ __forceinline__ float as_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <typename T>
+__global__ void colsum_partial_kernel(float *dst, const T *dout, int M, int N, int rows,
                                       int accumulate, __nv_bfloat16 *db) {
   __shared__ float sh[CS_LANES][CS_COLS + 1];
   const int tx = threadIdx.x, ty = threadIdx.y;
@@ -326,7 +330,7 @@ __global__ void colsum_partial_kernel(float *dst, const float *dout, int M, int 
   float acc = 0.0f;
   if (n < N)
     for (long m = m0 + ty; m < m1; m += CS_LANES) {
-      const float v = dout[(size_t)m * N + n];
+      const float v = as_f32(dout[(size_t)m * N + n]);
       acc += v;
       if (db) db[(size_t)m * N + n] = __float2bfloat16_rn(v);
     }
@@ -391,9 +395,11 @@ static void bias_rows(sd_backend *be, float *out, const float *bias, int M, int 
   SD_CUDA_LAUNCHED("bias_rows_kernel");
 }
 
-// dbias (N) += column sums of dout (M, N); partial: scratch of (chunks x N) floats when M needs
-// more than one chunk; dout_bf16 (may be NULL): also bf16(dout) (M, N), in the same pass.
-static void colsum_add(sd_backend *be, float *dbias, const float *dout, int M, int N,
+// dbias (N) += column sums of dout (M, N; float or bf16); partial: scratch of (chunks x N)
+// floats when M needs more than one chunk; dout_bf16 (may be NULL): also bf16(dout) (M, N),
+// in the same pass.
+template <typename T>
+static void colsum_add(sd_backend *be, float *dbias, const T *dout, int M, int N,
                        float *partial, __nv_bfloat16 *dout_bf16) {
   if (M <= 0 || N <= 0) return;
   cudaStream_t s = sd_cuda_st(be)->stream;
@@ -402,11 +408,11 @@ static void colsum_add(sd_backend *be, float *dbias, const float *dout, int M, i
   const dim3 block(CS_COLS, CS_LANES);
   const dim3 grid((unsigned)((N + CS_COLS - 1) / CS_COLS), (unsigned)R);
   if (R == 1) {
-    colsum_partial_kernel<<<grid, block, 0, s>>>(dbias, dout, M, N, rows, 1, dout_bf16);
+    colsum_partial_kernel<T><<<grid, block, 0, s>>>(dbias, dout, M, N, rows, 1, dout_bf16);
     SD_CUDA_LAUNCHED("colsum_partial_kernel");
     return;
   }
-  colsum_partial_kernel<<<grid, block, 0, s>>>(partial, dout, M, N, rows, 0, dout_bf16);
+  colsum_partial_kernel<T><<<grid, block, 0, s>>>(partial, dout, M, N, rows, 0, dout_bf16);
   SD_CUDA_LAUNCHED("colsum_partial_kernel");
   colsum_finish_kernel<<<(unsigned)((N + 255) / 256), 256, 0, s>>>(dbias, partial, R, N);
   SD_CUDA_LAUNCHED("colsum_finish_kernel");
@@ -532,19 +538,62 @@ void sd_cuda_matmul_fwd(sd_backend *be, void *out, sd_dtype out_t, const void *i
 void sd_cuda_matmul_fwd_fp32(sd_backend *be, void *out, sd_dtype out_t, const void *inp,
                              sd_dtype inp_t, const float *w, const float *bias, int M, int K,
                              int N) {
+  if (inp_t != SD_F32)
+    SD_FATAL("matmul_fwd_fp32 multiplies fp32 inputs: inp must be stored in fp32");
   matmul_fwd_impl(be, out, out_t, inp, inp_t, w, bias, M, K, N, SD_PREC_FP32);
 }
 
-// matmul_bwd; with dgelu_pre (M, K, stored as pre_t) the input gradient is multiplied by
-// gelu'(dgelu_pre), in the GEMM's DGELU epilogue when cuBLASLt has one for the shape (K a
-// multiple of 8 for its aux leading dimension), else by the GELU backward kernel after it.
-static void matmul_bwd_impl(sd_backend *be, float *dinp, float *dw, float *dbias,
-                            const float *dout, const void *inp, sd_dtype inp_t, const float *w,
-                            int M, int K, int N, int accumulate_dinp, const void *dgelu_pre,
-                            sd_dtype pre_t, int prec) {
+// The backward's scratch: [dout bf16][w bf16][inp bf16][column-sum partials][dinp fp32],
+// each part present only when needed, 256-byte aligned; the bf16 conversions queued.
+typedef struct bwd_scratch {
+  const void *dout_g, *w_g, *inp_g;  // the GEMM operands as they are or as bf16 copies
+  float *partial;                    // (chunks, N) column-sum partials, or NULL
+  float *dinp32;                     // (M, K) fp32 dinp before its rounding to bf16, or NULL
+} bwd_scratch;
+
+static bwd_scratch bwd_operands(sd_backend *be, int bf, const void *dout, sd_dtype dout_t,
+                                size_t n_dout, int dout_in_colsum, const float *w, size_t n_w,
+                                const void *inp, size_t n_inp, size_t partial_bytes,
+                                size_t n_dinp32) {
+  bwd_scratch b;
+  b.dout_g = dout;
+  b.w_g = w;
+  b.inp_g = inp;
+  const int cvt_dout = bf && dout_t == SD_F32 && n_dout;
+  const size_t b_dout = cvt_dout ? round256(n_dout * 2) : 0;
+  const size_t b_w = round256(n_w * 2), b_inp = round256(n_inp * 2);
+  const size_t b_part = round256(partial_bytes), b_d32 = round256(n_dinp32 * sizeof(float));
+  const size_t total = b_dout + b_w + b_inp + b_part + b_d32;
+  char *s = total ? (char *)sd_cuda_scratch(be, total) : NULL;
+  b.partial = partial_bytes ? (float *)(s + b_dout + b_w + b_inp) : NULL;
+  b.dinp32 = n_dinp32 ? (float *)(s + b_dout + b_w + b_inp + b_part) : NULL;
+  __nv_bfloat16 *db = (__nv_bfloat16 *)s, *wb = (__nv_bfloat16 *)(s + b_dout);
+  __nv_bfloat16 *ib = (__nv_bfloat16 *)(s + b_dout + b_w);
+  // (dout_in_colsum: the column sums write dout's bf16 copy, later, in the same pass)
+  const cvt_job jobs[3] = {{(const float *)dout, db, cvt_dout && !dout_in_colsum ? n_dout : 0},
+                           {w, wb, n_w},
+                           {(const float *)inp, ib, n_inp}};
+  to_bf16(be, jobs, 3);
+  if (cvt_dout) b.dout_g = db;
+  if (n_w) b.w_g = wb;
+  if (n_inp) b.inp_g = ib;
+  return b;
+}
+
+// matmul_bwd with dout stored as dout_t and, for the DGELU form, dinp stored as dinp_t: with
+// dgelu_pre (M, K, stored as pre_t) the input gradient is multiplied by gelu'(dgelu_pre), in
+// the GEMM's DGELU epilogue when cuBLASLt has one for the shape (K a multiple of 8 for its aux
+// leading dimension, the aux in D's type), else by the GELU backward kernel after it. A bf16
+// dinp is rounded once, after the GELU factor (through fp32 scratch when not in the epilogue).
+static void matmul_bwd_impl(sd_backend *be, void *dinp, sd_dtype dinp_t, float *dw, float *dbias,
+                            const void *dout, sd_dtype dout_t, const void *inp, sd_dtype inp_t,
+                            const float *w, int M, int K, int N, int accumulate_dinp,
+                            const void *dgelu_pre, sd_dtype pre_t, int prec) {
   check_dims("matmul_bwd", M, K, N);
   if (M == 0 || (!dinp && !dw && !dbias)) return;  // M = 0: every output is empty or += 0
-  const int gprec = gemm_precision(prec, inp_t);
+  if (dinp_t == SD_BF16 && accumulate_dinp) SD_FATAL("matmul_bwd: a bf16 dinp cannot accumulate");
+  const int gprec =
+      gemm_precision(prec, inp_t == SD_BF16 || dout_t == SD_BF16 ? SD_BF16 : SD_F32);
   const int bf = gprec == SD_PREC_BF16;
   const int want_dinp = dinp && K > 0;
   const int want_dw = dw && K > 0 && N > 0;
@@ -552,34 +601,21 @@ static void matmul_bwd_impl(sd_backend *be, float *dinp, float *dw, float *dbias
   const int cs_chunks = (M + cs_rows - 1) / cs_rows;
   const size_t partial_bytes =
       dbias && N > 0 && cs_chunks > 1 ? sizeof(float) * (size_t)cs_chunks * N : 0;
-
-  // Scratch: [dout bf16][w bf16][inp bf16][colsum partials], each 256-byte aligned; inp only
-  // when it is fp32 (a bf16-stored inp is used as it is).
   const size_t n_dout = (want_dinp && N > 0) || want_dw ? (size_t)M * N : 0;
   const size_t n_w = bf && want_dinp && N > 0 ? (size_t)N * K : 0;
   const size_t n_inp = bf && want_dw && inp_t == SD_F32 ? (size_t)M * K : 0;
-  const size_t b_dout = bf ? round256(n_dout * 2) : 0;
-  const size_t b_w = round256(n_w * 2), b_inp = round256(n_inp * 2);
-  const size_t total = b_dout + b_w + b_inp + round256(partial_bytes);
-  char *s = total ? (char *)sd_cuda_scratch(be, total) : NULL;
-  float *partial = partial_bytes ? (float *)(s + b_dout + b_w + b_inp) : NULL;
-
-  const void *dout_g = dout, *w_g = w, *inp_g = inp;
-  // dbias with a bf16 dout wanted: the column sums write the bf16 copy in the same pass
-  const int fused_dout = bf && n_dout && dbias && N > 0;
-  if (bf && (n_dout || n_w || n_inp)) {
-    __nv_bfloat16 *db = (__nv_bfloat16 *)s;
-    __nv_bfloat16 *wb = (__nv_bfloat16 *)(s + b_dout);
-    __nv_bfloat16 *ib = (__nv_bfloat16 *)(s + b_dout + b_w);
-    const cvt_job jobs[3] = {{dout, db, fused_dout ? 0 : n_dout},
-                             {w, wb, n_w},
-                             {(const float *)inp, ib, n_inp}};
-    to_bf16(be, jobs, 3);
-    if (fused_dout) colsum_add(be, dbias, dout, M, N, partial, db);
-    dout_g = db;
-    w_g = wb;
-    if (n_inp) inp_g = ib;
-  }
+  // dbias and a bf16 copy of an fp32 dout both wanted: one pass for both (not with a bf16
+  // dinp, whose fallback may lay the scratch out again)
+  const int fused_dout = bf && n_dout && dout_t == SD_F32 && dbias && N > 0 &&
+                         dinp_t == SD_F32;
+  // DGELU in cuBLASLt's epilogue: its aux (pre) must have D's (dinp's) type
+  const int try_epi = want_dinp && dgelu_pre && pre_t == dinp_t && act_epilogues_on() &&
+                      N > 0 && K % 8 == 0;
+  const int need_d32 = want_dinp && dinp_t == SD_BF16 && !try_epi;
+  bwd_scratch b = bwd_operands(be, bf, dout, dout_t, n_dout, fused_dout, w, n_w, inp, n_inp,
+                               partial_bytes, need_d32 ? (size_t)M * K : 0);
+  if (fused_dout)
+    colsum_add(be, dbias, (const float *)dout, M, N, b.partial, (__nv_bfloat16 *)b.dout_g);
 
   if (want_dinp) {
     // Row-major dinp (M, K) = dout (M, N) @ w (N, K), in column-major terms:
@@ -588,15 +624,27 @@ static void matmul_bwd_impl(sd_backend *be, float *dinp, float *dw, float *dbias
     //   B = dout: row-major (M, N) = column-major N x M, ld N; transb = N.
     //   D = dinp: column-major K x M, ld K.  m = K, n = M, k = N;
     //   beta = 1 to accumulate, else 0 (C is not read; N = 0 gives dinp = 0).
-    // (the DGELU epilogue reads its aux in D's type, fp32: a bf16 pre takes the kernel)
-    int fused = 0;
-    if (dgelu_pre && pre_t == SD_F32 && act_epilogues_on() && N > 0 && K % 8 == 0)
-      fused = lt_gemm_epi(be, gprec, CUBLAS_OP_N, CUBLAS_OP_N, K, M, N, w_g, dout_g, dinp,
-                          SD_F32, 0.0f, NULL, MM_EPI_DGELU, dgelu_pre) == 0;
-    if (!fused) {
-      lt_gemm(be, gprec, CUBLAS_OP_N, CUBLAS_OP_N, K, M, N, w_g, dout_g, dinp,
+    int fused = try_epi && lt_gemm_epi(be, gprec, CUBLAS_OP_N, CUBLAS_OP_N, K, M, N, b.w_g,
+                                       b.dout_g, dinp, dinp_t, 0.0f, NULL, MM_EPI_DGELU,
+                                       dgelu_pre) == 0;
+    if (!fused && dinp_t == SD_BF16) {
+      // fp32 in scratch, the GELU factor, one rounding into dinp; a failed epilogue queued
+      // nothing, so the operands are laid out again with room for the fp32 dinp
+      if (!b.dinp32)
+        b = bwd_operands(be, bf, dout, dout_t, n_dout, 0, w, n_w, inp, n_inp, partial_bytes,
+                         (size_t)M * K);
+      lt_gemm(be, gprec, CUBLAS_OP_N, CUBLAS_OP_N, K, M, N, b.w_g, b.dout_g, b.dinp32, 0.0f,
+              NULL);
+      if (dgelu_pre)
+        sd_cuda_gelu_bwd_pre_t(be, b.dinp32, b.dinp32, dgelu_pre, pre_t, (size_t)M * K);
+      const cvt_job job = {b.dinp32, (__nv_bfloat16 *)dinp, (size_t)M * K};
+      to_bf16(be, &job, 1);
+    } else if (!fused) {
+      lt_gemm(be, gprec, CUBLAS_OP_N, CUBLAS_OP_N, K, M, N, b.w_g, b.dout_g, (float *)dinp,
               accumulate_dinp ? 1.0f : 0.0f, NULL);
-      if (dgelu_pre) sd_cuda_gelu_bwd_pre_t(be, dinp, dinp, dgelu_pre, pre_t, (size_t)M * K);
+      if (dgelu_pre)
+        sd_cuda_gelu_bwd_pre_t(be, (float *)dinp, (float *)dinp, dgelu_pre, pre_t,
+                               (size_t)M * K);
     }
   }
   if (want_dw) {
@@ -605,35 +653,43 @@ static void matmul_bwd_impl(sd_backend *be, float *dinp, float *dw, float *dbias
     //   A = inp:  row-major (M, K) = column-major K x M, ld K; transa = N.
     //   B = dout: row-major (M, N) = column-major N x M, ld N; transb = T -> M x N.
     //   D = dw:   column-major K x N, ld K.  m = K, n = N, k = M; beta = 1.
-    lt_gemm(be, gprec, CUBLAS_OP_N, CUBLAS_OP_T, K, N, M, inp_g, dout_g, dw, 1.0f, NULL);
+    lt_gemm(be, gprec, CUBLAS_OP_N, CUBLAS_OP_T, K, N, M, b.inp_g, b.dout_g, dw, 1.0f, NULL);
   }
-  if (dbias && !fused_dout) colsum_add(be, dbias, dout, M, N, partial, NULL);
+  if (dbias && !fused_dout) {
+    if (dout_t == SD_BF16)
+      colsum_add(be, dbias, (const __nv_bfloat16 *)dout, M, N, b.partial,
+                 (__nv_bfloat16 *)NULL);
+    else
+      colsum_add(be, dbias, (const float *)dout, M, N, b.partial, (__nv_bfloat16 *)NULL);
+  }
 }
 
-void sd_cuda_matmul_bwd(sd_backend *be, float *dinp, float *dw, float *dbias,
-                        const float *dout, const void *inp, sd_dtype inp_t, const float *w,
+void sd_cuda_matmul_bwd(sd_backend *be, float *dinp, float *dw, float *dbias, const void *dout,
+                        sd_dtype dout_t, const void *inp, sd_dtype inp_t, const float *w,
                         int M, int K, int N, int accumulate_dinp) {
-  matmul_bwd_impl(be, dinp, dw, dbias, dout, inp, inp_t, w, M, K, N, accumulate_dinp, NULL,
-                  SD_F32, sd_cuda_st(be)->precision);
+  matmul_bwd_impl(be, dinp, SD_F32, dw, dbias, dout, dout_t, inp, inp_t, w, M, K, N,
+                  accumulate_dinp, NULL, SD_F32, sd_cuda_st(be)->precision);
 }
 
 void sd_cuda_matmul_bwd_fp32(sd_backend *be, float *dinp, float *dw, float *dbias,
-                             const float *dout, const void *inp, sd_dtype inp_t,
+                             const void *dout, sd_dtype dout_t, const void *inp, sd_dtype inp_t,
                              const float *w, int M, int K, int N, int accumulate_dinp) {
-  matmul_bwd_impl(be, dinp, dw, dbias, dout, inp, inp_t, w, M, K, N, accumulate_dinp, NULL,
-                  SD_F32, SD_PREC_FP32);
+  if (dout_t != SD_F32 || inp_t != SD_F32)
+    SD_FATAL("matmul_bwd_fp32 multiplies fp32 inputs: dout and inp must be stored in fp32");
+  matmul_bwd_impl(be, dinp, SD_F32, dw, dbias, dout, dout_t, inp, inp_t, w, M, K, N,
+                  accumulate_dinp, NULL, SD_F32, SD_PREC_FP32);
 }
 
-void sd_cuda_matmul_bwd_dgelu(sd_backend *be, float *dinp, float *dw, float *dbias,
+void sd_cuda_matmul_bwd_dgelu(sd_backend *be, void *dinp, float *dw, float *dbias,
                               const float *dout, const void *inp, const float *w,
                               const void *pre, sd_dtype t, int M, int K, int N) {
   if (!dinp || !pre) SD_FATAL("matmul_bwd_dgelu needs dinp and pre");
   if (K > 0 && N == 0) {  // no products: dinp = 0 (times gelu' is still 0)
-    SD_CUDA_CHECK(cudaMemsetAsync(dinp, 0, sizeof(float) * (size_t)M * K,
+    SD_CUDA_CHECK(cudaMemsetAsync(dinp, 0, sd_dtype_size(t) * (size_t)M * K,
                                   sd_cuda_st(be)->stream));
     return;
   }
-  matmul_bwd_impl(be, dinp, dw, dbias, dout, inp, t, w, M, K, N, 0, pre, t,
+  matmul_bwd_impl(be, dinp, t, dw, dbias, dout, SD_F32, inp, t, w, M, K, N, 0, pre, t,
                   sd_cuda_st(be)->precision);
 }
 
@@ -793,7 +849,7 @@ static int st_run_case(sd_backend *be, const st_case *c, uint64_t seed, st_worst
     be->ops->to_device(be, d[5], dinp0, sizeof(float) * nMK);
     be->ops->to_device(be, d[6], dw0, sizeof(float) * nNK);
     be->ops->to_device(be, d[7], dbias0, sizeof(float) * N);
-    sd_cuda_matmul_bwd(be, d[5], d[6], d[7], d[3], d[0], SD_F32, d[1], M, K, N, 1);
+    sd_cuda_matmul_bwd(be, d[5], d[6], d[7], d[3], SD_F32, d[0], SD_F32, d[1], M, K, N, 1);
     float *r_dinp = rep ? got2 : b.h[8];
     be->ops->to_host(be, r_dinp, d[5], sizeof(float) * nMK);
     if (rep && memcmp(got2, b.h[8], sizeof(float) * nMK) != 0) fail = 1;
@@ -853,7 +909,7 @@ static int st_run_case(sd_backend *be, const st_case *c, uint64_t seed, st_worst
 
   // backward, dinp only, overwritten: poisoned with NaN first (beta = 0 must not read it)
   be->ops->memset(be, d[5], 0xFF, sizeof(float) * nMK);
-  sd_cuda_matmul_bwd(be, d[5], NULL, NULL, d[3], d[0], SD_F32, d[1], M, K, N, 0);
+  sd_cuda_matmul_bwd(be, d[5], NULL, NULL, d[3], SD_F32, d[0], SD_F32, d[1], M, K, N, 0);
   be->ops->to_host(be, got, d[5], sizeof(float) * nMK);
   for (int m = 0; m < M; m++)
     for (int k = 0; k < K; k++) {

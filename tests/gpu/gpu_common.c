@@ -88,19 +88,20 @@ static void sim_matmul_fwd(sd_backend *be, void *out, sd_dtype out_t, const void
 }
 
 static void sim_matmul_bwd(sd_backend *be, float *dinp, float *dw, float *dbias,
-                           const float *dout, const void *inp, sd_dtype inp_t, const float *w,
-                           int M, int K, int N, int accumulate_dinp) {
+                           const void *dout, sd_dtype dout_t, const void *inp, sd_dtype inp_t,
+                           const float *w, int M, int K, int N, int accumulate_dinp) {
   if (!g_sim_bf16) {
-    g_cpu.ops->matmul_bwd(be, dinp, dw, dbias, dout, inp, inp_t, w, M, K, N, accumulate_dinp);
+    g_cpu.ops->matmul_bwd(be, dinp, dw, dbias, dout, dout_t, inp, inp_t, w, M, K, N,
+                          accumulate_dinp);
     jitter(dinp, (size_t)M * K);
     jitter(dw, (size_t)N * K);
     return;
   }
-  float *rd = rounded_copy(dout, (size_t)M * N), *ri = rounded_input(inp, inp_t, (size_t)M * K);
-  float *rw = rounded_copy(w, (size_t)N * K);
-  g_cpu.ops->matmul_bwd(be, dinp, dw, NULL, rd, ri, SD_F32, rw, M, K, N, accumulate_dinp);
-  if (dbias)
-    g_cpu.ops->matmul_bwd(be, NULL, NULL, dbias, dout, inp, inp_t, w, M, K, N, 0);
+  float *rd = rounded_input(dout, dout_t, (size_t)M * N);
+  float *ri = rounded_input(inp, inp_t, (size_t)M * K), *rw = rounded_copy(w, (size_t)N * K);
+  g_cpu.ops->matmul_bwd(be, dinp, dw, NULL, rd, SD_F32, ri, SD_F32, rw, M, K, N, accumulate_dinp);
+  if (dbias)  // the column sums of dout as stored, in fp32
+    g_cpu.ops->matmul_bwd(be, NULL, NULL, dbias, dout, dout_t, inp, inp_t, w, M, K, N, 0);
   free(rd);
   free(ri);
   free(rw);

@@ -368,16 +368,16 @@ static void call_matmul_fwd(const check *c, sd_backend *be, void **p) {
 }
 static void call_matmul_bwd(const check *c, sd_backend *be, void **p) {
   // iv: M K N has_dinp acc has_dbias; bufs: dout inp w dinp dw dbias
-  be->ops->matmul_bwd(be, c->iv[3] ? F(3) : NULL, F(4), c->iv[5] ? F(5) : NULL, F(0), p[1],
-                      T(1), F(2), c->iv[0], c->iv[1], c->iv[2], c->iv[4]);
+  be->ops->matmul_bwd(be, c->iv[3] ? F(3) : NULL, F(4), c->iv[5] ? F(5) : NULL, p[0], T(0),
+                      p[1], T(1), F(2), c->iv[0], c->iv[1], c->iv[2], c->iv[4]);
 }
 static void call_matmul_fwd_fp32(const check *c, sd_backend *be, void **p) {
   be->ops->matmul_fwd_fp32(be, p[3], T(3), p[0], T(0), F(1), c->iv[3] ? F(2) : NULL,
                            c->iv[0], c->iv[1], c->iv[2]);  // as call_matmul_fwd
 }
 static void call_matmul_bwd_fp32(const check *c, sd_backend *be, void **p) {
-  be->ops->matmul_bwd_fp32(be, c->iv[3] ? F(3) : NULL, F(4), c->iv[5] ? F(5) : NULL, F(0),
-                           p[1], T(1), F(2), c->iv[0], c->iv[1], c->iv[2],
+  be->ops->matmul_bwd_fp32(be, c->iv[3] ? F(3) : NULL, F(4), c->iv[5] ? F(5) : NULL, p[0],
+                           T(0), p[1], T(1), F(2), c->iv[0], c->iv[1], c->iv[2],
                            c->iv[4]);  // as matmul_bwd
 }
 static void call_matmul_gelu_fwd(const check *c, sd_backend *be, void **p) {
@@ -387,7 +387,7 @@ static void call_matmul_gelu_fwd(const check *c, sd_backend *be, void **p) {
 }
 static void call_matmul_bwd_dgelu(const check *c, sd_backend *be, void **p) {
   // iv: M K N; bufs: dout inp w pre dinp dw dbias
-  be->ops->matmul_bwd_dgelu(be, F(4), F(5), F(6), F(0), p[1], F(2), p[3], T(1), c->iv[0],
+  be->ops->matmul_bwd_dgelu(be, p[4], F(5), F(6), F(0), p[1], F(2), p[3], T(1), c->iv[0],
                             c->iv[1], c->iv[2]);
 }
 static void call_lnmod_fwd(const check *c, sd_backend *be, void **p) {
@@ -880,10 +880,10 @@ static void add_act_storage(const shape *s) {
     if (mf[k].act_out) mark_act(c, out_f(c, "out", no, LIM(GPU_NMSE_ACT_MATMUL)));
     else out_f(c, "out", no, LIM(GPU_NMSE_MATMUL_FWD));
   }
-  // matmul_bwd with a bf16 inp (fc1's backward)
+  // matmul_bwd with a bf16 inp and dout (fc1's backward: the MLP's gradient is stored in bf16)
   check *c = act_check("matmul_bwd", call_matmul_bwd, "matmul_bwd", s->tag, "fc1");
   c->iv[0] = M, c->iv[1] = D, c->iv[2] = Mm, c->iv[3] = 1, c->iv[4] = 0, c->iv[5] = 1;
-  in_f(c, "dout", (size_t)M * Mm, F_NORMAL, 1.0f, 0.0f);
+  mark_act(c, in_f(c, "dout", (size_t)M * Mm, F_NORMAL, 1.0f, 0.0f));
   mark_act(c, in_f(c, "inp", (size_t)M * D, F_NORMAL, 1.0f, 0.0f));
   in_f(c, "w", (size_t)Mm * D, F_NORMAL, 0.05f, 0.0f);
   out_f(c, "dinp", (size_t)M * D, LIM(GPU_NMSE_MATMUL_BWD));
@@ -913,7 +913,7 @@ static void add_act_storage(const shape *s) {
     mark_act(c, in_f(c, "inp", (size_t)m * n, F_NORMAL, 1.0f, 0.0f));
     in_f(c, "w", (size_t)kk * n, F_NORMAL, 0.05f, 0.0f);
     mark_act(c, in_f(c, "pre", (size_t)m * n, F_NORMAL, 1.5f, 0.0f));
-    out_f(c, "dinp", (size_t)m * n, LIM(GPU_NMSE_MATMUL_BWD_DGELU));
+    mark_act(c, out_f(c, "dinp", (size_t)m * n, LIM(GPU_NMSE_ACT_MATMUL)));
     acc_f(c, "dw", (size_t)kk * n, F_NORMAL, 1.0f, 0.0f, LIM(GPU_NMSE_MATMUL_BWD_DGELU),
           LIM(GPU_NMSE_MATMUL_BWD_DGELU));
     acc_f(c, "dbias", (size_t)kk, F_NORMAL, 1.0f, 0.0f, LIM(GPU_NMSE_MATMUL_BWD_DGELU),
@@ -1389,8 +1389,10 @@ int main(int argc, char **argv) {
   int have_seed = 0;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--op") && i + 1 < argc) g_filter = argv[++i];
-    else if (!strcmp(argv[i], "--seed") && i + 1 < argc) seed = strtoull(argv[++i], NULL, 0), have_seed = 1;
-    else if (!strcmp(argv[i], "--prec") && i + 1 < argc) only_prec = argv[++i];
+    else if (!strcmp(argv[i], "--seed") && i + 1 < argc)
+      seed = strtoull(argv[++i], NULL, 0), have_seed = 1;
+    else if (!strcmp(argv[i], "--prec") && i + 1 < argc)
+      only_prec = argv[++i];
     else if (!strcmp(argv[i], "--simulate") && i + 1 < argc) sim = argv[++i];
     else {
       fprintf(stderr, "usage: test_ops_cuda [--op SUBSTRING] [--seed N] [--prec fp32|bf16] "
