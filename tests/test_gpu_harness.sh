@@ -26,7 +26,8 @@ for spec in "unwritten:gelu:unwritten FAIL" "guard:copy:guard FAIL (device)" \
   op=${rest%%:*} want=${rest#*:}
   SD_GPU_SIM_BUG=$bug "$ops" --simulate matmul --op "$op" >"$log" 2>&1
   rc=$?
-  if [ "$rc" -ne 0 ] && grep FAIL "$log" | grep -qF -- "$want"; then
+  # (no grep -q at the end of a pipe: it can end the first grep early, which pipefail reports)
+  if [ "$rc" -ne 0 ] && grep FAIL "$log" | grep -F -- "$want" >/dev/null; then
     echo "ok   planted fault $bug caught: $(grep FAIL "$log" | grep -F -- "$want" | head -1 | cut -c1-120)"
   else
     echo "FAIL planted fault $bug (op $op) not caught as '$want' (rc $rc):"; tail -3 "$log"
