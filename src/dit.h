@@ -69,7 +69,6 @@ typedef struct sd_dit_acts {
   float *dtok;            // (B, T, D)
   float *dout_tok;        // (B, Tcap, p*p*Cout)
   void *arena;            // the single allocation behind all of the above
-  size_t arena_bytes;
   sd_dtype act;           // storage type of the void * activations (the backend's act_dtype)
   int inference;          // forward only (sd_dit_acts_create_inference): no backward
 } sd_dit_acts;

@@ -96,7 +96,6 @@ static void create(sd_dit_acts *a, const sd_dit *m, int B, int Tcap, int inferen
   a->blk = sd_xcalloc((size_t)c->depth, sizeof *a->blk, "block activation views");
   carver cv = {.base = NULL, .used = 0, .act = a->act};
   carve(a, c, &cv, inference);
-  a->arena_bytes = cv.used;
   a->arena = m->be->ops->alloc(m->be, cv.used);
   m->be->ops->memset(m->be, a->arena, 0, cv.used);
   cv.base = a->arena;

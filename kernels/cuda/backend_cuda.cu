@@ -203,6 +203,12 @@ static int parse_precision(const char *name) {
   return -1;
 }
 
+// The matmul precision, and the activation storage that follows it (bf16 at bf16).
+static void apply_precision(sd_backend *be, sd_cuda_state *st, int precision) {
+  st->precision = precision;
+  be->act_dtype = precision == SD_PREC_BF16 ? SD_BF16 : SD_F32;
+}
+
 extern "C" int sd_backend_cuda_set_precision(sd_backend *be, const char *name, char *errbuf,
                                              size_t errlen) {
   if (!be || !be->name || strcmp(be->name, "cuda") != 0 || !be->impl)
@@ -211,8 +217,7 @@ extern "C" int sd_backend_cuda_set_precision(sd_backend *be, const char *name, c
   if (p < 0)
     return sd_errorf(errbuf, errlen, "unknown CUDA matmul precision '%s' (expected fp32 or bf16)",
                      name ? name : "(null)");
-  sd_cuda_st(be)->precision = p;
-  be->act_dtype = p == SD_PREC_BF16 ? SD_BF16 : SD_F32;  // saved activations follow
+  apply_precision(be, sd_cuda_st(be), p);
   return 0;
 }
 
@@ -258,8 +263,7 @@ extern "C" int sd_backend_cuda_init(sd_backend *be, int device, char *errbuf, si
     return -4;
   }
   st->device = device;
-  st->precision = precision;
-  be->act_dtype = precision == SD_PREC_BF16 ? SD_BF16 : SD_F32;
+  apply_precision(be, st, precision);
   const char *step = "cudaSetDevice";
   err = cudaSetDevice(device);
   if (err == cudaSuccess) {

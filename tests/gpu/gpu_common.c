@@ -1,5 +1,6 @@
 // Shared helpers of the GPU tests (see gpu_common.h).
 #include "gpu_common.h"
+#include "bf16.h"
 #include "storage.h"
 
 #include <math.h>
@@ -26,15 +27,7 @@ static sd_ops g_sim_ops;        // its op table with the matmuls (and attention)
 static int g_sim_bf16 = 1;      // precision: 1 bf16, 0 fp32
 static int g_sim_attention = 0; // bf16 also rounds the attention inputs
 
-float gpu_bf16_round(float x) {
-  uint32_t u;
-  memcpy(&u, &x, sizeof u);
-  if ((u & 0x7f800000u) == 0x7f800000u) return x;  // inf, NaN
-  u += 0x7fffu + ((u >> 16) & 1u);
-  u &= 0xffff0000u;
-  memcpy(&x, &u, sizeof x);
-  return x;
-}
+float gpu_bf16_round(float x) { return sd_bf16_to_float(sd_bf16_from_float(x)); }
 
 static float *rounded_copy(const float *x, size_t n) {
   float *r = malloc(sizeof(float) * (n ? n : 1));

@@ -50,7 +50,7 @@ double gpu_nmse(const float *a, const float *ref, size_t n, size_t *worst);
 double gpu_nmse_delta(const float *a, const float *ref, const float *base, size_t n,
                       size_t *worst);
 
-// Rounds to the nearest bf16 (ties to even), kept in a float.
+// Rounds to the nearest bf16 (ties to even; src/util/bf16.h), kept in a float.
 float gpu_bf16_round(float x);
 
 // Seconds on a monotonic clock.

@@ -739,34 +739,56 @@ static void add_matmuls(const shape *s) {
   }
 }
 
+// A check of an op with its activation arguments stored in bf16 (c->act; see stage_bf16),
+// named NAME+bf16act@TAG-WHAT; mark_act marks a buffer as such an argument.
+static check *act_check(const char *op, void (*call)(const check *, sd_backend *, void **),
+                        const char *name, const char *tag, const char *what) {
+  check *c = new_check(op, call, "%s+bf16act@%s-%s", name, tag, what);
+  c->act = SD_BF16;
+  return c;
+}
+static void mark_act(check *c, int buf) { c->b[buf].act = 1; }
+
 // The MLP's fused GELU forms: fc1 + GELU forward and fc2's backward through the GELU (the
 // cuBLASLt epilogues), the head's hidden layer, and a shape whose width is not a multiple of 8
-// (the epilogues need one; the separate kernels run instead).
-static void add_matmul_gelu(const shape *s) {
+// (the epilogues need one; the separate kernels run instead). act SD_BF16: the DiT's MLP with
+// its activations (inp, pre, out; the backward's inp, pre and dinp) stored in bf16, so the
+// head's layer (always fp32) is left out and the stored outputs get the bf16-storage limits.
+static void add_matmul_gelu(const shape *s, sd_dtype act) {
   const int M = s->B * s->T, D = s->D, Mm = 4 * s->D;
+  const int bf = act == SD_BF16;
   struct {
     const char *what;
     int M, K, N;
   } mm[] = {{"fc1", M, D, Mm}, {"head_hidden", s->N, s->Hh, s->Hh}, {"odd", 37, 20, 30}};
+  const double *fwd_lim = bf ? LIM(GPU_NMSE_ACT_MATMUL) : LIM(GPU_NMSE_MATMUL_GELU_FWD);
+  const double *dinp_lim = bf ? LIM(GPU_NMSE_ACT_MATMUL) : LIM(GPU_NMSE_MATMUL_BWD_DGELU);
   for (size_t k = 0; k < sizeof mm / sizeof mm[0]; k++) {
+    if (bf && !strcmp(mm[k].what, "head_hidden")) continue;
     const int m = mm[k].M, kk = mm[k].K, n = mm[k].N;
-    check *c = new_check("matmul_gelu_fwd", call_matmul_gelu_fwd, "matmul_gelu_fwd@%s-%s",
-                         s->tag, mm[k].what);
+    check *c = bf ? act_check("matmul_gelu_fwd", call_matmul_gelu_fwd, "matmul_gelu_fwd",
+                              s->tag, mm[k].what)
+                  : new_check("matmul_gelu_fwd", call_matmul_gelu_fwd, "matmul_gelu_fwd@%s-%s",
+                              s->tag, mm[k].what);
     c->iv[0] = m, c->iv[1] = kk, c->iv[2] = n;
-    in_f(c, "inp", (size_t)m * kk, F_NORMAL, 1.0f, 0.0f);
+    const int f_inp = in_f(c, "inp", (size_t)m * kk, F_NORMAL, 1.0f, 0.0f);
     in_f(c, "w", (size_t)n * kk, F_NORMAL, 0.05f, 0.0f);
     in_f(c, "bias", (size_t)n, F_NORMAL, 0.1f, 0.0f);
-    out_f(c, "out", (size_t)m * n, LIM(GPU_NMSE_MATMUL_GELU_FWD));
-    out_f(c, "pre", (size_t)m * n, LIM(GPU_NMSE_MATMUL_GELU_FWD));
+    const int f_out = out_f(c, "out", (size_t)m * n, fwd_lim);
+    const int f_pre = out_f(c, "pre", (size_t)m * n, fwd_lim);
+    if (bf) mark_act(c, f_inp), mark_act(c, f_out), mark_act(c, f_pre);
     // the layer after the GELU: out (m, kk) = gelu(pre (m, n)) @ w2 (kk, n)^T; its backward
-    c = new_check("matmul_bwd_dgelu", call_matmul_bwd_dgelu, "matmul_bwd_dgelu@%s-%s", s->tag,
-                  mm[k].what);
+    c = bf ? act_check("matmul_bwd_dgelu", call_matmul_bwd_dgelu, "matmul_bwd_dgelu", s->tag,
+                       mm[k].what)
+           : new_check("matmul_bwd_dgelu", call_matmul_bwd_dgelu, "matmul_bwd_dgelu@%s-%s",
+                       s->tag, mm[k].what);
     c->iv[0] = m, c->iv[1] = n, c->iv[2] = kk;
     in_f(c, "dout", (size_t)m * kk, F_NORMAL, 1.0f, 0.0f);
-    in_f(c, "inp", (size_t)m * n, F_NORMAL, 1.0f, 0.0f);
+    const int b_inp = in_f(c, "inp", (size_t)m * n, F_NORMAL, 1.0f, 0.0f);
     in_f(c, "w", (size_t)kk * n, F_NORMAL, 0.05f, 0.0f);
-    in_f(c, "pre", (size_t)m * n, F_NORMAL, 1.5f, 0.0f);
-    out_f(c, "dinp", (size_t)m * n, LIM(GPU_NMSE_MATMUL_BWD_DGELU));
+    const int b_pre = in_f(c, "pre", (size_t)m * n, F_NORMAL, 1.5f, 0.0f);
+    const int b_dinp = out_f(c, "dinp", (size_t)m * n, dinp_lim);
+    if (bf) mark_act(c, b_inp), mark_act(c, b_pre), mark_act(c, b_dinp);
     acc_f(c, "dw", (size_t)kk * n, F_NORMAL, 1.0f, 0.0f, LIM(GPU_NMSE_MATMUL_BWD_DGELU),
           LIM(GPU_NMSE_MATMUL_BWD_DGELU));
     acc_f(c, "dbias", (size_t)kk, F_NORMAL, 1.0f, 0.0f, LIM(GPU_NMSE_MATMUL_BWD_DGELU),
@@ -851,16 +873,8 @@ static void add_norm_attention(const shape *s) {
 }
 
 // The ops whose activation arguments the DiT stores in bf16 at precision bf16 (ops.h), with
-// those arguments in bf16 (see stage_bf16): the shapes of the DiT's block and final layer, and
-// widths that are not a multiple of 8 (no GELU epilogue: the separate kernels).
-static check *act_check(const char *op, void (*call)(const check *, sd_backend *, void **),
-                        const char *name, const char *tag, const char *what) {
-  check *c = new_check(op, call, "%s+bf16act@%s-%s", name, tag, what);
-  c->act = SD_BF16;
-  return c;
-}
-static void mark_act(check *c, int buf) { c->b[buf].act = 1; }
-
+// those arguments in bf16: the shapes of the DiT's block and final layer (the MLP's GELU forms
+// are in add_matmul_gelu).
 static void add_act_storage(const shape *s) {
   const int B = s->B, T = s->T, D = s->D, NH = s->NH, HD = D / NH, M = B * T, Mm = 4 * D;
   const int PC = s->C * s->p * s->p;
@@ -891,34 +905,7 @@ static void add_act_storage(const shape *s) {
         LIM(GPU_NMSE_MATMUL_BWD));
   acc_f(c, "dbias", (size_t)Mm, F_NORMAL, 1.0f, 0.0f, LIM(GPU_NMSE_MATMUL_BWD),
         LIM(GPU_NMSE_MATMUL_BWD));
-  // the MLP's GELU forms: fc1 (epilogue) and an odd width (separate kernels)
-  struct {
-    const char *what;
-    int M, K, N;
-  } mg[] = {{"fc1", M, D, Mm}, {"odd", 37, 20, 30}};
-  for (size_t k = 0; k < sizeof mg / sizeof mg[0]; k++) {
-    const int m = mg[k].M, kk = mg[k].K, n = mg[k].N;
-    c = act_check("matmul_gelu_fwd", call_matmul_gelu_fwd, "matmul_gelu_fwd", s->tag,
-                  mg[k].what);
-    c->iv[0] = m, c->iv[1] = kk, c->iv[2] = n;
-    mark_act(c, in_f(c, "inp", (size_t)m * kk, F_NORMAL, 1.0f, 0.0f));
-    in_f(c, "w", (size_t)n * kk, F_NORMAL, 0.05f, 0.0f);
-    in_f(c, "bias", (size_t)n, F_NORMAL, 0.1f, 0.0f);
-    mark_act(c, out_f(c, "out", (size_t)m * n, LIM(GPU_NMSE_ACT_MATMUL)));
-    mark_act(c, out_f(c, "pre", (size_t)m * n, LIM(GPU_NMSE_ACT_MATMUL)));
-    c = act_check("matmul_bwd_dgelu", call_matmul_bwd_dgelu, "matmul_bwd_dgelu", s->tag,
-                  mg[k].what);
-    c->iv[0] = m, c->iv[1] = n, c->iv[2] = kk;
-    in_f(c, "dout", (size_t)m * kk, F_NORMAL, 1.0f, 0.0f);
-    mark_act(c, in_f(c, "inp", (size_t)m * n, F_NORMAL, 1.0f, 0.0f));
-    in_f(c, "w", (size_t)kk * n, F_NORMAL, 0.05f, 0.0f);
-    mark_act(c, in_f(c, "pre", (size_t)m * n, F_NORMAL, 1.5f, 0.0f));
-    mark_act(c, out_f(c, "dinp", (size_t)m * n, LIM(GPU_NMSE_ACT_MATMUL)));
-    acc_f(c, "dw", (size_t)kk * n, F_NORMAL, 1.0f, 0.0f, LIM(GPU_NMSE_MATMUL_BWD_DGELU),
-          LIM(GPU_NMSE_MATMUL_BWD_DGELU));
-    acc_f(c, "dbias", (size_t)kk, F_NORMAL, 1.0f, 0.0f, LIM(GPU_NMSE_MATMUL_BWD_DGELU),
-          LIM(GPU_NMSE_MATMUL_BWD_DGELU));
-  }
+  // (the MLP's GELU forms with bf16 storage: add_matmul_gelu(s, SD_BF16))
   // layer norm + modulate with a bf16 out
   c = act_check("lnmod_fwd", call_lnmod_fwd, "lnmod_fwd", s->tag, "msa");
   c->iv[0] = B, c->iv[1] = T, c->iv[2] = D, c->iv[3] = 6 * D, c->iv[4] = 0, c->iv[5] = D;
@@ -1290,7 +1277,8 @@ static void build_checks(void) {
   for (size_t k = 0; k < sizeof k_shapes / sizeof k_shapes[0]; k++) {
     const shape *s = &k_shapes[k];
     add_matmuls(s);
-    add_matmul_gelu(s);
+    add_matmul_gelu(s, SD_F32);
+    add_matmul_gelu(s, SD_BF16);
     add_matmul_fp32(s);
     add_norm_attention(s);
     add_act_storage(s);
