@@ -303,5 +303,11 @@ void *sd_backend_cuda_stream(sd_backend *be);
 // (unknown name, not a CUDA backend, or a build without CUDA).
 int sd_backend_cuda_set_precision(sd_backend *be, const char *name /* "fp32" or "bf16" */,
                                   char *errbuf, size_t errlen);
+// What a CUDA backend runs on and what it has chosen so far, a few lines into buf: the device,
+// runtime and driver, the precision and activation storage; the matmul library, its epilogues
+// and the fallbacks taken; the attention kernels per head dimension (tensor cores or fp32
+// tiles, and whether a cross-check set the tensor-core kernels aside). 0, or -1 when be is not
+// a CUDA backend (buf says so).
+int sd_backend_cuda_describe(sd_backend *be, char *buf, size_t len);
 
 #endif

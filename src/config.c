@@ -137,6 +137,7 @@ static const key_desc k_keys[] = {
      sizeof(((sd_config *)0)->backend)},
     {"train", "precision", KEY_STRING, offsetof(sd_config, precision), RANGE_ANY, k_precisions,
      sizeof(((sd_config *)0)->precision)},
+    {"train", "selftest", KEY_BOOL, offsetof(sd_config, selftest), RANGE_ANY, NULL, 0},
 
     {"dist", "timeout", KEY_FLOAT, offsetof(sd_config, dist_timeout), RANGE_NONNEG, NULL, 0},
     {"dist", "teacher_sync_every", KEY_INT, offsetof(sd_config, teacher_sync_every),
@@ -502,6 +503,7 @@ void sd_config_defaults(sd_config *c, const char *preset) {
   c->max_bad_steps = 10;
   snprintf(c->backend, sizeof c->backend, "cpu");
   snprintf(c->precision, sizeof c->precision, "bf16");
+  c->selftest = 1;
 
   c->dist_timeout = 300.0f;
   c->teacher_sync_every = 1;

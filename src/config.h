@@ -58,6 +58,8 @@ typedef struct sd_config {
   int max_bad_steps;        // 10: non-finite steps in a row before the run stops
   char backend[8];          // "cpu" (default) or "cuda" (one GPU per rank, by local rank)
   char precision[8];        // cuda matmul inputs: "bf16" (default; fp32 accumulation) or "fp32"
+  int selftest;             // cuda: check every op at this model's shapes against the CPU
+                            // before training (true; sddit selftest --quick)
   long stop_at;             // 0 (off): end this run after that step with a checkpoint, as a
                             // preempted job would; --resume auto continues the same schedule
   // [dist]

@@ -1,6 +1,7 @@
 // The sddit command line: one binary with subcommands.
 #include "cmd_sample.h"
 #include "cmd_export.h"
+#include "cmd_selftest.h"
 #include "dit.h"
 #include "dit_config.h"
 #include "dit_params.h"
@@ -25,6 +26,7 @@ static void usage(FILE *f) {
           "  inspect   summarise and check a dataset or checkpoint (sddit inspect FILE...)\n"
           "  export    a checkpoint's DiT as safetensors (sddit export --help)\n"
           "  import    a checkpoint from DiT safetensors (sddit import --help)\n"
+          "  selftest  check the GPU's ops against the CPU reference (sddit selftest --help)\n"
           "  params    print the DiT parameter table (names, shapes, counts)\n"
           "  version   print the version and build features\n"
           "  help      this text\n"
@@ -114,6 +116,7 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "import") == 0) return sd_cmd_import(argc, argv);
   if (strcmp(cmd, "sample") == 0) return sd_cmd_sample(argc, argv);
   if (strcmp(cmd, "denoise") == 0) return sd_cmd_denoise(argc, argv);
+  if (strcmp(cmd, "selftest") == 0) return sd_cmd_selftest(argc, argv);
   fprintf(stderr, "sddit: unknown command '%s'\n\n", cmd);
   usage(stderr);
   return 2;

@@ -20,6 +20,7 @@ typedef enum sd_rng_purpose {
   SD_RNG_SYNTHETIC = 9,   // synthetic data source
   SD_RNG_SAMPLE = 10,     // sampler starting noise
   SD_RNG_MOMENTS = 11,    // sampling latents from stored VAE moments
+  SD_RNG_SELFTEST = 12,   // sddit selftest's inputs and parameter noise
   SD_RNG_TEST = 99        // tests
 } sd_rng_purpose;
 

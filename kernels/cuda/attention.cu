@@ -696,6 +696,28 @@ bool use_tc(sd_backend *be, int HD) {
 
 }  // namespace
 
+extern "C" int sd_cuda_attention_describe(sd_backend *be, char *buf, size_t len) {
+  const int dev = sd_cuda_st(be)->device;
+  size_t at = 0;
+  int n = snprintf(buf, len, "attention: fp32 storage on the fp32-tile flash kernels; bf16 "
+                             "storage on %s",
+                   tc_env_on() ? "the tensor-core (wmma) kernels after a cross-check per head dim"
+                               : "the fp32-tile kernels (SD_CUDA_ATTENTION_TC=0)");
+  if (n < 0) return -1;
+  at = (size_t)n < len ? (size_t)n : len;
+  if (dev < 0 || dev >= kMaxDevices) return 0;
+  for (int hd = 1; hd <= kMaxHD && at < len; hd++) {
+    const unsigned char stt = g_tc_state[dev][hd];
+    if (stt == TC_UNKNOWN) continue;
+    n = snprintf(buf + at, len - at, "; head dim %d: %s", hd,
+                 stt == TC_ON ? "tensor cores (cross-check agreed)"
+                              : "fp32 tiles (the tensor-core kernels disagreed: set aside)");
+    if (n < 0) return -1;
+    at += (size_t)n < len - at ? (size_t)n : len - at;
+  }
+  return 0;
+}
+
 void sd_cuda_attention_fwd(sd_backend *be, void *out, float *lse, const void *qkv, sd_dtype t,
                            int B, int T, int NH, int HD) {
   check_shape("attention_fwd", B, T, NH, HD);

@@ -317,3 +317,30 @@ extern "C" void *sd_backend_cuda_stream(sd_backend *be) {
   if (!be || !be->name || strcmp(be->name, "cuda") != 0 || !be->impl) return NULL;
   return (void *)sd_cuda_st(be)->stream;
 }
+
+extern "C" int sd_backend_cuda_describe(sd_backend *be, char *buf, size_t len) {
+  if (!be || !be->name || strcmp(be->name, "cuda") != 0 || !be->impl) {
+    snprintf(buf, len, "not a CUDA backend");
+    return -1;
+  }
+  sd_cuda_state *st = sd_cuda_st(be);
+  cudaDeviceProp prop;
+  if (cudaGetDeviceProperties(&prop, st->device) != cudaSuccess) {
+    cudaGetLastError();
+    snprintf(prop.name, sizeof prop.name, "?");
+    prop.major = prop.minor = 0;
+  }
+  int rt = 0, drv = 0;
+  cudaRuntimeGetVersion(&rt);
+  cudaDriverGetVersion(&drv);
+  char mm[512] = "", at[512] = "";
+  sd_cuda_matmul_describe(be, mm, sizeof mm);
+  sd_cuda_attention_describe(be, at, sizeof at);
+  snprintf(buf, len,
+           "device %d: %s (sm_%d%d, %d SMs), CUDA runtime %d.%d, driver %d.%d, precision %s, "
+           "activations stored as %s\n%s\n%s",
+           st->device, prop.name, prop.major, prop.minor, st->num_sms, rt / 1000,
+           (rt % 1000) / 10, drv / 1000, (drv % 1000) / 10,
+           st->precision == SD_PREC_BF16 ? "bf16" : "fp32", sd_dtype_name(be->act_dtype), mm, at);
+  return 0;
+}

@@ -26,3 +26,9 @@ void *sd_backend_cuda_stream(sd_backend *be) {
   (void)be;
   return NULL;
 }
+
+int sd_backend_cuda_describe(sd_backend *be, char *buf, size_t len) {
+  (void)be;
+  if (buf && len) snprintf(buf, len, "no CUDA backend in this build");
+  return -1;
+}

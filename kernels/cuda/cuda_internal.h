@@ -2,7 +2,7 @@
 // precision), error checking that names the call site, launch helpers, and the declaration of
 // every CUDA op. Each op has exactly the semantics of the CPU op of the same name in
 // kernels/cpu/ (see ops.h); only the rounding differs, within the limits of
-// tests/gpu/tolerances_gpu.h.
+// src/tolerances_gpu.h.
 #ifndef SD_CUDA_INTERNAL_H
 #define SD_CUDA_INTERNAL_H
 
@@ -54,6 +54,11 @@ void sd_cuda_matmul_release(sd_backend *be);
 // bitwise identical. Restores the backend's precision. 0 on success, or -1 with the worst
 // element in err. C linkage, so a C test program can declare and call it.
 extern "C" int sd_cuda_matmul_selftest(sd_backend *be, char *err, size_t len);
+
+// One line each on what the matmuls and attention chose (library, epilogues, fallbacks taken,
+// kernels per head dimension), for sd_backend_cuda_describe.
+extern "C" int sd_cuda_matmul_describe(sd_backend *be, char *buf, size_t len);
+extern "C" int sd_cuda_attention_describe(sd_backend *be, char *buf, size_t len);
 
 // Blocks of `threads` covering n elements, capped for grid-stride loops.
 static inline unsigned sd_cuda_blocks(size_t n, unsigned threads) {

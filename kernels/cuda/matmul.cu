@@ -67,6 +67,10 @@ typedef struct mm_cache {
   mm_plan plans[MM_CACHE_CAP];
   int count;
   int next_evict;
+  // What ran (for sd_cuda_matmul_describe): cuBLASLt calls, and calls refused with an
+  // epilogue or a bf16 D that fell back (fp32 scratch or separate kernels), with the first.
+  long gemms, fallbacks;
+  char first_fallback[160];
 } mm_cache;
 
 static int ptr_align(const void *p) {
@@ -95,6 +99,36 @@ void sd_cuda_matmul_release(sd_backend *be) {
 }
 
 static const char *op_name(int t) { return t == CUBLAS_OP_T ? "T" : "N"; }
+
+static int act_epilogues_on(void);
+
+static const char *epi_name(const mm_key *k) {
+  if (k->epi == MM_EPI_DGELU) return "DGELU";
+  if (k->epi == MM_EPI_GELU_AUX) return k->bias ? "GELU_AUX_BIAS" : "GELU_AUX";
+  return k->bias ? "BIAS" : "none";
+}
+
+// Counts a refused epilogue or bf16-D plan; the first one is kept for the description.
+static void note_fallback(mm_cache *c, const mm_key *k, const char *why) {
+  if (c->fallbacks++ == 0)
+    snprintf(c->first_fallback, sizeof c->first_fallback,
+             "%d x %d x %d, epilogue %s, %s D: %s", k->m, k->n, k->k, epi_name(k),
+             k->d_type == SD_BF16 ? "bf16" : "fp32", why);
+}
+
+extern "C" int sd_cuda_matmul_describe(sd_backend *be, char *buf, size_t len) {
+  sd_cuda_state *st = sd_cuda_st(be);
+  const mm_cache *c = (const mm_cache *)st->matmul_plans;
+  int n = snprintf(buf, len,
+                   "matmul: cuBLASLt %zu, %s inputs with fp32 accumulation, GELU/DGELU "
+                   "epilogues %s, %d plans, %ld calls, %ld fallbacks%s%s%s",
+                   cublasLtGetVersion(), st->precision == SD_PREC_BF16 ? "bf16" : "fp32",
+                   act_epilogues_on() ? "on" : "off (SD_CUDA_ACT_EPILOGUES=0)",
+                   c ? c->count : 0, c ? c->gemms : 0L, c ? c->fallbacks : 0L,
+                   c && c->fallbacks ? " (first: " : "", c && c->fallbacks ? c->first_fallback : "",
+                   c && c->fallbacks ? ")" : "");
+  return n < 0 ? -1 : 0;
+}
 
 // The plan for `key`, built (descriptors + one heuristic query) on first use. `bias` is set in
 // the descriptor before the query because the heuristic reads its alignment from the pointer.
@@ -225,8 +259,12 @@ static int lt_gemm_epi(sd_backend *be, int precision, cublasOperation_t transa,
   key.align_bias = bias ? ptr_align(bias) : 0;
   key.align_aux = aux ? ptr_align(aux) : 0;
   mm_plan *p = get_plan(st, &key, bias, aux);
+  mm_cache *cache = (mm_cache *)st->matmul_plans;
   if (!p->ok) {
-    if (bias || epi != MM_EPI_NONE || d_type != SD_F32) return -1;
+    if (bias || epi != MM_EPI_NONE || d_type != SD_F32) {
+      note_fallback(cache, &key, "no algorithm");
+      return -1;
+    }
     SD_FATAL_HINT("try SD_CUDA_PRECISION=fp32, or report the shape",
                   "cuBLASLt found no algorithm for D (%d x %d) = op_%s(A) op_%s(B), k = %d, "
                   "%s inputs, alignment A %d B %d D %d bytes",
@@ -249,9 +287,11 @@ static int lt_gemm_epi(sd_backend *be, int precision, cublasOperation_t transa,
   if ((s == CUBLAS_STATUS_INVALID_VALUE || s == CUBLAS_STATUS_NOT_SUPPORTED) &&
       (bias || epi != MM_EPI_NONE || d_type != SD_F32)) {
     p->ok = 0;
+    note_fallback(cache, &key, cublasLtGetStatusString(s));
     return -1;
   }
   SD_CUBLAS_CHECK(s);
+  cache->gemms++;
   return 0;
 }
 

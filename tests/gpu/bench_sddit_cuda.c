@@ -24,7 +24,7 @@
 // (smoke test of this program).
 #include "error.h"
 #include "bf16.h"
-#include "gpu_common.h"
+#include "gpu_check.h"
 #include "sd_build_config.h"
 #include "sddit.h"
 
@@ -257,10 +257,10 @@ static double measure_peak(sd_backend *be, int S, int reps) {
   double best = 1e30;
   for (int r = 0; r < reps + 2; r++) {
     be->ops->sync(be);
-    double t0 = gpu_now_s();
+    double t0 = sd_gpu_now_s();
     be->ops->matmul_fwd(be, o, be->act_dtype, a, be->act_dtype, w, NULL, S, S, S);
     be->ops->sync(be);
-    double t = gpu_now_s() - t0;
+    double t = sd_gpu_now_s() - t0;
     if (r >= 2 && t < best) best = t;  // two warm-ups
   }
   be->ops->free(be, a);
@@ -287,21 +287,21 @@ static void bench_preset(sd_backend *be, const char *preset, const char *prec, i
   make_inputs(be, &m, B, &d);
   mem_info(&f1, &tot);
   sd_step_stats st;
-  double tw = gpu_now_s();
+  double tw = sd_gpu_now_s();
   for (int k = 0; k < warmup; k++) one_step(&s, &d, B, k, &st);
   be->ops->sync(be);
-  const double warm_s = gpu_now_s() - tw;
+  const double warm_s = sd_gpu_now_s() - tw;
   int done = 0;
-  double t0 = gpu_now_s(), t = 0;
+  double t0 = sd_gpu_now_s(), t = 0;
   while (done < steps && (done == 0 || t < seconds)) {
     one_step(&s, &d, B, warmup + done, &st);
     done++;
     be->ops->sync(be);
-    t = gpu_now_s() - t0;
+    t = sd_gpu_now_s() - t0;
   }
   size_t fmin = f1;
 #if SD_HAVE_CUDA
-  if (!gpu_is_sim(be) && cudaMemGetInfo(&f2, &tot) == cudaSuccess && f2 < fmin) fmin = f2;
+  if (!sd_gpu_is_sim(be) && cudaMemGetInfo(&f2, &tot) == cudaSuccess && f2 < fmin) fmin = f2;
 #endif
   (void)f2;
   const double ms = 1e3 * t / done, ips = B / (t / done);
@@ -341,7 +341,7 @@ static void max_batch(sd_backend *be, const char *preset, int limit) {
   model_cfg m;
   if (make_cfg(preset, &m) != 0) SD_FATAL("unknown preset '%s'", preset);
   size_t fr, tot;
-  if (mem_info(&fr, &tot) != 0 || gpu_is_sim(be)) {
+  if (mem_info(&fr, &tot) != 0 || sd_gpu_is_sim(be)) {
     printf("maxbatch preset=%s skipped: no device memory information\n", preset);
     return;
   }
@@ -361,10 +361,10 @@ static void max_batch(sd_backend *be, const char *preset, int limit) {
              need / (1 << 30));
       break;
     }
-    double t0 = gpu_now_s();
+    double t0 = sd_gpu_now_s();
     const double used = bytes_at(be, &m, B);
     printf("maxbatch preset=%s batch=%d ran one step, %.2f GiB (%.1f s)\n", preset, B,
-           used / (1 << 30), gpu_now_s() - t0);
+           used / (1 << 30), sd_gpu_now_s() - t0);
     fits = B;
   }
   printf("maxbatch preset=%s fits=%d (largest doubling that ran) predicted=%d (linear model, "
@@ -409,21 +409,21 @@ int main(int argc, char **argv) {
   }
   setvbuf(stdout, NULL, _IOLBF, 0);
   sd_backend be;
-  gpu_open_or_skip(&be, sim, "bench_sddit_cuda");
+  sd_gpu_open_or_skip(&be, sim, "bench_sddit_cuda");
   char err[512], name[256];
-  if (gpu_set_precision(&be, prec, err, sizeof err) != 0)
+  if (sd_gpu_set_precision(&be, prec, err, sizeof err) != 0)
     printf("note: precision %s not set (%s): the backend's default is measured\n", prec, err);
   device_name(name, sizeof name);
-  printf("device %s, precision %s\n", gpu_is_sim(&be) ? "CPU stand-in" : name, prec);
+  printf("device %s, precision %s\n", sd_gpu_is_sim(&be) ? "CPU stand-in" : name, prec);
   char *presets[8], *batches[8];
   const int np = split(presets_buf, presets, 8), nb = batch_buf[0] ? split(batch_buf, batches, 8) : 0;
   double peak_tf = 0;
   if (peak) {
     // the peak in bf16 whatever the benchmark's precision (MFU is against bf16)
-    if (gpu_set_precision(&be, "bf16", err, sizeof err) != 0)
+    if (sd_gpu_set_precision(&be, "bf16", err, sizeof err) != 0)
       printf("note: bf16 not set for the peak (%s)\n", err);
     peak_tf = measure_peak(&be, peak_size, 5);
-    gpu_set_precision(&be, prec, err, sizeof err);
+    sd_gpu_set_precision(&be, prec, err, sizeof err);
   }
   for (int i = 0; i < np; i++) {
     const int tiny = !strcmp(presets[i], "tiny");
@@ -432,6 +432,6 @@ int main(int argc, char **argv) {
     if (maxb) max_batch(&be, presets[i], maxb_limit);
     else bench_preset(&be, presets[i], prec, B, steps, warmup, seconds, peak_tf);
   }
-  gpu_close(&be);
+  sd_gpu_close(&be);
   return 0;
 }

@@ -3,7 +3,7 @@
 // in bf16 matmul precision: both losses every step, every student gradient at step 0, and after
 // 5 steps the student, teacher, generation EMA, center and Adam moments. fp32 must meet the CPU
 // parity requirement (tests/tolerances.h, norm-relative); bf16 the GPU limits of
-// tests/gpu/tolerances_gpu.h (losses relative, tensors nmse). Each precision runs twice and the
+// src/tolerances_gpu.h (losses relative, tensors nmse). Each precision runs twice and the
 // two runs must agree bit for bit (determinism). Then 50 training steps on synthetic data
 // (train.c's synthetic source and sd_step_random, the tiny preset) run on the CPU and on the
 // device, whose losses must track: max over steps of |L_dev - L_cpu| / L_cpu below the bound.
@@ -23,7 +23,7 @@
 #include "denoiser.h"
 #include "error.h"
 #include "fixture.h"
-#include "gpu_common.h"
+#include "gpu_check.h"
 #include "h5io.h"
 #include "rng.h"
 #include "sddit.h"
@@ -285,7 +285,7 @@ static double compare_group(hid_t f, const sd_param_table *t, int count, const f
         want[k] -= base[pi->offset + k];
       }
     size_t w = 0;
-    double e = nmse ? gpu_nmse(got, want, pi->numel, &w) : norm_rel(got, want, pi->numel, &w);
+    double e = nmse ? sd_gpu_nmse(got, want, pi->numel, &w) : norm_rel(got, want, pi->numel, &w);
     snprintf(name, sizeof name, "%s%s/%s", base ? "change:" : "", group, pi->name);
     line(prec, name, nmse ? "nmse" : "rel", e, lim, w, got[w], want[w]);
     worst = fmax(worst, e);
@@ -338,7 +338,7 @@ static void compare_fixture(hid_t f, const fixture_inputs *fx, const run_result 
   float *center = sd_xmalloc(sizeof(float) * (size_t)r->P, "center");
   fixture_read_tensor(f, "/final/center", center, (size_t)r->P);
   size_t w = 0;
-  double s7 = nm ? gpu_nmse(r->center, center, (size_t)r->P, &w)
+  double s7 = nm ? sd_gpu_nmse(r->center, center, (size_t)r->P, &w)
                  : norm_rel(r->center, center, (size_t)r->P, &w);
   line(prec, "/final/center", nm ? "nmse" : "rel", s7,
        nm ? GPU_SDDIT_BF16_EMA_NMSE : PARITY_PARAM_RTOL, w, r->center[w], center[w]);
@@ -443,7 +443,7 @@ int main(int argc, char **argv) {
   if (steps50 < 1 || steps50 > 100000) steps50 = 50;
   setvbuf(stdout, NULL, _IOLBF, 0);
   sd_backend dev;
-  gpu_open_or_skip(&dev, sim, "test_sddit_cuda");
+  sd_gpu_open_or_skip(&dev, sim, "test_sddit_cuda");
   char path[512];
   if (path_arg) snprintf(path, sizeof path, "%s", path_arg);
   else fixture_path("sddit_tiny.h5", path, sizeof path);
@@ -465,14 +465,14 @@ int main(int argc, char **argv) {
 
   for (int prec = 0; prec < 2; prec++) {
     char err[512];
-    if (gpu_set_precision(&dev, g_prec_names[prec], err, sizeof err) != 0) {
+    if (sd_gpu_set_precision(&dev, g_prec_names[prec], err, sizeof err) != 0) {
       check_true(0, "precision %s: %s", g_prec_names[prec], err);
       continue;
     }
     run_result r1, r2;
-    double t0 = gpu_now_s();
+    double t0 = sd_gpu_now_s();
     run_fixture(f, &fx, &dev, &r1);
-    double t1 = gpu_now_s();
+    double t1 = sd_gpu_now_s();
     compare_fixture(f, &fx, &r1, prec, &table);
     run_fixture(f, &fx, &dev, &r2);
     compare_runs(prec, &r1, &r2);
@@ -489,15 +489,15 @@ int main(int argc, char **argv) {
   float *cd = sd_xmalloc(sizeof(float) * (size_t)steps50, "L_dis cpu");
   float *dg = sd_xmalloc(sizeof(float) * (size_t)steps50, "L_gen dev");
   float *dd = sd_xmalloc(sizeof(float) * (size_t)steps50, "L_dis dev");
-  double t0 = gpu_now_s();
+  double t0 = sd_gpu_now_s();
   run_synthetic(&cpu, steps50, cg, cd);
-  printf("# %d synthetic steps on the CPU in %.2f s\n", steps50, gpu_now_s() - t0);
+  printf("# %d synthetic steps on the CPU in %.2f s\n", steps50, sd_gpu_now_s() - t0);
   for (int prec = 0; prec < 2; prec++) {
     char err[512];
-    if (gpu_set_precision(&dev, g_prec_names[prec], err, sizeof err) != 0) continue;
-    t0 = gpu_now_s();
+    if (sd_gpu_set_precision(&dev, g_prec_names[prec], err, sizeof err) != 0) continue;
+    t0 = sd_gpu_now_s();
     run_synthetic(&dev, steps50, dg, dd);
-    double secs = gpu_now_s() - t0;
+    double secs = sd_gpu_now_s() - t0;
     for (int k = 0; k < steps50; k += steps50 > 10 ? steps50 / 10 : 1)
       printf("track50 prec %s step %d L_gen cpu %.6f dev %.6f L_dis cpu %.6f dev %.6f\n",
              g_prec_names[prec], k + 1, cg[k], dg[k], cd[k], dd[k]);
@@ -519,6 +519,6 @@ int main(int argc, char **argv) {
   free(fx.init);
   sd_param_table_free(&table);
   H5Fclose(f);
-  gpu_close(&dev);
+  sd_gpu_close(&dev);
   return check_exit("test_sddit_cuda");
 }

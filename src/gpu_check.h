@@ -1,9 +1,9 @@
-// Shared by the GPU tests and the GPU benchmark (tests/gpu/): opening the device under test
+// Shared by `sddit selftest`, the GPU tests and the GPU benchmark (tests/gpu/): opening the device under test
 // (the CUDA backend, or a CPU stand-in that imitates its bf16 rounding), choosing its matmul
-// precision, the nmse measure of tests/gpu/tolerances_gpu.h, and the canary and guard
+// precision, the nmse measure of src/tolerances_gpu.h, and the canary and guard
 // patterns.
-#ifndef SD_GPU_COMMON_H
-#define SD_GPU_COMMON_H
+#ifndef SD_GPU_CHECK_H
+#define SD_GPU_CHECK_H
 
 #include "ops.h"
 
@@ -21,15 +21,22 @@
 // when a device is visible but the backend refuses (or the CUDA ops are missing) it prints
 // "FAIL ..." and exits 1. sim_mode "matmul" or "matmul+attention": a CPU stand-in (see
 // gpu_sim_*), for exercising the tests and calibrating the tolerances without a GPU.
-void gpu_open_or_skip(sd_backend *be, const char *sim_mode, const char *test_name);
-void gpu_close(sd_backend *be);
+void sd_gpu_open_or_skip(sd_backend *be, const char *sim_mode, const char *test_name);
+// The same without exiting: 0 opened (a "device under test: ..." line printed), 77 no device
+// or no CUDA backend in this build, 1 the backend failed to start, 2 an unknown sim_mode;
+// err says why for non-zero. device: the CUDA device number.
+int sd_gpu_open(sd_backend *be, const char *sim_mode, int device, char *err, size_t errlen);
+void sd_gpu_close(sd_backend *be);
+// A few lines on what the device is and what its ops chose (sd_backend_cuda_describe), or on
+// the stand-in.
+void sd_gpu_describe(sd_backend *be, char *buf, size_t len);
 // 1 when be is the CPU stand-in.
-int gpu_is_sim(const sd_backend *be);
+int sd_gpu_is_sim(const sd_backend *be);
 
 // Selects how matmuls multiply: "fp32" or "bf16" (inputs rounded to bf16, fp32 accumulation).
 // On the CUDA backend this is sd_backend_cuda_set_precision; returns 0, or -1 with a message
 // (also when this build's CUDA backend does not have that function yet).
-int gpu_set_precision(sd_backend *be, const char *precision, char *err, size_t errlen);
+int sd_gpu_set_precision(sd_backend *be, const char *precision, char *err, size_t errlen);
 
 // The CPU stand-in: the CPU ops, except that with precision "bf16" the matmul inputs (and
 // with mode "matmul+attention" the attention inputs too) are rounded to bf16 first and the
@@ -45,15 +52,15 @@ int gpu_set_precision(sd_backend *be, const char *precision, char *err, size_t e
 // other non-finite element makes it infinite. *worst (may be NULL) gets the first non-finite
 // element, else the element of largest |a - ref|. All-zero ref: 0 if a is all zero too, else
 // infinity.
-double gpu_nmse(const float *a, const float *ref, size_t n, size_t *worst);
+double sd_gpu_nmse(const float *a, const float *ref, size_t n, size_t *worst);
 // The same for the changes a - base and ref - base (accumulating outputs: the += part alone).
-double gpu_nmse_delta(const float *a, const float *ref, const float *base, size_t n,
+double sd_gpu_nmse_delta(const float *a, const float *ref, const float *base, size_t n,
                       size_t *worst);
 
 // Rounds to the nearest bf16 (ties to even; src/util/bf16.h), kept in a float.
-float gpu_bf16_round(float x);
+float sd_gpu_bf16_round(float x);
 
 // Seconds on a monotonic clock.
-double gpu_now_s(void);
+double sd_gpu_now_s(void);
 
 #endif

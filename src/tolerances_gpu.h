@@ -3,7 +3,7 @@
 // test-backend-ops. One line per op: `#define GPU_NMSE_<OP> fp32_limit, bf16_limit`, used as
 // `double lim[2] = {GPU_NMSE_<OP>};` (index 0 fp32, 1 bf16). The measure is the normalised
 // mean squared error
-//     nmse = sum_i (a_i - ref_i)^2 / sum_i ref_i^2      (double accumulation, tests/gpu/gpu_common.c)
+//     nmse = sum_i (a_i - ref_i)^2 / sum_i ref_i^2      (double accumulation, src/gpu_check.c)
 // of a whole output tensor against the CPU op on the same random inputs; a NaN or inf that the
 // CPU did not produce fails outright. Accumulating (+=) outputs are also compared on their
 // change alone (out - the random pre-fill): `<OP>_STEP` lines where that needs its own limit,
@@ -139,5 +139,16 @@
 // every matmul output moved by an ulp 1.2e-7; bf16 L_gen 5.5e-6, L_dis 3.8e-3.
 #define GPU_TRACK50_FP32_LOSS_RTOL 1e-4
 #define GPU_TRACK50_BF16_LOSS_RTOL 5e-2
+
+// ---- one SD-DiT step at a model's own shape: device against CPU (sddit selftest --step) ----
+// DiT initialisation plus N(0, 0.02) noise on every parameter (so the zero-initialised adaLN
+// and final layers carry signal), 2 samples of N(0, 1) latents with the keyed step randomness.
+// Losses relative; gradients nmse per tensor (every tensor of the DiT and the head), and of
+// the whole flat gradient. fp32: summation order only (the tiny preset on the stand-in, every
+// matmul output moved by an ulp: losses 1e-7, gradients 1e-12) -> 1e-5 and 1e-8. bf16: the
+// fixture limits above (a deeper model adds rounding per block: measured on the stand-in at
+// S/2, 12 blocks, in sddit selftest's own output).
+#define GPU_STEP_LOSS_RTOL 1e-5, 5e-3
+#define GPU_STEP_GRAD_NMSE 1e-8, 1e-3
 
 #endif

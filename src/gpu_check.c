@@ -1,5 +1,6 @@
-// Shared helpers of the GPU tests (see gpu_common.h).
-#include "gpu_common.h"
+// What the device checks share (see gpu_check.h): the device under test or its CPU stand-in,
+// the nmse measure, canaries and guards. Used by `sddit selftest` and the GPU tests.
+#include "gpu_check.h"
 #include "bf16.h"
 #include "storage.h"
 
@@ -9,16 +10,6 @@
 #include <string.h>
 #include <time.h>
 
-// sd_backend_cuda_set_precision(be, "fp32" | "bf16", errbuf, errlen) -> 0, or < 0 with a
-// message, is added to kernels/ops.h together with the CUDA ops. tests/meson.build defines
-// SD_OPS_HAS_SET_PRECISION when ops.h declares it; until then it is declared here. Either way
-// the reference is weak, so every build links (the CPU-only stub may lack it), and a CUDA
-// backend without it is reported as a failure instead of a link error.
-#if !defined(SD_OPS_HAS_SET_PRECISION) || !SD_OPS_HAS_SET_PRECISION
-int sd_backend_cuda_set_precision(sd_backend *be, const char *precision, char *errbuf,
-                                  size_t errlen);
-#endif
-#pragma weak sd_backend_cuda_set_precision
 
 // ---- the CPU stand-in ---------------------------------------------------------------------
 
@@ -27,15 +18,15 @@ static sd_ops g_sim_ops;        // its op table with the matmuls (and attention)
 static int g_sim_bf16 = 1;      // precision: 1 bf16, 0 fp32
 static int g_sim_attention = 0; // bf16 also rounds the attention inputs
 
-float gpu_bf16_round(float x) { return sd_bf16_to_float(sd_bf16_from_float(x)); }
+float sd_gpu_bf16_round(float x) { return sd_bf16_to_float(sd_bf16_from_float(x)); }
 
 static float *rounded_copy(const float *x, size_t n) {
   float *r = malloc(sizeof(float) * (n ? n : 1));
   if (!r) {
-    fprintf(stderr, "gpu_common: out of host memory (%zu floats)\n", n);
+    fprintf(stderr, "gpu_check: out of host memory (%zu floats)\n", n);
     exit(1);
   }
-  for (size_t i = 0; i < n; i++) r[i] = gpu_bf16_round(x[i]);
+  for (size_t i = 0; i < n; i++) r[i] = sd_gpu_bf16_round(x[i]);
   return r;
 }
 
@@ -176,12 +167,12 @@ static void plant_bug(const char *bug) {
   if (g_sim_bug[0]) printf("planted fault: %s\n", g_sim_bug);
 }
 
-int gpu_is_sim(const sd_backend *be) { return be->ops == &g_sim_ops; }
+int sd_gpu_is_sim(const sd_backend *be) { return be->ops == &g_sim_ops; }
 
-static void sim_open(sd_backend *be, const char *mode) {
+static int sim_open(sd_backend *be, const char *mode, char *err, size_t errlen) {
   if (strcmp(mode, "matmul") != 0 && strcmp(mode, "matmul+attention") != 0) {
-    printf("FAIL unknown simulation mode '%s' (known: matmul, matmul+attention)\n", mode);
-    exit(2);
+    snprintf(err, errlen, "unknown simulation mode '%s' (known: matmul, matmul+attention)", mode);
+    return 2;
   }
   sd_backend_cpu_init(&g_cpu, 0);
   g_sim_ops = *g_cpu.ops;
@@ -200,33 +191,54 @@ static void sim_open(sd_backend *be, const char *mode) {
   printf("device under test: CPU stand-in (bf16 rounds the inputs of the matmuls%s and "
          "stores activations in bf16; fp32 moves matmul outputs by one ulp), %d threads\n",
          g_sim_attention ? " and of attention" : "", be->num_threads);
+  return 0;
 }
 
 // ---- opening the device ---------------------------------------------------------------------
 
-void gpu_open_or_skip(sd_backend *be, const char *sim_mode, const char *test_name) {
-  if (sim_mode) {
-    sim_open(be, sim_mode);
-    return;
-  }
-  char err[512] = "";
-  int rc = sd_backend_cuda_init(be, 0, err, sizeof err);
+int sd_gpu_open(sd_backend *be, const char *sim_mode, int device, char *err, size_t errlen) {
+  if (sim_mode) return sim_open(be, sim_mode, err, errlen);
+  err[0] = '\0';
+  int rc = sd_backend_cuda_init(be, device, err, errlen);
   if (rc == 0) {
-    printf("device under test: CUDA backend '%s' on device 0\n", be->name ? be->name : "?");
-    return;
+    printf("device under test: CUDA backend '%s' on device %d\n", be->name ? be->name : "?",
+           device);
+    return 0;
   }
-  if (strstr(err, "no CUDA device") || strstr(err, "no CUDA backend")) {
-    printf("skip: %s: %s\n", test_name, err);
-    fflush(stdout);
-    exit(77);
-  }
-  printf("FAIL %s: the CUDA backend did not start (rc %d): %s\n", test_name, rc, err);
-  fflush(stdout);
-  exit(1);
+  if (strstr(err, "no CUDA device") || strstr(err, "no CUDA backend")) return 77;
+  char msg[512];
+  snprintf(msg, sizeof msg, "%s", err);
+  snprintf(err, errlen, "the CUDA backend did not start on device %d (rc %d): %s", device, rc,
+           msg);
+  return 1;
 }
 
-void gpu_close(sd_backend *be) {
-  if (gpu_is_sim(be)) {
+void sd_gpu_open_or_skip(sd_backend *be, const char *sim_mode, const char *test_name) {
+  char err[640] = "";
+  int rc = sd_gpu_open(be, sim_mode, 0, err, sizeof err);
+  if (rc == 0) return;
+  if (rc == 77) printf("skip: %s: %s\n", test_name, err);
+  else printf("FAIL %s: %s\n", test_name, err);
+  fflush(stdout);
+  exit(rc);
+}
+
+void sd_gpu_describe(sd_backend *be, char *buf, size_t len) {
+  if (sd_gpu_is_sim(be)) {
+    snprintf(buf, len,
+             "CPU stand-in of the CUDA backend (%d threads): the CPU ops, with matmul inputs "
+             "rounded to bf16%s at precision bf16 and activations stored as %s\n"
+             "matmul: the CPU backend's sgemm on those inputs (fp32: outputs moved by one ulp)\n"
+             "attention: the CPU backend's%s",
+             be->num_threads, g_sim_attention ? " (attention inputs too)" : "",
+             sd_dtype_name(be->act_dtype), g_sim_attention ? ", on bf16-rounded inputs" : "");
+    return;
+  }
+  sd_backend_cuda_describe(be, buf, len);
+}
+
+void sd_gpu_close(sd_backend *be) {
+  if (sd_gpu_is_sim(be)) {
     sd_backend_cpu_destroy(&g_cpu);
     memset(be, 0, sizeof *be);
   } else {
@@ -234,20 +246,15 @@ void gpu_close(sd_backend *be) {
   }
 }
 
-int gpu_set_precision(sd_backend *be, const char *precision, char *err, size_t errlen) {
+int sd_gpu_set_precision(sd_backend *be, const char *precision, char *err, size_t errlen) {
   if (strcmp(precision, "fp32") != 0 && strcmp(precision, "bf16") != 0) {
     snprintf(err, errlen, "unknown precision '%s'", precision);
     return -1;
   }
-  if (gpu_is_sim(be)) {
+  if (sd_gpu_is_sim(be)) {
     g_sim_bf16 = strcmp(precision, "bf16") == 0;
     be->act_dtype = g_sim_bf16 ? SD_BF16 : SD_F32;  // as the CUDA backend's precision does
     return 0;
-  }
-  if (!sd_backend_cuda_set_precision) {
-    snprintf(err, errlen, "sd_backend_cuda_set_precision is not linked into this build (not "
-             "defined yet, or defined in an object file nothing else pulls in)");
-    return -1;
   }
   err[0] = '\0';
   int rc = sd_backend_cuda_set_precision(be, precision, err, errlen);
@@ -295,16 +302,16 @@ static double nmse_core(const float *a, const float *ref, const float *base, siz
   return num / den;
 }
 
-double gpu_nmse(const float *a, const float *ref, size_t n, size_t *worst) {
+double sd_gpu_nmse(const float *a, const float *ref, size_t n, size_t *worst) {
   return nmse_core(a, ref, NULL, n, worst);
 }
 
-double gpu_nmse_delta(const float *a, const float *ref, const float *base, size_t n,
+double sd_gpu_nmse_delta(const float *a, const float *ref, const float *base, size_t n,
                       size_t *worst) {
   return nmse_core(a, ref, base, n, worst);
 }
 
-double gpu_now_s(void) {
+double sd_gpu_now_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
