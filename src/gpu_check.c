@@ -120,9 +120,10 @@ static void sim_attention_bwd(sd_backend *be, float *dqkv, const float *dout, co
   free(rd);
 }
 
-// Planted faults (SD_GPU_SIM_BUG=unwritten|guard|noacc|nondet|input|guard16), to see that the
-// tests catch each kind: an element never written, a write past the end, = instead of +=,
-// results that change between runs, an input overwritten, a bf16 write past the end.
+// Planted faults (SD_GPU_SIM_BUG=unwritten|guard|noacc|nondet|input|guard16|gradscale), to see
+// that the tests catch each kind: an element never written, a write past the end, = instead of
+// +=, results that change between runs, an input overwritten, a bf16 write past the end, a
+// gradient 5% off (edm_loss_bwd: the whole training step's gradients scale with it).
 static const char *g_sim_bug = "";
 static unsigned g_sim_bug_calls = 0;
 
@@ -155,6 +156,13 @@ static void bug_lnmod_fwd(sd_backend *be, void *out, sd_dtype out_t, float *mean
   if (out_t == SD_BF16) ((uint16_t *)out)[(size_t)B * T * D] = 0;  // one bf16 past the end
 }
 
+static void bug_edm_loss_bwd(sd_backend *be, float *dF, const float *D, const float *x0,
+                             const float *c_out, const float *weight, const float *mask, int B,
+                             size_t n, float scale) {
+  g_cpu.ops->edm_loss_bwd(be, dF, D, x0, c_out, weight, mask, B, n, scale);
+  for (size_t i = 0; i < (size_t)B * n; i++) dF[i] *= 1.05f;  // a gradient 5% too large
+}
+
 static void plant_bug(const char *bug) {
   g_sim_bug = bug;
   if (!strcmp(bug, "unwritten")) g_sim_ops.gelu_fwd = bug_gelu_fwd;
@@ -163,6 +171,7 @@ static void plant_bug(const char *bug) {
   else if (!strcmp(bug, "nondet")) g_sim_ops.scatter_add_tokens = bug_scatter_add;
   else if (!strcmp(bug, "input")) g_sim_ops.scale_rows = bug_scale_rows;
   else if (!strcmp(bug, "guard16")) g_sim_ops.lnmod_fwd = bug_lnmod_fwd;
+  else if (!strcmp(bug, "gradscale")) g_sim_ops.edm_loss_bwd = bug_edm_loss_bwd;
   else g_sim_bug = "";
   if (g_sim_bug[0]) printf("planted fault: %s\n", g_sim_bug);
 }

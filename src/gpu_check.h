@@ -43,7 +43,7 @@ int sd_gpu_set_precision(sd_backend *be, const char *precision, char *err, size_
 // saved activations are stored in bf16 (be->act_dtype, as on the CUDA backend), and with
 // precision "fp32" matmul outputs are moved by up to one ulp (a stand-in for another
 // summation order). Memory is host memory. SD_GPU_SIM_BUG=unwritten|guard|noacc|nondet|input|
-// guard16 plants one fault of that kind (in gelu_fwd, copy, axpy, scatter_add_tokens,
+// guard16|gradscale plants one fault of that kind (in gelu_fwd, copy, axpy, scatter_add_tokens,
 // scale_rows, and a bf16 write past the end of lnmod_fwd's out), to see that test_ops_cuda
 // catches it.
 

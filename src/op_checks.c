@@ -1442,7 +1442,7 @@ int sd_opcheck_run(sd_backend *dev, sd_backend *cpu, const sd_opcheck_opts *o) {
       check_record(0);
       continue;
     }
-    printf("# precision %s\n", g_prec_names[prec]);
+    if (!o->quiet) printf("# precision %s\n", g_prec_names[prec]);
     double t0 = sd_gpu_now_s();
     int ran = 0;
     for (int i = 0; i < g_n; i++) {
@@ -1473,9 +1473,11 @@ int sd_opcheck_run(sd_backend *dev, sd_backend *cpu, const sd_opcheck_opts *o) {
         check_determinism(c, dev, prec, &same, &differ);
         free_inputs(c);
       }
-      printf("determinism prec %s: %d outputs bitwise equal on a second run, %d differ %s\n",
-             g_prec_names[prec], same, differ, differ ? "FAIL" : "ok");
+      if (!o->quiet || differ)
+        printf("determinism prec %s: %d outputs bitwise equal on a second run, %d differ %s\n",
+               g_prec_names[prec], same, differ, differ ? "FAIL" : "ok");
     }
+    if (o->quiet) continue;
     printf("# precision %s: %d checks, %.1f s compare%s", g_prec_names[prec], ran, t1 - t0,
            o->determinism ? "" : "\n");
     if (o->determinism) printf(", %.1f s determinism\n", sd_gpu_now_s() - t1);

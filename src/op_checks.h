@@ -42,6 +42,7 @@ typedef struct sd_opcheck_opts {
   int transfers;          // to_device/to_host odd byte counts (and a 3 GiB memset on a device)
   int verbose;            // a line per comparison (else failures only)
   int progress;           // a progress line every 50 checks
+  int quiet;              // failures only (no per-precision lines)
 } sd_opcheck_opts;
 
 // Runs the list on dev against cpu; returns the failures of this run.

@@ -55,18 +55,18 @@ int sd_selftest_run(sd_backend *dev, const sd_config *cfg, const sd_selftest_opt
   if (o->shapes & SD_SELFTEST_SMALL) {
     sd_opcheck_add_test_shapes("tail");
     sd_opcheck_add_test_shapes("tiny");
-    sd_opcheck_add_optim_memory();
   }
   if (o->shapes & SD_SELFTEST_PRODUCTION) sd_opcheck_add_shape(&prod);
-  if (o->shapes) {
-    printf("# selftest: %d op checks on %s%s%s (%s: batch %d, %d tokens, width %d, %d heads of "
+  if (o->shapes) sd_opcheck_add_optim_memory();  // AdamW, the EMAs, axpy, memset, copy
+  if (o->shapes && !o->quiet) {
+    printf("# selftest: %d op checks on %s%s%s and the optimizer (%s: batch %d, %d tokens, width %d, %d heads of "
            "%d, %d visible tokens, head %d/%d/%d)\n",
            sd_opcheck_count(), o->shapes & SD_SELFTEST_SMALL ? "small shapes (tail, tiny)" : "",
            o->shapes == (SD_SELFTEST_SMALL | SD_SELFTEST_PRODUCTION) ? " and " : "",
            o->shapes & SD_SELFTEST_PRODUCTION ? "the model's shapes" : "", tag, prod.B, prod.T,
            prod.D, prod.NH, prod.NH ? prod.D / prod.NH : 0, prod.Tk, prod.Hh, prod.bn, prod.P);
-    if (o->shapes & SD_SELFTEST_SMALL) sd_opcheck_uncovered();
   }
+  if (o->shapes) sd_opcheck_uncovered();
   if (o->unit && !sd_gpu_is_sim(dev)) sd_opcheck_run_unit_selftests(dev);
   int step_failed = 0, step_passed = 0;
   for (int prec = 0; prec < 2; prec++) {
@@ -78,7 +78,8 @@ int sd_selftest_run(sd_backend *dev, const sd_config *cfg, const sd_selftest_opt
                             .determinism = o->determinism,
                             .transfers = o->transfers,
                             .verbose = o->verbose,
-                            .progress = 1};
+                            .progress = !o->quiet,
+                            .quiet = o->quiet};
       sd_opcheck_run(dev, &cpu, &oo);
     }
     if (o->step) {
@@ -99,11 +100,12 @@ int sd_selftest_run(sd_backend *dev, const sd_config *cfg, const sd_selftest_opt
     step_failed++;
   }
   sd_backend_cpu_destroy(&cpu);
-  print_paths(dev);
   int passed, failed;
   sd_opcheck_totals(&passed, &failed);
   passed = passed - passed0 + step_passed;
   failed = failed - failed0 + step_failed;
+  if (o->quiet && !failed) return 0;
+  print_paths(dev);
   printf("selftest: %d checks passed, %d failed in %.1f s\n", passed, failed,
          sd_gpu_now_s() - t0);
   fflush(stdout);
@@ -111,8 +113,9 @@ int sd_selftest_run(sd_backend *dev, const sd_config *cfg, const sd_selftest_opt
   return failed;
 }
 
-int sd_selftest_quick(sd_backend *dev, const sd_config *cfg) {
+int sd_selftest_quick(sd_backend *dev, const sd_config *cfg, int quiet) {
   sd_selftest_opts o = {.shapes = SD_SELFTEST_PRODUCTION,
+                        .quiet = quiet,
                         .precisions = strcmp(cfg->precision, "fp32") == 0 ? 1 : 2,
                         .batch = 2,
                         .seed = cfg->seed};

@@ -25,6 +25,7 @@ typedef struct sd_selftest_opts {
   int step_batch;     // samples in that step (2)
   int batch;          // samples in the production-shape op checks (2)
   int verbose;        // a line per comparison, not only failures
+  int quiet;          // failures only: no progress, paths or summary unless something failed
   uint64_t seed;
   const char *filter; // only op checks whose name contains this
 } sd_selftest_opts;
@@ -41,6 +42,7 @@ int sd_selftest_run(sd_backend *dev, const sd_config *cfg, const sd_selftest_opt
 
 // The quick form `sddit train` runs: the model's own shapes at cfg->precision, no
 // determinism pass, no whole step.
-int sd_selftest_quick(sd_backend *dev, const sd_config *cfg);
+// quiet: print only failures (and the summary when there are any), as ranks other than 0 do.
+int sd_selftest_quick(sd_backend *dev, const sd_config *cfg, int quiet);
 
 #endif

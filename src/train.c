@@ -3,6 +3,7 @@
 // periodic checkpoints.
 #include "train.h"
 #include "backend_open.h"
+#include "selftest.h"
 #include "batch_source.h"
 #include "ckpt.h"
 #include "config.h"
@@ -142,13 +143,25 @@ static nan_fault nan_fault_from_env(void) {
   return f;
 }
 
-// The backend named by train.backend: the CPU, or the GPU of this rank's local rank.
+// The backend named by train.backend: the CPU, or the GPU of this rank's local rank, which
+// first checks its ops at this model's shapes against the CPU (train.selftest).
 static void open_backend(sd_backend *be, const sd_config *cfg, const sd_dist *d) {
   char err[600];
   if (sd_backend_open(be, cfg->backend, cfg->precision, cfg->threads, d->local_rank, err,
                       sizeof err) != 0)
-    SD_FATAL_HINT("use train.backend = cpu, or run where a GPU is visible",
+    SD_FATAL_HINT("--train.backend=cpu runs on the CPUs; for the GPU run where one is visible "
+                  "(nvidia-smi -L) with a CUDA build (sddit version says 'cuda yes')",
                   "train.backend = %s: %s", cfg->backend, err);
+  if (strcmp(cfg->backend, "cuda") != 0 || !cfg->selftest) return;
+  const int failed = sd_selftest_quick(be, cfg, d->rank != 0);
+  if (failed)
+    SD_FATAL_HINT("`sddit selftest --backend cuda --verbose` on this node shows every "
+                  "comparison; leave the node out (srun --exclude=HOST) and report the output. "
+                  "train.selftest = false skips this check, at the risk of training on wrong "
+                  "numbers",
+                  "the GPU of local rank %d failed its selftest: %d mismatch%s against the CPU "
+                  "reference at this model's shapes (the FAIL lines above); nothing was "
+                  "written", d->local_rank, failed, failed == 1 ? "" : "es");
 }
 
 // A step's inputs in backend memory (device backends).

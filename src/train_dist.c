@@ -103,7 +103,8 @@ void sd_train_comm_bind(sd_train_comm *tc, sd_dist *d, const sd_config *cfg, sd_
   memset(tc, 0, sizeof *tc);
   tc->d = d;
   tc->s = s;
-  tc->host_memory = strcmp(s->be->name, "cpu") == 0;
+  // the CPU stand-in of the CUDA backend ("sim", SD_CUDA_SIMULATE) keeps host memory too
+  tc->host_memory = strcmp(s->be->name, "cpu") == 0 || strcmp(s->be->name, "sim") == 0;
   tc->grad_bf16 = strcmp(cfg->grad_dtype, "bf16") == 0;
   tc->sync = sd_grad_sync_create(d, cfg->overlap && tc->host_memory, tc->grad_bf16);
   if (!tc->host_memory && d->world > 1 && sd_nccl_available()) {
