@@ -700,6 +700,7 @@ static void add_matmuls(const shape *s) {
     int M, K, N, bias, bwd;  // bwd: 0 full, 1 acc dinp, 2 no dinp, 3 no dbias
   } mm[] = {
       {"qkv", M, D, 3 * D, 1, 0},        {"fc2", M, Mm, D, 1, 1},
+      {"qkv-Tk", s->B * s->Tk, D, 3 * D, 1, 0},  // the student encoder's visible tokens
       {"adaln", s->B, D, 6 * D, 1, 1},   {"head_in", s->N, D, s->Hh, 1, 0},
       {"head_last", s->N, s->bn, s->P, 0, 3}, {"patch", s->B * Ti, pf, D, 1, 2},
   };
@@ -868,6 +869,16 @@ static void add_norm_attention(const shape *s) {
   in_f(c, "out", BTD, F_CUSTOM, 0, 0);
   in_f(c, "lse", (size_t)B * NH * T, F_CUSTOM, 0, 0);
   out_f(c, "dqkv", 3 * BTD, LIM(GPU_NMSE_ATTENTION_BWD));
+  // and its backward, as the student encoder runs it
+  const size_t BTkD = (size_t)B * s->Tk * D;
+  c = new_check("attention_bwd", call_attention_bwd, "attention_bwd@%s-Tk", s->tag);
+  c->iv[0] = B, c->iv[1] = s->Tk, c->iv[2] = NH, c->iv[3] = HD;
+  c->prep = prep_attention_bwd;
+  in_f(c, "dout", BTkD, F_NORMAL, 1.0f, 0.0f);
+  in_f(c, "qkv", 3 * BTkD, F_NORMAL, 1.0f, 0.0f);
+  in_f(c, "out", BTkD, F_CUSTOM, 0, 0);
+  in_f(c, "lse", (size_t)B * NH * s->Tk, F_CUSTOM, 0, 0);
+  out_f(c, "dqkv", 3 * BTkD, LIM(GPU_NMSE_ATTENTION_BWD));
 }
 
 // The ops whose activation arguments the DiT stores in bf16 at precision bf16 (ops.h), with
