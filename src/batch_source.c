@@ -2,9 +2,12 @@
 #include "batch_source.h"
 #include "rng.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 // Synthetic stream position p: a class-dependent pattern plus keyed noise, label keyed too.
 static void synthetic_sample(const sd_config *c, long p, float *x, int32_t *y) {
@@ -29,6 +32,21 @@ int sd_batch_source_open(sd_batch_source *src, const sd_config *cfg, int rank, i
   }
   src->Bl = cfg->global_batch / world;
   if (strcmp(cfg->source, "hdf5") != 0) return 0;
+  struct stat st;
+  if (stat(cfg->path, &st) != 0 && (errno == ENOENT || errno == ENOTDIR)) {
+    const char *why = strerror(errno);
+    char cwd[512];
+    const int rel = cfg->path[0] != '/' && getcwd(cwd, sizeof cwd);
+    snprintf(err, errlen,
+             "data.path = %s: cannot open the dataset: %s%s%s%s. Make it with data-prep/ "
+             "(data-prep/README.md; ImageNet latents: data-prep/imagenet_latents.py "
+             "IMAGENET/train --out %s --devices all --flip), train on another file with "
+             "--data.path=FILE, or run without data on the synthetic source with "
+             "--data.source=synthetic (a smoke run)",
+             cfg->path, why, rel ? " (relative to the working directory " : "", rel ? cwd : "",
+             rel ? ")" : "", cfg->path);
+    return -1;
+  }
   if (sd_dataset_check(cfg->path, strcmp(cfg->validate, "full") == 0, &src->info, err,
                        errlen) != 0)
     return -1;

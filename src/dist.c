@@ -1,4 +1,5 @@
-// The distributed layer (see dist.h): launcher detection, MPI start and end, node-local ranks,
+// The distributed layer (see dist.h): launcher detection, MPI start and end, the refusal of a
+// task that is alone in its MPI world although its launcher started several, node-local ranks,
 // chunked typed collectives, and MPI_Abort as the fatal-error path.
 #include "dist.h"
 #include "bf16.h"
@@ -42,6 +43,66 @@ static int launched_by_mpi(void) {
   return 0;
 }
 
+// How many processes the launcher says it started (0 when it says nothing), and the variable
+// that says so. mpirun's own count comes first: Open MPI's mpirun inside a Slurm allocation
+// starts its daemons with srun, so its ranks carry srun's variables for the daemons. Slurm's
+// count is believed only in a process that srun started (SLURM_STEP_ID, SLURM_STEP_NUM_TASKS):
+// the batch shell has SLURM_NTASKS for the whole allocation but is one process.
+static long launcher_world(const char **var) {
+  const char *mpi_vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"};
+  const char *slurm_vars[] = {"SLURM_NTASKS", "SLURM_NPROCS", "SLURM_STEP_NUM_TASKS"};
+  const int by_srun = getenv("SLURM_STEP_ID") || getenv("SLURM_STEP_NUM_TASKS");
+  for (int pass = 0; pass < 2; pass++) {
+    const char **vars = pass ? slurm_vars : mpi_vars;
+    const size_t nv = pass ? sizeof slurm_vars / sizeof *slurm_vars
+                           : sizeof mpi_vars / sizeof *mpi_vars;
+    if (pass && !by_srun) break;
+    for (size_t i = 0; i < nv; i++) {
+      const char *v = getenv(vars[i]);
+      char *end;
+      long n = v ? strtol(v, &end, 10) : 0;
+      if (v && *v && *end == '\0' && n > 0) {
+        *var = vars[i];
+        return n;
+      }
+    }
+  }
+  *var = NULL;
+  return 0;
+}
+
+// Stops a process that is one of several tasks a launcher started but is alone in its MPI
+// world (srun without a working --mpi plugin, an MPI that does not match the launcher): the
+// tasks would each train as a world of one and write the same run directory. Called before
+// anything is written. mpi_world = 0: MPI was not started at all.
+static void refuse_lone_task(int mpi_world) {
+  const char *var;
+  const long n = launcher_world(&var);
+  if (n <= 1 || mpi_world > 1) return;
+  const char *procid = getenv("SLURM_PROCID");
+  if (mpi_world == 0 && procid) sd_error_set_rank(atoi(procid));
+  const int slurm = strncmp(var, "SLURM_", 6) == 0;
+  char world[160];
+  if (mpi_world == 0)
+    snprintf(world, sizeof world, "MPI was not started (no PMI or PMIx variables in the "
+             "environment), so this process is a world of 1");
+  else
+    snprintf(world, sizeof world, "MPI reports a world of %d process", mpi_world);
+  if (slurm)
+    SD_FATAL_HINT("start the tasks through MPI: srun --mpi=pmix (`srun --mpi=list` shows the "
+                  "plugins this Slurm has; use the one the MPI was built for, e.g. pmix_v4 or "
+                  "pmi2; slurm/*.sbatch take it from SRUN_MPI); check the MPI with `ompi_info "
+                  "| grep -i pmix`; one rank on purpose: srun --ntasks=1",
+                  "%s = %ld: srun started %ld tasks, but %s: each task would run as its own "
+                  "one-rank job and all would write the same files; nothing was written",
+                  var, n, n, world);
+  SD_FATAL_HINT("start sddit with the mpirun of the MPI it was built with (`ldd sddit | grep "
+                "mpi` names it), or with launch/sddit-mpirun",
+                "%s = %ld: the launcher started %ld processes, but %s: this sddit's MPI does "
+                "not match the launcher, so each process would run as its own one-rank job and "
+                "all would write the same files; nothing was written", var, n, n, world);
+}
+
 void sd_dist_init(sd_dist *d, int *argc, char ***argv) {
   memset(d, 0, sizeof *d);
   d->world = d->local_size = 1;
@@ -50,7 +111,15 @@ void sd_dist_init(sd_dist *d, int *argc, char ***argv) {
   d->host[sizeof d->host - 1] = '\0';
   const char *chunk = getenv("SD_DIST_CHUNK");  // tests: force small chunks
   if (chunk && atol(chunk) > 0) d->chunk = (size_t)atol(chunk);
-  if (!launched_by_mpi()) return;
+  if (!launched_by_mpi()) {
+    refuse_lone_task(0);
+    const char *n = getenv("SLURM_NTASKS");
+    if (n && atol(n) > 1)
+      fprintf(stderr, "warning: SLURM_NTASKS = %s but this process was not started by srun: it "
+              "runs as a single rank (start the ranks with srun --mpi=pmix, as slurm/*.sbatch "
+              "do)\n", n);
+    return;
+  }
   int provided = 0;
   if (MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS) {
     fprintf(stderr, "error: MPI_Init_thread failed on %s\n", d->host);
@@ -77,6 +146,18 @@ void sd_dist_init(sd_dist *d, int *argc, char ***argv) {
   d->diag_comm = diag;
   MPI_Comm_rank(*comm, &d->rank);
   MPI_Comm_size(*comm, &d->world);
+  if (d->world == 1) {
+    const char *var;
+    if (launcher_world(&var) > 1) {  // alone in the world: end MPI cleanly, then refuse
+      MPI_Comm_free(comm);
+      MPI_Comm_free(diag);
+      MPI_Comm_free(bg);
+      MPI_Op_free(&g_bf16_sum);
+      g_comm = MPI_COMM_NULL;
+      MPI_Finalize();
+      refuse_lone_task(1);
+    }
+  }
   MPI_Comm local;
   MPI_Comm_split_type(*comm, MPI_COMM_TYPE_SHARED, d->rank, MPI_INFO_NULL, &local);
   MPI_Comm_rank(local, &d->local_rank);

@@ -24,8 +24,11 @@ typedef struct sd_dist {
   void *bg_comm;              // a duplicate for the communication thread (grad_sync.h)
 } sd_dist;
 
-// Starts MPI when a launcher is detected (Open MPI, PMIx, PMI, Slurm with several tasks) or
-// when SD_FORCE_MPI=1; installs the fatal-error hook (MPI_Abort) and the rank in messages.
+// Starts MPI when a launcher is detected (Open MPI, PMIx, PMI) or when SD_FORCE_MPI=1;
+// installs the fatal-error hook (MPI_Abort) and the rank in messages. Stops, before anything
+// is written, a process that is alone in its world although its launcher started several
+// (srun's SLURM_NTASKS > 1 without a working --mpi plugin; OMPI_COMM_WORLD_SIZE or PMI_SIZE
+// > 1 with an MPI that does not match the launcher): those would train as separate jobs.
 void sd_dist_init(sd_dist *d, int *argc, char ***argv);
 // MPI_Finalize when active. Call once, on every rank, at a clean exit.
 void sd_dist_finalize(sd_dist *d);
