@@ -223,7 +223,9 @@ static int file_state(const char *path, long n, int C, int S, int chunk, int gzi
     fprintf(stderr, "%s\n", err);
     return -1;
   }
-  int ours = strcmp(info.source, SOURCE_TAG) == 0;
+  char *source = sd_dataset_text_attr(path, "source");
+  const int ours = strcmp(source, SOURCE_TAG) == 0;
+  free(source);
   if (info.moments || !info.half || info.n != n || info.c != C || info.h != S || info.w != S)
     return ours ? 0 : -1;
   hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);

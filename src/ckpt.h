@@ -18,7 +18,7 @@ typedef struct sd_ckpt_info {
   unsigned long long seed;   // train.seed
   long data_cursor;          // samples consumed from the data stream (= step * global_batch)
   int world_size;
-  char git_rev[64];
+  char git_rev[64];          // (load: its first 63 characters; inspect prints it whole)
   char *config_text;         // the effective config as INI text (malloc'ed by load; caller frees)
 } sd_ckpt_info;
 

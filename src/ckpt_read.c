@@ -46,6 +46,7 @@ static int r_fail(reader *r, const char *fmt, ...) {
 typedef struct ckpt_header {
   long long version;
   sd_ckpt_info info;   // config_text malloc'ed
+  char *git_rev;       // malloc'ed, whole (info.git_rev holds as much as fits)
   unsigned long long total, dit_total, head_total, prototypes;
 } ckpt_header;
 
@@ -103,10 +104,9 @@ static int read_header(reader *r, ckpt_header *h) {
   h->info.step = (long)step;
   h->info.data_cursor = (long)cursor;
   h->info.world_size = (int)world;
-  char *rev = sd_h5_attr_string_dup(r->file, "git_rev");
-  if (!rev) return r_fail(r, "attribute 'git_rev' is missing or not a string");
-  snprintf(h->info.git_rev, sizeof h->info.git_rev, "%s", rev);
-  free(rev);
+  h->git_rev = sd_h5_attr_string_dup(r->file, "git_rev");
+  if (!h->git_rev) return r_fail(r, "attribute 'git_rev' is missing or not a string");
+  snprintf(h->info.git_rev, sizeof h->info.git_rev, "%s", h->git_rev);
   h->info.config_text = sd_h5_attr_string_dup(r->file, "config");
   if (!h->info.config_text) return r_fail(r, "attribute 'config' is missing or not a string");
   if (h->dit_total + h->head_total != h->total || h->dit_total > h->total)
@@ -121,7 +121,7 @@ static void print_header(FILE *out, const ckpt_header *h) {
   fprintf(out, "  seed           %llu\n", h->info.seed);
   fprintf(out, "  data_cursor    %ld\n", h->info.data_cursor);
   fprintf(out, "  world_size     %d\n", h->info.world_size);
-  fprintf(out, "  git_rev        %s\n", h->info.git_rev);
+  fprintf(out, "  git_rev        %s\n", h->git_rev);
   fprintf(out, "  total          %llu floats (DiT %llu + head %llu), prototypes %llu\n",
           h->total, h->dit_total, h->head_total, h->prototypes);
   fprintf(out, "config:\n");
@@ -470,6 +470,7 @@ int sd_ckpt_verify(const char *path, char *err, size_t errlen) {
   int rc = check_file(&r, &h);
   if (r.file >= 0) H5Fclose(r.file);
   free(h.info.config_text);
+  free(h.git_rev);
   sd_ckpt_quiet_end(&q);
   return rc;
 }
@@ -490,6 +491,7 @@ int sd_ckpt_load(const char *path, sd_sddit *s, sd_ckpt_info *info, char *err, s
     rc = -1;
   }
   if (r.file >= 0) H5Fclose(r.file);
+  free(h.git_rev);
   if (rc == 0 && info) {
     *info = h.info;
   } else {
@@ -510,6 +512,7 @@ int sd_ckpt_print_summary(const char *path, FILE *out) {
   if (r.file >= 0 && h.info.config_text) print_table(&r);
   if (r.file >= 0) H5Fclose(r.file);
   free(h.info.config_text);
+  free(h.git_rev);
   if (rc == 0) fprintf(out, "verified: every checksum matches\n");
   else fprintf(out, "NOT VALID: %s\n", err);
   sd_ckpt_quiet_end(&q);

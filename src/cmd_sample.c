@@ -579,7 +579,9 @@ int sd_cmd_sample(int argc, char **argv) {
         out_attr_i64(&o, "image_size", info.image_size);
         out_attr_i64(&o, "latent_channels", info.latent_channels);
         out_attr_f64(&o, "scale_factor", info.scale_factor);
-        out_attr_str(&o, "encoder", info.encoder);
+        char *encoder = sd_dataset_text_attr(cfg->path, "encoder");
+        out_attr_str(&o, "encoder", encoder);
+        free(encoder);
       } else {
         fprintf(stderr, "warning: the training data %s is not readable here; image_size, "
                 "latent_channels, scale_factor and encoder are left out\n", cfg->path);

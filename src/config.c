@@ -810,6 +810,14 @@ int sd_config_validate(const sd_config *c, char *err, size_t errlen) {
              c->decoder_heads, m->heads);
     return -1;
   }
+  if (m->out_channels != m->in_channels) {  // D = c_skip x + c_out F needs F shaped like x
+    snprintf(err, errlen,
+             "model.out_channels (%d) differs from model.in_channels (%d): the EDM denoiser "
+             "D = c_skip * x + c_out * F needs the network's output shaped like its input; set "
+             "model.out_channels = %d",
+             m->out_channels, m->in_channels, m->in_channels);
+    return -1;
+  }
   if (sd_config_visible_tokens(c) < 1) {
     char ratio[32];
     format_float(c->mask_ratio, ratio, sizeof ratio);

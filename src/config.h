@@ -81,8 +81,8 @@ typedef struct sd_config {
 // names from the user through sd_config_set(c, "model", "preset", ...) instead.
 void sd_config_defaults(sd_config *c, const char *preset);
 
-// Applies an INI file on top of c. Sections: model, sddit, diffusion, optim, data, train, and
-// dist, ckpt, and log (reserved, no keys yet). [model] preset is applied before the other keys
+// Applies an INI file on top of c. Sections: model, sddit, diffusion, optim, data, train, dist,
+// ckpt, and log (reserved, no keys yet). [model] preset is applied before the other keys
 // wherever it appears. A key given twice is an error. Returns 0, or -1 with
 // "file:line: section.key: ..." in err; c is unchanged on error.
 int sd_config_load_ini(sd_config *c, const char *path, char *err, size_t errlen);

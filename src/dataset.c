@@ -189,16 +189,19 @@ static void close_probe(probe *pr) {
 
 static int check_attributes(hid_t f, sd_dataset_info *info, char *err, size_t errlen) {
   const char *p = info->path;
-  char fmt[64];
-  if (sd_h5_attr_string(f, "format", fmt, sizeof fmt) != 0)
+  char *fmt = sd_h5_attr_string_dup(f, "format");
+  if (!fmt)
     return sd_errorf(err, errlen,
                 "%s: root attribute 'format' is missing or not a string (a format-1 dataset "
                 "has format = \"sddit-latents\"; write one with data-prep/)", p);
+  int bad = 0;
   if (strcmp(fmt, "sddit-checkpoint") == 0)
-    return sd_errorf(err, errlen, "%s: is a checkpoint, not a dataset (format = \"%s\")", p, fmt);
-  if (strcmp(fmt, "sddit-latents") != 0)
-    return sd_errorf(err, errlen, "%s: root attribute format is \"%s\", expected \"sddit-latents\"",
+    bad = sd_errorf(err, errlen, "%s: is a checkpoint, not a dataset (format = \"%s\")", p, fmt);
+  else if (strcmp(fmt, "sddit-latents") != 0)
+    bad = sd_errorf(err, errlen, "%s: root attribute format is \"%s\", expected \"sddit-latents\"",
                 p, fmt);
+  free(fmt);
+  if (bad) return bad;
   long version = 0;
   if (root_attr_long(f, "format_version", &version) != 0)
     return sd_errorf(err, errlen, "%s: root attribute 'format_version' is missing or not an integer",
@@ -222,11 +225,22 @@ static int check_attributes(hid_t f, sd_dataset_info *info, char *err, size_t er
   if (!isfinite(info->scale_factor) || info->scale_factor <= 0)
     return sd_errorf(err, errlen, "%s: root attribute scale_factor = %g must be positive", p,
                 info->scale_factor);
-  if (sd_h5_attr_string(f, "encoder", info->encoder, sizeof info->encoder) != 0)
-    snprintf(info->encoder, sizeof info->encoder, "unknown");
-  if (sd_h5_attr_string(f, "source", info->source, sizeof info->source) != 0)
-    snprintf(info->source, sizeof info->source, "unknown");
   return 0;
+}
+
+char *sd_dataset_text_attr(const char *path, const char *name) {
+  char *v = NULL;
+  H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+  hid_t f = H5Fis_hdf5(path) > 0 ? H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT) : -1;
+  if (f >= 0) {
+    v = sd_h5_attr_string_dup(f, name);
+    H5Fclose(f);
+  }
+  if (!v) {
+    v = sd_xmalloc(sizeof "unknown", name);
+    memcpy(v, "unknown", sizeof "unknown");
+  }
+  return v;
 }
 
 static int check_values_layout(hid_t f, sd_dataset_info *info, char *err, size_t errlen) {
@@ -408,7 +422,12 @@ int sd_dataset_print_summary(const char *path, FILE *out) {
   fprintf(out, "  labels          (%ld,) in [0, %d)\n", info.n, info.num_classes);
   fprintf(out, "  image_size      %d\n  latent_channels %d\n  scale_factor    %g\n",
           info.image_size, info.latent_channels, info.scale_factor);
-  fprintf(out, "  encoder         %s\n  source          %s\n", info.encoder, info.source);
+  const char *texts[] = {"encoder", "source"};
+  for (int i = 0; i < 2; i++) {
+    char *v = sd_dataset_text_attr(path, texts[i]);
+    fprintf(out, "  %-15s %s\n", texts[i], v);
+    free(v);
+  }
   // per-channel statistics over every stored value, then the label histogram
   const int cs = info.stored_channels;
   const size_t plane = (size_t)info.h * info.w, row = (size_t)cs * plane;

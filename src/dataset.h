@@ -26,8 +26,6 @@ typedef struct sd_dataset_info {
   int little_endian;     // stored byte order (float16 must be little-endian)
   int num_classes, image_size, latent_channels;
   double scale_factor;
-  char encoder[64];
-  char source[128];
 } sd_dataset_info;
 
 // Checks the file against format version 1: readable HDF5, attributes, datasets, shapes,
@@ -41,6 +39,11 @@ int sd_dataset_check(const char *path, int scan_values, sd_dataset_info *info, c
 // Returns 0, or -1 with a message naming the config key and what to set it to.
 int sd_dataset_check_model(const sd_dataset_info *info, int in_channels, int input_size,
                            int num_classes, char *err, size_t errlen);
+
+// A root string attribute of the file at path (the optional "encoder", "source"), whole at
+// any length, fixed- or variable-length: malloc'ed (free()), "unknown" when it is missing or
+// not a string.
+char *sd_dataset_text_attr(const char *path, const char *name);
 
 // Reads `count` samples starting at `first` as float32 (stored values, no moment sampling or
 // scaling) into out (count, stored_channels, H, W). Returns 0 or -1 with a message.

@@ -12,15 +12,15 @@
 #include <string.h>
 #include <sys/stat.h>
 
-// The root attribute "format" of an HDF5 file, or "" when unreadable.
-static void file_format(const char *path, char *buf, size_t len) {
-  buf[0] = '\0';
+// The root attribute "format" of an HDF5 file (malloc'ed), or NULL when unreadable.
+static char *file_format(const char *path) {
   H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-  if (H5Fis_hdf5(path) <= 0) return;
+  if (H5Fis_hdf5(path) <= 0) return NULL;
   hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-  if (f < 0) return;
-  sd_h5_attr_string(f, "format", buf, len);
+  if (f < 0) return NULL;
+  char *v = sd_h5_attr_string_dup(f, "format");
   H5Fclose(f);
+  return v;
 }
 
 // A sample file from `sddit sample`: its settings, shape and classes. 0 if readable, else 1.
@@ -90,11 +90,11 @@ int sd_cmd_inspect(int argc, char **argv) {
       bad = 1;
       continue;
     }
-    char fmt[128];
-    file_format(path, fmt, sizeof fmt);
-    if (strcmp(fmt, "sddit-checkpoint") == 0) bad |= sd_ckpt_print_summary(path, stdout) != 0;
-    else if (strcmp(fmt, "sddit-samples") == 0) bad |= print_samples_summary(path, stdout);
+    char *fmt = file_format(path);
+    if (fmt && strcmp(fmt, "sddit-checkpoint") == 0) bad |= sd_ckpt_print_summary(path, stdout) != 0;
+    else if (fmt && strcmp(fmt, "sddit-samples") == 0) bad |= print_samples_summary(path, stdout);
     else bad |= sd_dataset_print_summary(path, stdout) != 0;
+    free(fmt);
     if (i + 1 < argc) printf("\n");
   }
   return bad;

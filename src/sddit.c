@@ -27,6 +27,10 @@ void sd_sddit_create(sd_sddit *s, const sd_dit_config *dcfg, const sd_head_confi
   if (opt->encoder_depth < 1 || opt->encoder_depth >= dcfg->depth)
     SD_FATAL("encoder_depth %d must be in [1, depth-1 = %d]", opt->encoder_depth, dcfg->depth - 1);
   if (Tv < 1 || Tv > T) SD_FATAL("visible tokens %d must be in [1, %d]", Tv, T);
+  if (dcfg->out_channels != dcfg->in_channels)  // the EDM loss reads F at x's indices
+    SD_FATAL_HINT("set model.out_channels = model.in_channels",
+                  "the SD-DiT objective needs model.out_channels (%d) == model.in_channels (%d): "
+                  "D = c_skip * x + c_out * F", dcfg->out_channels, dcfg->in_channels);
   sd_dit_param_table(dcfg, &s->table);
   s->dit_total = s->table.total;
   sd_head_append_table(&s->hcfg, &s->table);

@@ -75,6 +75,41 @@ static void warn_config_changes(const char *then, const char *now) {
   }
 }
 
+// train.steps in a checkpoint's configuration text (the "steps = N" line of its [train]
+// section), or -1 when it has none.
+static long config_text_steps(const char *text) {
+  int in_train = 0;
+  for (const char *p = text; *p;) {
+    const size_t n = strcspn(p, "\n");
+    if (n && p[0] == '[') {
+      in_train = n == 7 && strncmp(p, "[train]", 7) == 0;
+    } else if (in_train && strncmp(p, "steps = ", 8) == 0) {
+      char *end;
+      const long v = strtol(p + 8, &end, 10);
+      if (end > p + 8 && end == p + n) return v;
+    }
+    p += n + (p[n] == '\n');
+  }
+  return -1;
+}
+
+// The teacher's momentum follows a cosine over train.steps: a resume with another train.steps
+// changes it from the resumed step on. Says so, with both step counts and the momentum there.
+static void warn_steps_change(const char *then, const sd_config *cfg, const sd_sddit *s,
+                              long step) {
+  const long old_steps = config_text_steps(then);
+  if (old_steps < 0 || old_steps == cfg->steps || cfg->lambda_dis == 0.0f) return;
+  sd_sddit_opts before = s->opt;
+  before.total_steps = old_steps;
+  fprintf(stderr,
+          "warning: train.steps changed from %ld (the checkpoint's) to %ld: the teacher "
+          "momentum schedule (cosine from sddit.teacher_momentum = %g to 1 over train.steps) "
+          "changes from step %ld on (there %.6f instead of %.6f)\n",
+          old_steps, cfg->steps, (double)cfg->teacher_momentum, step,
+          (double)sd_sddit_teacher_momentum(&s->opt, step),
+          (double)sd_sddit_teacher_momentum(&before, step));
+}
+
 // Resolves ckpt.resume on rank 0 and loads the checkpoint there; returns the step to start
 // from (0 when not resuming). The caller broadcasts the state to the other ranks.
 static long resume_if_asked(const sd_config *cfg, const char *dir, sd_sddit *s,
@@ -100,6 +135,7 @@ static long resume_if_asked(const sd_config *cfg, const char *dir, sd_sddit *s,
     fprintf(stderr, "warning: train.seed is %llu but the checkpoint was trained with %llu\n",
             cfg->seed, info.seed);
   if (info.config_text) warn_config_changes(info.config_text, cfg_text);
+  if (info.config_text) warn_steps_change(info.config_text, cfg, s, info.step);
   free(info.config_text);
   printf("# resumed from %s at step %ld (written by %d rank%s)\n", path, info.step,
          info.world_size, info.world_size == 1 ? "" : "s");
@@ -184,10 +220,31 @@ static sd_step_inputs upload_inputs(sd_backend *be, const device_inputs *dev,
   return d;
 }
 
-// Per-interval time accounting (seconds), printed as ms per step.
+// Rank 0's time between two progress lines (seconds, printed as ms per step), split into
+// disjoint intervals of its main thread, so that no part exceeds the whole and they add up:
+//   data     waiting for the batch (the loader)
+//   compute  noise draw, forward and backward, less the communication waits inside them
+//   comm     blocked on communication: gradient ranges and teacher broadcasts the overlap did
+//            not hide, loss and center sums, the stop-request agreement
+//   optim    the optimizer update (AdamW, EMAs, center), less the communication inside it
+//   other    the rest: the replica check, checkpoints, the progress line and metrics
+// comm_total (metrics only) is the time inside collectives, hidden by the overlap or not.
 typedef struct step_times {
-  double data, compute, comm, exposed, optim;
+  double data, compute, comm, comm_total, optim;
 } step_times;
+
+// Moves the communication time since the last call into tt; returns the exposed part.
+static double take_comm(sd_train_comm *tc, step_times *tt) {
+  double total = 0, exposed = 0;
+  sd_train_comm_take_times(tc, &total, &exposed);
+  tt->comm += exposed;
+  tt->comm_total += total;
+  return exposed;
+}
+
+// a - b, where b sums intervals that lie inside the span a: only the rounding of the clock's
+// doubles can take it below 0, and that is dropped.
+static double span_less(double a, double b) { return a > b ? a - b : 0.0; }
 
 int sd_cmd_train(int argc, char **argv) {
   sd_dist dist;
@@ -326,6 +383,8 @@ int sd_cmd_train(int argc, char **argv) {
     if (sd_batch_source_get(&src, step, x0, y, err, sizeof err) != 0)
       SD_FATAL_HINT("`sddit inspect FILE` checks the whole dataset", "step %ld: %s", step, err);
     tt.data += sd_batch_source_take_wait(&src);
+    const double t1 = now_s();
+    take_comm(&tcomm, &tt);  // waits since the last step (a checkpoint's teacher wait)
     if (fault.rank == rank && (step == fault.step || (fault.from_on && step >= fault.step)))
       x0[0] = NAN;  // SD_FAULT_NAN: a test of the non-finite path on one rank
     const long first = step * (long)G + (long)rank * B;  // this rank's stream positions
@@ -333,19 +392,15 @@ int sd_cmd_train(int argc, char **argv) {
     sd_step_inputs in = {x0, eps, ss, st, y, vis, ss, st};
     if (dev.x0) in = upload_inputs(&be, &dev, &in, B, n, Tv);
     sd_step_stats stats;
-    double t1 = now_s();
     sd_sddit_forward_backward(&s, &in, B, step, &stats);
-    double t2 = now_s();
+    const double t2 = now_s();
+    tt.compute += span_less(t2 - t1, take_comm(&tcomm, &tt));
     sd_sddit_update(&s, B, step, &stats);
-    double t3 = now_s();
-    double comm = 0, exposed = 0;
-    sd_grad_sync_take_times(tcomm.sync, &comm, &exposed);
-    tt.compute += (t2 - t1) - exposed;
-    tt.exposed += exposed;
-    tt.comm += comm;
-    tt.optim += t3 - t2;
+    const double t3 = now_s();
+    tt.optim += span_less(t3 - t2, take_comm(&tcomm, &tt));
     if (cfg.check_replicas) {
       sd_sddit_teacher_wait(&s);  // the broadcast is otherwise left in flight for the next step
+      take_comm(&tcomm, &tt);
       sd_train_check_replicas(&dist, &s, step);
     }
     if (stats.skipped) {  // the same decision on every rank: losses and gradients are global
@@ -362,31 +417,38 @@ int sd_cmd_train(int argc, char **argv) {
     if (lead && ((step + 1) % cfg.log_every == 0 || step + 1 == cfg.steps)) {
       double now = now_s();
       const double k = (double)(step + 1 - last_log_step);
+      const double ms = 1e3 / k, t_all = now - t_log;
+      const double other = span_less(t_all, tt.data + tt.compute + tt.comm + tt.optim);
       double ips = (double)G * k / (now - t_log);
       double eta = (now - t_start) / (step + 1 - start) * (cfg.steps - step - 1);
       char etab[32];
       format_eta(eta, etab, sizeof etab);
       printf("step %6ld/%ld | L_gen %.4f L_dis %.4f | grad %.3g | lr %.1e | %.1f img/s | "
-             "ms/step data %.2f compute %.1f comm %.1f opt %.1f | ETA %s%s\n", step + 1,
-             cfg.steps, stats.L_gen, stats.L_dis, stats.grad_norm, cfg.lr, ips,
-             1e3 * tt.data / k, 1e3 * tt.compute / k, 1e3 * tt.exposed / k, 1e3 * tt.optim / k,
-             etab, skipped_total ? " | skipped steps" : "");
+             "ms/step %.1f = data %.2f + compute %.1f + comm %.1f + opt %.1f + other %.1f | "
+             "ETA %s%s\n", step + 1, cfg.steps, stats.L_gen, stats.L_dis, stats.grad_norm,
+             cfg.lr, ips, ms * t_all, ms * tt.data, ms * tt.compute, ms * tt.comm,
+             ms * tt.optim, ms * other, etab, skipped_total ? " | skipped steps" : "");
       fflush(stdout);
       fprintf(mf, "{\"step\": %ld, \"L_gen\": %.9g, \"L_dis\": %.9g, \"L\": %.9g, "
                   "\"grad_norm\": %.6g, \"lr\": %.6g, \"tau_t\": %.6g, \"teacher_m\": %.8g, "
-                  "\"img_per_s\": %.4g, \"ms_data\": %.4g, \"ms_compute\": %.4g, "
-                  "\"ms_comm_exposed\": %.4g, \"ms_comm_total\": %.4g, \"ms_optim\": %.4g, "
-                  "\"ranks\": %d, \"skipped_total\": %ld, \"elapsed_s\": %.3f}\n",
+                  "\"img_per_s\": %.4g, \"ms_step\": %.6g, \"ms_data\": %.6g, "
+                  "\"ms_compute\": %.6g, \"ms_comm_exposed\": %.6g, \"ms_comm_total\": %.6g, "
+                  "\"ms_optim\": %.6g, \"ms_other\": %.6g, \"ranks\": %d, "
+                  "\"skipped_total\": %ld, \"elapsed_s\": %.3f}\n",
               step + 1, stats.L_gen, stats.L_dis, stats.L, stats.grad_norm, cfg.lr, stats.tau_t,
-              stats.teacher_m, ips, 1e3 * tt.data / k, 1e3 * tt.compute / k,
-              1e3 * tt.exposed / k, 1e3 * tt.comm / k, 1e3 * tt.optim / k, world, skipped_total,
+              stats.teacher_m, ips, ms * t_all, ms * tt.data, ms * tt.compute, ms * tt.comm,
+              ms * tt.comm_total, ms * tt.optim, ms * other, world, skipped_total,
               now - t_start);
       fflush(mf);
       t_log = now;
       memset(&tt, 0, sizeof tt);
       last_log_step = step + 1;
     }
+    const double t_agree = now_s();
     const int sig = sd_train_stop_agreed(&dist);  // every rank, every step boundary
+    const double agree = now_s() - t_agree;
+    tt.comm += agree;
+    tt.comm_total += agree;
     const int stop_here = sig || (cfg.stop_at > 0 && step + 1 == cfg.stop_at);
     if (lead && (step + 1 == cfg.steps || stop_here ||
                  (cfg.ckpt_every > 0 && (step + 1) % cfg.ckpt_every == 0))) {

@@ -1,5 +1,5 @@
-// `sddit train`: the single-rank training loop on the synthetic data source (the HDF5
-// loader and data parallelism plug in here later).
+// `sddit train`: the SD-DiT training loop on the synthetic source or an HDF5 dataset, one rank
+// or data-parallel over MPI ranks, with checkpoints, resume, the progress line and metrics.
 #ifndef SD_TRAIN_H
 #define SD_TRAIN_H
 

@@ -9,6 +9,13 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
 
 // ---- the SD-DiT comm hooks ----
 
@@ -19,22 +26,32 @@ static void hook_grad_ready(void *ctx, float *g, size_t n) {
 static void hook_grad_wait(void *ctx) { sd_grad_sync_wait(((sd_train_comm *)ctx)->sync); }
 
 static void hook_sum_host(void *ctx, float *buf, size_t n) {
-  sd_dist_allreduce_sum_f32(((sd_train_comm *)ctx)->d, buf, n, "loss sums");
+  sd_train_comm *tc = ctx;
+  const double t0 = now_s();
+  sd_dist_allreduce_sum_f32(tc->d, buf, n, "loss sums");
+  tc->blocked_s += now_s() - t0;
 }
 
-// Backend memory through the host staging buffer (device backends).
+// Backend memory through the host staging buffer (device backends); the caller waits.
 static void staged(sd_train_comm *tc, float *dev, size_t n, int root, const char *what) {
   sd_backend *be = tc->s->be;
+  const double t0 = now_s();
   be->ops->to_host(be, tc->stage, dev, sizeof(float) * n);
   if (root < 0) sd_dist_allreduce_sum_f32(tc->d, tc->stage, n, what);
   else sd_dist_bcast_f32(tc->d, tc->stage, n, root, what);
   be->ops->to_device(be, dev, tc->stage, sizeof(float) * n);
+  tc->blocked_s += now_s() - t0;
 }
 
 static void hook_sum_dev(void *ctx, float *buf, size_t n) {
   sd_train_comm *tc = ctx;
-  if (tc->host_memory) sd_dist_allreduce_sum_f32(tc->d, buf, n, "center sums");
-  else staged(tc, buf, n, -1, "center sums");
+  if (!tc->host_memory) {
+    staged(tc, buf, n, -1, "center sums");
+    return;
+  }
+  const double t0 = now_s();
+  sd_dist_allreduce_sum_f32(tc->d, buf, n, "center sums");
+  tc->blocked_s += now_s() - t0;
 }
 
 // Host memory: queued on the communication thread (or sent at once without overlap).
@@ -140,6 +157,14 @@ void sd_train_comm_bind(sd_train_comm *tc, sd_dist *d, const sd_config *cfg, sd_
     c->bcast0_start = hook_bcast0_start;
     c->bcast0_wait = tc->host_memory ? hook_grad_wait : NULL;
   }
+}
+
+void sd_train_comm_take_times(sd_train_comm *tc, double *total_s, double *exposed_s) {
+  double total = 0, exposed = 0;
+  if (tc->sync) sd_grad_sync_take_times(tc->sync, &total, &exposed);
+  *total_s = total + tc->blocked_s;
+  *exposed_s = exposed + tc->blocked_s;
+  tc->blocked_s = 0;
 }
 
 void sd_train_comm_release(sd_train_comm *tc) {

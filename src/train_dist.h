@@ -19,6 +19,7 @@ typedef struct sd_train_comm {
   struct sd_nccl *nccl;  // device backends with NCCL: collectives on device memory
   void *stream;          // the backend's compute stream (cudaStream_t)
   int grad_bf16;         // dist.grad_dtype = bf16
+  double blocked_s;      // seconds the calling thread spent in the hooks' blocking collectives
 } sd_train_comm;
 
 // Fills s->comm from the configuration (dist.overlap, teacher_sync_every, check_replicas).
@@ -29,6 +30,13 @@ typedef struct sd_train_comm {
 // memory after the backward.
 void sd_train_comm_bind(sd_train_comm *tc, sd_dist *d, const sd_config *cfg, sd_sddit *s);
 void sd_train_comm_release(sd_train_comm *tc);
+
+// Communication times since the last call (then reset), seconds: total_s inside collectives
+// (on the communication thread or not), exposed_s the part the calling (main) thread waited
+// for: gradient ranges and teacher broadcasts the overlap did not hide (sd_grad_sync_wait) and
+// the blocking loss and center sums and staged transfers. exposed_s is made of intervals of
+// the calling thread only, so between two calls it never exceeds their wall-clock distance.
+void sd_train_comm_take_times(sd_train_comm *tc, double *total_s, double *exposed_s);
 
 // Rank 0's step and training state (parameters, Adam moments, teacher, center) to every rank.
 void sd_train_bcast_state(sd_dist *d, sd_sddit *s, long *step);

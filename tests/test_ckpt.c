@@ -2,7 +2,8 @@
 // attributes; keep-last-K; a flipped byte and a truncated file are caught by verify (and
 // refused by load); find_latest skips a corrupt newest file; another model's checkpoint and a
 // non-checkpoint HDF5 file are refused; a write that hits the file-size limit fails cleanly
-// and leaves the existing checkpoint byte-for-byte intact.
+// and leaves the existing checkpoint byte-for-byte intact; the summary (`sddit inspect`) prints
+// a long git_rev attribute whole.
 #include "check.h"
 #include "ckpt.h"
 #include "error.h"
@@ -442,6 +443,44 @@ static void test_not_checkpoint(const char *good) {
              err);
 }
 
+// 9. The summary prints the git_rev attribute whole, however long (here 300 characters, set
+// with HDF5 on a copy: attributes carry no checksum).
+static void test_long_git_rev(const char *good) {
+  printf("# 9. long git_rev in the summary\n");
+  char path[700], rev[301];
+  for (int i = 0; i < 300; i += 10) snprintf(rev + i, sizeof rev - (size_t)i, "g%07d..", i);
+  join(path, sizeof path, g_root, "long_rev.h5");
+  copy_file(good, path);
+  hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+  if (f < 0 || H5Adelete(f, "git_rev") < 0) SD_FATAL("cannot edit %s", path);
+  hid_t t = H5Tcopy(H5T_C_S1);
+  H5Tset_size(t, sizeof rev);
+  hid_t sp = H5Screate(H5S_SCALAR);
+  hid_t a = H5Acreate2(f, "git_rev", t, sp, H5P_DEFAULT, H5P_DEFAULT);
+  if (a < 0 || H5Awrite(a, t, rev) < 0) SD_FATAL("cannot write git_rev into %s", path);
+  H5Aclose(a);
+  H5Sclose(sp);
+  H5Tclose(t);
+  H5Fclose(f);
+  char *text = NULL;
+  size_t len = 0;
+  FILE *out = open_memstream(&text, &len);
+  int rc = sd_ckpt_print_summary(path, out);
+  fclose(out);
+  const char *line = strstr(text, "git_rev");
+  size_t shown = 0;
+  if (line) {
+    line += strlen("git_rev");
+    line += strspn(line, " ");
+    shown = strcspn(line, "\n");
+  }
+  int whole = line && shown == strlen(rev) && strncmp(line, rev, shown) == 0;
+  check_true(rc == 0 && whole, "summary: verifies (rc %d) and prints git_rev whole: %zu of %zu "
+             "characters", rc, shown, strlen(rev));
+  if (!whole && line) printf("  printed: %.*s\n", (int)shown, line);
+  free(text);
+}
+
 // 7. A save that hits RLIMIT_FSIZE (run last: it changes process limits).
 static void test_io_failure(const sd_sddit *s) {
   printf("# 7. write failure (file size limit)\n");
@@ -502,6 +541,7 @@ int main(void) {
   test_find_latest(&s);
   test_wrong_model(&be, good);
   test_not_checkpoint(good);
+  test_long_git_rev(good);
   test_io_failure(&s);
   sd_sddit_destroy(&s);
   sd_backend_cpu_destroy(&be);

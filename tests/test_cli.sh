@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Command-line behaviour of `sddit params`: counts printed, bad keys and values refused with a
-# message naming them, non-zero exit codes.
+# Command-line behaviour of `sddit params`, `train` and `inspect`: counts printed, bad keys,
+# values and inconsistent models refused with a message naming them (a refused train writes
+# nothing), non-zero exit codes.
 set -u
 sddit="$1"
 pass=0; fail=0
@@ -29,6 +30,9 @@ expect "train: missing config"   1 "no-such\.ini" -- train --config no-such.ini
 expect "train: inconsistent"     1 "encoder_depth" -- train --model.encoder_depth=7
 expect "train: --resume no file"  1 "cannot resume: .*no-such-ckpt\.h5.*No such file" -- train --resume no-such-ckpt.h5 --train.out_dir="${TMPDIR:-/tmp}/sd_cli_never_written"
 [ ! -e "${TMPDIR:-/tmp}/sd_cli_never_written" ] && { echo "ok   refused resume wrote nothing"; pass=$((pass+1)); } || { echo "FAIL refused resume created its out_dir"; fail=$((fail+1)); }
+never="${TMPDIR:-/tmp}/sd_cli_never_written_$$"
+expect "train: out_channels != in_channels" 1 "model\.out_channels \(8\) differs from model\.in_channels \(4\).*set model\.out_channels = 4" -- train --model.out_channels=8 --train.out_dir="$never"
+[ ! -e "$never" ] && { echo "ok   refused out_channels wrote nothing"; pass=$((pass+1)); } || { echo "FAIL refused out_channels created its out_dir $never"; rm -rf "$never"; fail=$((fail+1)); }
 expect "train: --resume no value" 1 "--resume needs auto, none or a checkpoint file" -- train --resume
 expect "inspect: missing file"   1 "problem: .*nothing\.h5: No such file" -- inspect nothing.h5
 expect "inspect: no argument"    2 "usage: sddit inspect" -- inspect

@@ -223,6 +223,9 @@ static void test_preset_files(void) {
     } else {
       want.steps = 400000;
       want.log_every = 100;
+      // the GPU presets train on the ImageNet latents that data-prep/README.md makes
+      snprintf(want.source, sizeof want.source, "hdf5");
+      snprintf(want.path, sizeof want.path, "data/imagenet256-latents.h5");
     }
     snprintf(want.out_dir, sizeof want.out_dir, "runs/%s", files[i]);
     diff d = compare(&c, &want);
@@ -464,6 +467,12 @@ static void test_file_errors(void) {
                  "model.decoder_hidden (512) differs from model.hidden (384)");
   expect_invalid("decoder_heads.ini", "[model]\ndecoder_heads = 8\n",
                  "model.decoder_heads (8) differs from model.heads (6)");
+  expect_invalid("out_channels.ini", "[model]\nout_channels = 8\n",
+                 "model.out_channels (8) differs from model.in_channels (4): the EDM denoiser "
+                 "D = c_skip * x + c_out * F needs the network's output shaped like its input; "
+                 "set model.out_channels = 4");
+  expect_invalid("in_channels.ini", "[model]\npreset = tiny\nin_channels = 1\n",
+                 "model.out_channels (4) differs from model.in_channels (1)");
   expect_invalid("no_visible.ini",
                  "[model]\npreset = tiny\n[sddit]\nmask_ratio = 0.95\n",
                  "sddit.mask_ratio (0.95) leaves no visible token of the 16");

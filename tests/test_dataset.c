@@ -2,7 +2,9 @@
 // (every layout: contiguous, chunked, compressed; float16 and float32; /moments), then checks:
 // float16 conversion against HDF5's own, one test per validation error (the message must name
 // the file, the object and the first bad index), and the loader's order (identical across runs,
-// read paths, prefetching and world sizes; every sample once per epoch), flips and moments.
+// read paths, prefetching and world sizes; every sample once per epoch), flips and moments;
+// and that the summary `sddit inspect` prints holds the encoder and source attributes whole at
+// any length, fixed- or variable-length.
 #include "check.h"
 #include "dataset.h"
 #include "loader.h"
@@ -215,6 +217,78 @@ static void test_half(void) {
   check_true(worst < 0, "float_to_half picks the nearest half for 4096 random floats%s",
              worst < 0 ? "" : " (a counterexample follows)");
   if (worst >= 0) printf("  %.9g -> %.9g\n", r[worst], sd_half_to_float(sd_float_to_half(r[worst])));
+}
+
+// ---- long text attributes in the summary ----
+
+// Replaces the root string attribute `name` with v: fixed-length (v's length + 1, null
+// terminated) or variable-length.
+static void replace_attr_string(const char *path, const char *name, const char *v, int vlen) {
+  hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+  if (H5Aexists(f, name) > 0) H5Adelete(f, name);
+  hid_t t = H5Tcopy(H5T_C_S1);
+  H5Tset_size(t, vlen ? H5T_VARIABLE : strlen(v) + 1);
+  hid_t sp = H5Screate(H5S_SCALAR);
+  hid_t a = H5Acreate2(f, name, t, sp, H5P_DEFAULT, H5P_DEFAULT);
+  herr_t rc = vlen ? H5Awrite(a, t, &v) : H5Awrite(a, t, v);
+  check_true(a >= 0 && rc >= 0, "%s: wrote a %zu-character %s-length attribute '%s'", path,
+             strlen(v), vlen ? "variable" : "fixed", name);
+  H5Aclose(a);
+  H5Sclose(sp);
+  H5Tclose(t);
+  H5Fclose(f);
+}
+
+// A text of n characters whose every 10-character cell says where it is: "s0000010..".
+static char *long_text(const char *tag, size_t n) {
+  char *v = malloc(n + 1);
+  for (size_t i = 0; i < n; i += 10) snprintf(v + i, n - i + 1, "%s%07zu..", tag, i);
+  v[n] = '\0';
+  return v;
+}
+
+// The summary's line "  NAME ... VALUE\n" must hold the whole value.
+static void expect_summary_line(const char *summary, const char *name, const char *value,
+                                const char *what) {
+  const char *line = strstr(summary, name);
+  while (line && line != summary && line[-1] != ' ') line = strstr(line + 1, name);
+  const char *v = line ? line + strlen(name) : NULL;
+  while (v && *v == ' ') v++;
+  size_t shown = v ? strcspn(v, "\n") : 0;
+  int ok = v && shown == strlen(value) && strncmp(v, value, shown) == 0;
+  check_true(ok, "summary prints the %s %s attribute whole: %zu of %zu characters", what, name,
+             shown, strlen(value));
+  if (!ok && v) printf("  printed: %.*s\n  ...ends: %.40s\n", (int)(shown < 200 ? shown : 200),
+                       v, shown > 40 ? v + shown - 40 : v);
+}
+
+static void test_long_attributes(void) {
+  char *source = long_text("s", 600), *encoder = long_text("e", 300);
+  for (int vlen = 0; vlen < 2; vlen++) {
+    spec s = base_spec();
+    const char *path = write_spec(vlen ? "long_attrs_vlen.h5" : "long_attrs_fixed.h5", &s);
+    replace_attr_string(path, "source", source, vlen);
+    replace_attr_string(path, "encoder", encoder, !vlen);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    int rc = sd_dataset_print_summary(path, out);
+    fclose(out);
+    check_true(rc == 0, "%s: summary says ok (rc %d)", path, rc);
+    expect_summary_line(text, "source", source, vlen ? "variable-length" : "fixed-length");
+    expect_summary_line(text, "encoder", encoder, vlen ? "fixed-length" : "variable-length");
+    char *again = sd_dataset_text_attr(path, "source");
+    check_true(strcmp(again, source) == 0, "sd_dataset_text_attr gives the %zu characters back "
+               "(%zu)", strlen(source), strlen(again));
+    free(again);
+    free(text);
+  }
+  char *none = sd_dataset_text_attr("/nonexistent/x.h5", "source");
+  check_true(strcmp(none, "unknown") == 0, "an unreadable file's attribute is 'unknown' (%s)",
+             none);
+  free(none);
+  free(source);
+  free(encoder);
 }
 
 // ---- validation messages ----
@@ -537,6 +611,7 @@ int main(void) {
   }
   test_half();
   test_validation();
+  test_long_attributes();
   test_loader();
   char cmd[600];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);

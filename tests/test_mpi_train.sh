@@ -10,7 +10,10 @@
 #     within DP_BF16_LOSS_RTOL / DP_BF16_WEIGHT_RTOL, without being equal to it;
 #  3. SIGTERM to one rank: all ranks stop at the next step boundary, rank 0 checkpoints, exit 0;
 #     `--resume auto` then ends bitwise equal to the uninterrupted run;
-#  4. kill -9 of one rank: the job ends non-zero within 60 s and the last checkpoint verifies.
+#  4. kill -9 of one rank: the job ends non-zero within 60 s and the last checkpoint verifies;
+#  5. the progress line's time split on 2 and 4 ranks (every step logged, with and without
+#     overlap, the replica check's extra waits included): every part >= 0 and the parts add up
+#     to ms_step (STEP_TIME_SUM_RTOL).
 # Usage: test_mpi_train.sh SDDIT SOURCE_ROOT
 set -u
 sddit="$1"; root="$2"
@@ -26,6 +29,7 @@ bad() { echo "FAIL $*"; fail=$((fail+1)); }
 tol() { sed -n "s/^#define $1 //p" "$root/tests/tolerances.h"; }
 loss_tol=$(tol DP_LOSS_RTOL); weight_tol=$(tol DP_WEIGHT_RTOL)
 bf16_loss_tol=$(tol DP_BF16_LOSS_RTOL); bf16_weight_tol=$(tol DP_BF16_WEIGHT_RTOL)
+time_tol=$(tol STEP_TIME_SUM_RTOL)
 mpi() {  # mpi N ARGS...: sddit on N ranks (SD_FAULT_NAN passed on when set)
   local n="$1"; shift
   local x=(-x OMP_NUM_THREADS -x OMP_WAIT_POLICY)
@@ -165,6 +169,34 @@ if [ $rc -ne 0 ] && [ $dt -le 60 ] && [ -n "$newest" ] && "$sddit" inspect "$new
 else
   bad "kill -9: exit $rc after ${dt} s, newest '$newest'; $(tail -3 "$tmp/kill.log")"
 fi
+# ---- 5. the time split of the progress line (metrics.jsonl of the runs above) ----
+time_split() {  # time_split DIR: every line's parts >= 0 and adding up to ms_step
+  /usr/bin/python3 - "$1/metrics.jsonl" "$time_tol" <<'PY'
+import json, sys
+path, tol = sys.argv[1], float(sys.argv[2])
+parts = ["ms_data", "ms_compute", "ms_comm_exposed", "ms_optim", "ms_other"]
+lines = [json.loads(t) for t in open(path)]
+bad = []
+for j in lines:
+    missing = [k for k in parts + ["ms_step"] if k not in j]
+    neg = [f"{k} = {j[k]:g}" for k in parts + ["ms_step"] if j.get(k, 0) < 0]
+    total = sum(j.get(k, 0) for k in parts)
+    step = j.get("ms_step", float("nan"))
+    if missing or neg or not abs(total - step) <= tol * step:
+        bad.append(f"step {j['step']}: ms_step {step:g}, parts " +
+                   " + ".join(f"{k[3:]} {j.get(k, float('nan')):g}" for k in parts) +
+                   f" = {total:g}" + (f"; negative: {', '.join(neg)}" if neg else "") +
+                   (f"; missing: {', '.join(missing)}" if missing else ""))
+print(f"{len(lines)} lines, {len(bad)} wrong" + "".join("\n    " + b for b in bad[:5]))
+sys.exit(0 if lines and not bad else 1)
+PY
+}
+for run in w2 w4 no bf16; do
+  out=$(time_split "$tmp/$run" 2>&1); rc=$?
+  [ $rc -eq 0 ] && ok "$run: every step's time parts >= 0 and adding up to ms_step ($out)" \
+                || bad "$run: time parts of metrics.jsonl: $out"
+done
+
 pgrep -f "out_dir=$tmp" >/dev/null && bad "processes left behind: $(pgrep -af "out_dir=$tmp" | head -3)"
 
 echo "test_mpi_train: $pass checks passed, $fail failed"

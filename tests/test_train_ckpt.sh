@@ -3,7 +3,8 @@
 # ends bitwise equal to an uninterrupted one, on the synthetic source and on an HDF5 file read
 # with prefetching; damaged checkpoints are refused (and skipped by auto); a write failure
 # (file-size limit, like a full disk) leaves the previous checkpoint intact; bad data is
-# refused before anything is written.
+# refused before anything is written; a resume with another train.steps warns that the teacher
+# momentum schedule changes (old and new step counts), one with the same steps does not.
 # Usage: test_train_ckpt.sh SDDIT SOURCE_ROOT
 set -u
 sddit="$1"; root="$2"
@@ -36,6 +37,7 @@ grep -q "stopped after step 17" "$tmp/b1.log" && ok "stop_at 17 stops with a che
 [ -f "$tmp/b/checkpoints/ckpt-00000017.h5" ] && ok "ckpt-00000017.h5 written" || bad "no checkpoint at 17"
 run "$tmp/b2.log" "${common[@]}" --train.out_dir="$tmp/b" --resume auto || bad "resume failed: $(tail -3 "$tmp/b2.log")"
 grep -q "resumed from .*ckpt-00000017.h5 at step 17" "$tmp/b2.log" && ok "resume auto takes the newest" || bad "resume message missing"
+grep -q "teacher momentum schedule" "$tmp/b2.log" && bad "resume with the same train.steps warns: $(grep 'teacher momentum' "$tmp/b2.log")" || ok "resume with the same train.steps: no schedule warning"
 same_state "synthetic: stop at 17 + resume == uninterrupted" "$tmp/a/checkpoints/ckpt-00000030.h5" "$tmp/b/checkpoints/ckpt-00000030.h5"
 la=$(grep '"step": 30' "$tmp/a/metrics.jsonl" | sed 's/"img_per_s.*//')
 lb=$(grep '"step": 30' "$tmp/b/metrics.jsonl" | sed 's/"img_per_s.*//')
@@ -82,6 +84,9 @@ out=$("$sddit" train "${common[@]}" --train.out_dir="$tmp/b" --train.steps=40 --
 run "$tmp/b3.log" "${common[@]}" --train.out_dir="$tmp/b" --train.steps=40 --resume auto || bad "auto after corruption failed: $(tail -3 "$tmp/b3.log")"
 grep -q "warning: skipping .*ckpt-00000030.h5" "$tmp/b3.log" && grep -q "resumed from .*ckpt-00000020.h5 at step 20" "$tmp/b3.log" \
   && ok "resume auto skips the corrupted newest and takes step 20" || bad "auto did not skip: $(grep -E 'skipping|resumed' "$tmp/b3.log")"
+want="warning: train.steps changed from 30 \\(the checkpoint's\\) to 40: the teacher momentum schedule .* changes from step 20 on"
+grep -qE "$want" "$tmp/b3.log" && ok "resume with train.steps 30 -> 40 warns: $(grep -o 'train.steps changed.*' "$tmp/b3.log" | cut -c1-60)..." \
+  || bad "no schedule warning for train.steps 30 -> 40; warnings: $(grep warning "$tmp/b3.log" | head -3)"
 head -c 100000 "$tmp/good30.h5" > "$tmp/trunc.h5"
 out=$("$sddit" train "${common[@]}" --train.out_dir="$tmp/g" --resume "$tmp/trunc.h5" 2>&1); rc=$?
 [ $rc -ne 0 ] && grep -q "trunc.h5.*truncated" <<<"$out" && ok "truncated checkpoint refused" || bad "truncated: rc $rc $(echo "$out" | tail -2)"
