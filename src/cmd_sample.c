@@ -1,4 +1,5 @@
 // `sddit sample` and `sddit denoise` (see cmd_sample.h).
+#include "clock.h"
 #include "cmd_sample.h"
 #include "backend_open.h"
 #include "ckpt.h"
@@ -20,7 +21,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #define ACT_BUDGET_BYTES (2ull << 30)  // activations of one network pass (chunk capacity)
@@ -52,11 +52,6 @@ static const char *k_denoise_usage =
     "  (num_classes = the null class); OUT.h5 gets /D (B, C, H, W) = D(x; sigma, labels)\n"
     "  --batch B   samples per network pass (64); --threads N CPU threads (0 = default)\n";
 
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
 
 // ---- options ---------------------------------------------------------------------------------
 
@@ -494,7 +489,7 @@ int sd_cmd_sample(int argc, char **argv) {
   // this rank's share
   float *xs = sd_xmalloc(sizeof(float) * (size_t)(mine ? mine : 1) * n, "samples");
   float *noise = sd_xmalloc(sizeof(float) * (size_t)(mine ? mine : 1) * n, "noise");
-  const double t0 = now_s();
+  const double t0 = sd_now_s();
   double t_print = t0;
   for (long b = b_lo; b < b_hi; b++) {
     const long i0 = b * bs, nb = (i0 + bs < N ? i0 + bs : N) - i0;
@@ -503,7 +498,7 @@ int sd_cmd_sample(int argc, char **argv) {
       sd_rng_normal(a.seed, SD_RNG_SAMPLE, 0, (uint32_t)(i0 + k), 0, n, nz + (size_t)k * n);
     sd_edm_sample(&so, sd_denoiser_fn, &dn, (int)nb, labels + i0, nz,
                   xs + (size_t)(i0 - s_lo) * n);
-    const double now = now_s();
+    const double now = sd_now_s();
     const long done = i0 + nb - s_lo;
     if (lead && (now - t_print >= 1.0 || b + 1 == b_hi)) {
       const double rate = done / (now - t0);
@@ -515,7 +510,7 @@ int sd_cmd_sample(int argc, char **argv) {
       t_print = now;
     }
   }
-  const double t_sample = now_s() - t0;
+  const double t_sample = sd_now_s() - t0;
   long bad = 0;
   for (size_t j = 0; j < (size_t)mine * n; j++) bad += !isfinite(xs[j]);
   double sums[2] = {(double)bad, (double)dn.rows};

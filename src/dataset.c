@@ -1,4 +1,5 @@
 // Format-version-1 dataset checks, row reads and summaries (see dataset.h).
+#include "clock.h"
 #include "dataset.h"
 #include "error.h"
 #include "h5io.h"
@@ -10,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
 float sd_half_to_float(uint16_t h) {
   uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
@@ -111,11 +111,6 @@ static void shape_text(const hsize_t *d, int nd, char *buf, size_t len) {
   if (used < len) snprintf(buf + used, len - used, "%s)", nd == 1 ? "," : "");
 }
 
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
 
 // ---- reading rows ----
 
@@ -341,7 +336,7 @@ static int scan_values(hid_t f, const sd_dataset_info *info, char *err, size_t e
   float *buf = malloc(sizeof(float) * row * (size_t)(block < info->n ? block : info->n));
   if (!buf) return sd_errorf(err, errlen, "%s: out of memory scanning %s", info->path, info->var);
   hid_t ds = H5Dopen2(f, info->var, H5P_DEFAULT);
-  double t0 = now_s(), last = t0;
+  double t0 = sd_now_s(), last = t0;
   int rc = 0, printed = 0;
   for (long first = 0; rc == 0 && first < info->n; first += block) {
     long count = info->n - first < block ? info->n - first : block;
@@ -355,7 +350,7 @@ static int scan_values(hid_t f, const sd_dataset_info *info, char *err, size_t e
                 "checks every value", info->path, info->var, first + (long)(i / row), ch, yy,
                 xx, isnan(buf[i]) ? "nan" : "inf", first + (long)(i / row));
     }
-    double now = now_s();
+    double now = sd_now_s();
     if (now - last > 2.0) {
       fprintf(stderr, "\rchecking %s of %s: %5.1f%% (%.0f samples/s)", info->var, info->path,
               100.0 * (first + count) / info->n, (first + count) / (now - t0));

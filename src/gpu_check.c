@@ -1,6 +1,7 @@
 // What the device checks share (see gpu_check.h): the device under test or its CPU stand-in,
 // the nmse measure, canaries and guards. Used by `sddit selftest` and the GPU tests.
 #include "gpu_check.h"
+#include "clock.h"
 #include "bf16.h"
 #include "storage.h"
 
@@ -8,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 
 // ---- the CPU stand-in ---------------------------------------------------------------------
@@ -320,8 +320,3 @@ double sd_gpu_nmse_delta(const float *a, const float *ref, const float *base, si
   return nmse_core(a, ref, base, n, worst);
 }
 
-double sd_gpu_now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}

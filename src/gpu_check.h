@@ -60,7 +60,5 @@ double sd_gpu_nmse_delta(const float *a, const float *ref, const float *base, si
 // Rounds to the nearest bf16 (ties to even; src/util/bf16.h), kept in a float.
 float sd_gpu_bf16_round(float x);
 
-// Seconds on a monotonic clock.
-double sd_gpu_now_s(void);
 
 #endif

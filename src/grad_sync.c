@@ -1,11 +1,11 @@
 // Gradient reduction on a communication thread (see grad_sync.h).
+#include "clock.h"
 #include "grad_sync.h"
 #include "bf16.h"
 #include "error.h"
 
 #include <pthread.h>
 #include <stdlib.h>
-#include <time.h>
 
 #define MAX_RANGES 4096  // more than any model has layers
 
@@ -31,11 +31,6 @@ struct sd_grad_sync {
   double comm_s, exposed_s;
 };
 
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
 
 // Mean over ranks of one range, in place (or the broadcast of a range from rank 0), on the
 // background communicator when called from the thread.
@@ -69,9 +64,9 @@ static void *comm_main(void *arg) {
     range r = g->queue[g->head];
     g->busy = 1;
     pthread_mutex_unlock(&g->mu);
-    double t0 = now_s();
+    double t0 = sd_now_s();
     reduce(g, &g->bg, r);
-    double dt = now_s() - t0;
+    double dt = sd_now_s() - t0;
     pthread_mutex_lock(&g->mu);
     g->comm_s += dt;
     g->head++;
@@ -114,10 +109,10 @@ void sd_grad_sync_destroy(sd_grad_sync *g) {
 static void enqueue(sd_grad_sync *g, range r) {
   if (g->d->world <= 1) return;
   if (!g->overlap) {
-    double t0 = now_s();
+    double t0 = sd_now_s();
     reduce(g, g->d, r);
-    g->comm_s += now_s() - t0;
-    g->exposed_s += now_s() - t0;
+    g->comm_s += sd_now_s() - t0;
+    g->exposed_s += sd_now_s() - t0;
     return;
   }
   pthread_mutex_lock(&g->mu);
@@ -139,12 +134,12 @@ int sd_grad_sync_overlaps(const sd_grad_sync *g) { return g->overlap; }
 
 void sd_grad_sync_wait(sd_grad_sync *g) {
   if (!g->overlap) return;
-  double t0 = now_s();
+  double t0 = sd_now_s();
   pthread_mutex_lock(&g->mu);
   while (g->head != g->tail || g->busy) pthread_cond_wait(&g->cv, &g->mu);
   g->head = g->tail = 0;
   pthread_mutex_unlock(&g->mu);
-  g->exposed_s += now_s() - t0;
+  g->exposed_s += sd_now_s() - t0;
 }
 
 void sd_grad_sync_take_times(sd_grad_sync *g, double *comm_s, double *exposed_s) {

@@ -1,5 +1,6 @@
 // The training data loader (see loader.h): epoch permutations, the three read paths (memory,
 // pread, HDF5), per-position flips and moment sampling, and the prefetch thread.
+#include "clock.h"
 #include "loader.h"
 #include "error.h"
 #include "rng.h"
@@ -13,7 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 enum { MODE_MEMORY, MODE_PREAD, MODE_HDF5 };
@@ -67,11 +67,6 @@ struct sd_loader {
 };
 
 
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
 
 // ---- epoch permutations ----
 
@@ -265,10 +260,10 @@ static void *prefetch_main(void *arg) {
 }
 
 int sd_loader_get(sd_loader *l, long step, float *x, int32_t *y, char *err, size_t errlen) {
-  double t0 = now_s();
+  double t0 = sd_now_s();
   if (l->K == 0) {
     int rc = produce(l, step, x, y, err, errlen);
-    l->wait_s += now_s() - t0;
+    l->wait_s += sd_now_s() - t0;
     return rc;
   }
   pthread_mutex_lock(&l->mu);
@@ -296,7 +291,7 @@ int sd_loader_get(sd_loader *l, long step, float *x, int32_t *y, char *err, size
   sl->state = SLOT_EMPTY;
   pthread_cond_broadcast(&l->cv);
   pthread_mutex_unlock(&l->mu);
-  l->wait_s += now_s() - t0;
+  l->wait_s += sd_now_s() - t0;
   return rc;
 }
 

@@ -12,6 +12,7 @@
 //   op NAME prec P nmse X limit Y ok|FAIL worst_index i got g want w
 // NAME = op[+variant]@shape.buffer (":change" = the change of an accumulating output alone);
 // also "guard", "input-changed", "unwritten" and "determinism" lines on failure.
+#include "clock.h"
 #include "bf16.h"
 #include "op_checks.h"
 #include "error.h"
@@ -1379,10 +1380,10 @@ void sd_opcheck_run_unit_selftests(sd_backend *be) {
       continue;
     }
     char err[1024] = "";
-    double t0 = sd_gpu_now_s();
+    double t0 = sd_now_s();
     int rc = st[i].fn(be, err, sizeof err);
     printf("unit %s %s (%.1f s)%s%s\n", st[i].name, rc == 0 ? "ok" : "FAIL",
-           sd_gpu_now_s() - t0, err[0] ? ": " : "", err);
+           sd_now_s() - t0, err[0] ? ": " : "", err);
     check_record(rc == 0);
   }
 }
@@ -1454,7 +1455,7 @@ int sd_opcheck_run(sd_backend *dev, sd_backend *cpu, const sd_opcheck_opts *o) {
       continue;
     }
     if (!o->quiet) printf("# precision %s\n", g_prec_names[prec]);
-    double t0 = sd_gpu_now_s();
+    double t0 = sd_now_s();
     int ran = 0;
     for (int i = 0; i < g_n; i++) {
       check *c = &g_checks[i];
@@ -1471,10 +1472,10 @@ int sd_opcheck_run(sd_backend *dev, sd_backend *cpu, const sd_opcheck_opts *o) {
       ran++;
       if (o->progress && (ran % 50 == 0))
         printf("# precision %s: %d checks, %.1f s, %d failed so far\n", g_prec_names[prec], ran,
-               sd_gpu_now_s() - t0, g_fail - fail0);
+               sd_now_s() - t0, g_fail - fail0);
     }
     if (o->transfers) check_transfers(dev, o->seed, prec);
-    double t1 = sd_gpu_now_s();
+    double t1 = sd_now_s();
     if (o->determinism) {  // the whole list again on the device, the same bits
       int same = 0, differ = 0;
       for (int i = 0; i < g_n; i++) {
@@ -1491,7 +1492,7 @@ int sd_opcheck_run(sd_backend *dev, sd_backend *cpu, const sd_opcheck_opts *o) {
     if (o->quiet) continue;
     printf("# precision %s: %d checks, %.1f s compare%s", g_prec_names[prec], ran, t1 - t0,
            o->determinism ? "" : "\n");
-    if (o->determinism) printf(", %.1f s determinism\n", sd_gpu_now_s() - t1);
+    if (o->determinism) printf(", %.1f s determinism\n", sd_now_s() - t1);
   }
   return g_fail - fail0;
 }
@@ -1500,8 +1501,6 @@ void sd_opcheck_totals(int *passed, int *failed) {
   *passed = g_pass;
   *failed = g_fail;
 }
-
-void sd_opcheck_record(int ok) { check_record(ok); }
 
 void sd_opcheck_clear(void) {
   for (int i = 0; i < g_n; i++) free_inputs(&g_checks[i]);

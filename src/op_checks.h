@@ -49,9 +49,8 @@ typedef struct sd_opcheck_opts {
 int sd_opcheck_run(sd_backend *dev, sd_backend *cpu, const sd_opcheck_opts *o);
 // The CUDA files' own self-tests (sd_cuda_*_selftest), where the build has them.
 void sd_opcheck_run_unit_selftests(sd_backend *dev);
-// The tally over everything run so far, and one more result to add to it.
+// The tally over everything run so far.
 void sd_opcheck_totals(int *passed, int *failed);
-void sd_opcheck_record(int ok);
 // Frees the list.
 void sd_opcheck_clear(void);
 

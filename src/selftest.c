@@ -1,7 +1,9 @@
 // The device self-test (see selftest.h).
+#include "clock.h"
 #include "selftest.h"
 #include "dit_config.h"
 #include "gpu_check.h"
+#include "op_checks.h"
 #include "selftest_step.h"
 
 #include <stdio.h>
@@ -10,8 +12,10 @@
 
 static const char *const k_prec[2] = {"fp32", "bf16"};
 
-void sd_selftest_shape(const sd_config *cfg, int B, sd_opcheck_shape *s, char *tagbuf,
-                       size_t taglen) {
+// The op-check shape of cfg's model: B samples, its tokens, width, heads, visible tokens,
+// image, timestep features, label rows and head sizes; tag is written into tagbuf.
+static void model_shape(const sd_config *cfg, int B, sd_opcheck_shape *s, char *tagbuf,
+                        size_t taglen) {
   const sd_dit_config *m = &cfg->model;
   snprintf(tagbuf, taglen, "%s", m->preset[0] ? m->preset : "model");
   for (char *c = tagbuf; *c; c++)
@@ -44,14 +48,14 @@ static void print_paths(sd_backend *dev) {
 }
 
 int sd_selftest_run(sd_backend *dev, const sd_config *cfg, const sd_selftest_opts *o) {
-  const double t0 = sd_gpu_now_s();
+  const double t0 = sd_now_s();
   sd_backend cpu;
   sd_backend_cpu_init(&cpu, cfg->threads);
   int passed0, failed0;
   sd_opcheck_totals(&passed0, &failed0);
   char tag[32];
   sd_opcheck_shape prod;
-  sd_selftest_shape(cfg, o->batch > 0 ? o->batch : 2, &prod, tag, sizeof tag);
+  model_shape(cfg, o->batch > 0 ? o->batch : 2, &prod, tag, sizeof tag);
   if (o->shapes & SD_SELFTEST_SMALL) {
     sd_opcheck_add_test_shapes("tail");
     sd_opcheck_add_test_shapes("tiny");
@@ -107,7 +111,7 @@ int sd_selftest_run(sd_backend *dev, const sd_config *cfg, const sd_selftest_opt
   if (o->quiet && !failed) return 0;
   print_paths(dev);
   printf("selftest: %d checks passed, %d failed in %.1f s\n", passed, failed,
-         sd_gpu_now_s() - t0);
+         sd_now_s() - t0);
   fflush(stdout);
   if (!failed && !passed) return 1;  // a run that checked nothing does not pass
   return failed;

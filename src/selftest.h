@@ -8,7 +8,6 @@
 #define SD_SELFTEST_H
 
 #include "config.h"
-#include "op_checks.h"
 #include "ops.h"
 
 #include <stdint.h>
@@ -29,11 +28,6 @@ typedef struct sd_selftest_opts {
   uint64_t seed;
   const char *filter; // only op checks whose name contains this
 } sd_selftest_opts;
-
-// The op-check shape of cfg's model: B samples, its tokens, width, heads, visible tokens,
-// image, timestep features, label rows and head sizes; tag is written into tagbuf.
-void sd_selftest_shape(const sd_config *cfg, int B, sd_opcheck_shape *s, char *tagbuf,
-                       size_t taglen);
 
 // Runs everything o asks for on dev against a CPU backend with cfg->threads threads. Prints
 // "selftest path: ..." lines and a last line "selftest: N checks passed, M failed in S s".

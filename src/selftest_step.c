@@ -1,4 +1,5 @@
 // One SD-DiT step on a device against the CPU (see selftest_step.h).
+#include "clock.h"
 #include "selftest_step.h"
 #include "error.h"
 #include "gpu_check.h"
@@ -110,7 +111,7 @@ int sd_selftest_step(sd_backend *dev, sd_backend *cpu, const sd_config *cfg_in, 
                      uint64_t seed, int verbose, int *passed) {
   const double loss_lim[2] = {GPU_STEP_LOSS_RTOL}, grad_lim[2] = {GPU_STEP_GRAD_NMSE};
   sd_config cfg = *cfg_in;
-  const double t0 = sd_gpu_now_s();
+  const double t0 = sd_now_s();
   // The parameters: DiT/head initialisation plus noise, made on the CPU backend.
   sd_sddit_opts o;
   sd_sddit_opts_from_config(&cfg, &o);
@@ -165,7 +166,7 @@ int sd_selftest_step(sd_backend *dev, sd_backend *cpu, const sd_config *cfg_in, 
          pn, cfg.model.preset, B, total, table.count,
          fabs((double)rd.L_gen - rc.L_gen) / fmax(fabs((double)rc.L_gen), 1e-30),
          fabs((double)rd.L_dis - rc.L_dis) / fmax(fabs((double)rc.L_dis), 1e-30), e, worst_name,
-         worst, grad_lim[prec], rd.grad_norm, rc.grad_norm, sd_gpu_now_s() - t0,
+         worst, grad_lim[prec], rd.grad_norm, rc.grad_norm, sd_now_s() - t0,
          failed ? "FAIL" : "ok");
   free(rd.grads);
   free(rc.grads);

@@ -1,6 +1,7 @@
 // `sddit train` (see train.h): configuration, the data source, resuming from a checkpoint,
 // keyed randomness, the step loop, the progress line, the JSON-lines metrics file and the
 // periodic checkpoints.
+#include "clock.h"
 #include "train.h"
 #include "backend_open.h"
 #include "selftest.h"
@@ -24,14 +25,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
 
 static void format_eta(double s, char *buf, size_t len) {
   if (!isfinite(s) || s < 0) s = 0;
@@ -75,22 +70,13 @@ static void warn_config_changes(const char *then, const char *now) {
   }
 }
 
-// train.steps in a checkpoint's configuration text (the "steps = N" line of its [train]
-// section), or -1 when it has none.
+// train.steps of a checkpoint's configuration text, or -1 when that text does not load.
 static long config_text_steps(const char *text) {
-  int in_train = 0;
-  for (const char *p = text; *p;) {
-    const size_t n = strcspn(p, "\n");
-    if (n && p[0] == '[') {
-      in_train = n == 7 && strncmp(p, "[train]", 7) == 0;
-    } else if (in_train && strncmp(p, "steps = ", 8) == 0) {
-      char *end;
-      const long v = strtol(p + 8, &end, 10);
-      if (end > p + 8 && end == p + n) return v;
-    }
-    p += n + (p[n] == '\n');
-  }
-  return -1;
+  sd_config then;
+  char err[256];
+  sd_config_defaults(&then, "tiny");
+  return sd_config_load_ini_text(&then, text, "checkpoint", err, sizeof err) == 0 ? then.steps
+                                                                                  : -1;
 }
 
 // The teacher's momentum follows a cosine over train.steps: a resume with another train.steps
@@ -373,7 +359,7 @@ int sd_cmd_train(int argc, char **argv) {
   sd_random_opts ro;
   sd_random_opts_from_config(&cfg, &ro);
   const nan_fault fault = nan_fault_from_env();
-  double t_start = now_s(), t_log = t_start;
+  double t_start = sd_now_s(), t_log = t_start;
   step_times tt = {0};
   long bad_in_row = 0, skipped_total = 0, last_log_step = start;
   int last_save_failed = 0;
@@ -383,7 +369,7 @@ int sd_cmd_train(int argc, char **argv) {
     if (sd_batch_source_get(&src, step, x0, y, err, sizeof err) != 0)
       SD_FATAL_HINT("`sddit inspect FILE` checks the whole dataset", "step %ld: %s", step, err);
     tt.data += sd_batch_source_take_wait(&src);
-    const double t1 = now_s();
+    const double t1 = sd_now_s();
     take_comm(&tcomm, &tt);  // waits since the last step (a checkpoint's teacher wait)
     if (fault.rank == rank && (step == fault.step || (fault.from_on && step >= fault.step)))
       x0[0] = NAN;  // SD_FAULT_NAN: a test of the non-finite path on one rank
@@ -393,10 +379,10 @@ int sd_cmd_train(int argc, char **argv) {
     if (dev.x0) in = upload_inputs(&be, &dev, &in, B, n, Tv);
     sd_step_stats stats;
     sd_sddit_forward_backward(&s, &in, B, step, &stats);
-    const double t2 = now_s();
+    const double t2 = sd_now_s();
     tt.compute += span_less(t2 - t1, take_comm(&tcomm, &tt));
     sd_sddit_update(&s, B, step, &stats);
-    const double t3 = now_s();
+    const double t3 = sd_now_s();
     tt.optim += span_less(t3 - t2, take_comm(&tcomm, &tt));
     if (cfg.check_replicas) {
       sd_sddit_teacher_wait(&s);  // the broadcast is otherwise left in flight for the next step
@@ -415,7 +401,7 @@ int sd_cmd_train(int argc, char **argv) {
       bad_in_row = 0;
     }
     if (lead && ((step + 1) % cfg.log_every == 0 || step + 1 == cfg.steps)) {
-      double now = now_s();
+      double now = sd_now_s();
       const double k = (double)(step + 1 - last_log_step);
       const double ms = 1e3 / k, t_all = now - t_log;
       const double other = span_less(t_all, tt.data + tt.compute + tt.comm + tt.optim);
@@ -444,9 +430,9 @@ int sd_cmd_train(int argc, char **argv) {
       memset(&tt, 0, sizeof tt);
       last_log_step = step + 1;
     }
-    const double t_agree = now_s();
+    const double t_agree = sd_now_s();
     const int sig = sd_train_stop_agreed(&dist);  // every rank, every step boundary
-    const double agree = now_s() - t_agree;
+    const double agree = sd_now_s() - t_agree;
     tt.comm += agree;
     tt.comm_total += agree;
     const int stop_here = sig || (cfg.stop_at > 0 && step + 1 == cfg.stop_at);
@@ -471,7 +457,7 @@ int sd_cmd_train(int argc, char **argv) {
   sd_sddit_teacher_wait(&s);  // every rank: no broadcast left in flight
   if (lead) {
     fclose(mf);
-    printf("# done: steps %ld..%ld in %.1f s\n", start, end, now_s() - t_start);
+    printf("# done: steps %ld..%ld in %.1f s\n", start, end, sd_now_s() - t_start);
     printf("# outputs: configuration %s/config.ini, metrics %s, checkpoints %s/\n", cfg.out_dir,
            mpath, ckdir);
   }

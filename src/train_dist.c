@@ -1,4 +1,5 @@
 // The trainer's data-parallel glue (see train_dist.h).
+#include "clock.h"
 #include "train_dist.h"
 #include "dist_nccl.h"
 #include "error.h"
@@ -9,13 +10,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
 
 // ---- the SD-DiT comm hooks ----
 
@@ -27,20 +22,20 @@ static void hook_grad_wait(void *ctx) { sd_grad_sync_wait(((sd_train_comm *)ctx)
 
 static void hook_sum_host(void *ctx, float *buf, size_t n) {
   sd_train_comm *tc = ctx;
-  const double t0 = now_s();
+  const double t0 = sd_now_s();
   sd_dist_allreduce_sum_f32(tc->d, buf, n, "loss sums");
-  tc->blocked_s += now_s() - t0;
+  tc->blocked_s += sd_now_s() - t0;
 }
 
 // Backend memory through the host staging buffer (device backends); the caller waits.
 static void staged(sd_train_comm *tc, float *dev, size_t n, int root, const char *what) {
   sd_backend *be = tc->s->be;
-  const double t0 = now_s();
+  const double t0 = sd_now_s();
   be->ops->to_host(be, tc->stage, dev, sizeof(float) * n);
   if (root < 0) sd_dist_allreduce_sum_f32(tc->d, tc->stage, n, what);
   else sd_dist_bcast_f32(tc->d, tc->stage, n, root, what);
   be->ops->to_device(be, dev, tc->stage, sizeof(float) * n);
-  tc->blocked_s += now_s() - t0;
+  tc->blocked_s += sd_now_s() - t0;
 }
 
 static void hook_sum_dev(void *ctx, float *buf, size_t n) {
@@ -49,9 +44,9 @@ static void hook_sum_dev(void *ctx, float *buf, size_t n) {
     staged(tc, buf, n, -1, "center sums");
     return;
   }
-  const double t0 = now_s();
+  const double t0 = sd_now_s();
   sd_dist_allreduce_sum_f32(tc->d, buf, n, "center sums");
-  tc->blocked_s += now_s() - t0;
+  tc->blocked_s += sd_now_s() - t0;
 }
 
 // Host memory: queued on the communication thread (or sent at once without overlap).

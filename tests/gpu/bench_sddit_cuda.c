@@ -22,6 +22,7 @@
 //        [--max-batch] [--max-batch-limit 4096] [--simulate matmul]
 // Exits 77 (skip) without a CUDA backend or device; --simulate runs on the CPU stand-in
 // (smoke test of this program).
+#include "clock.h"
 #include "error.h"
 #include "bf16.h"
 #include "gpu_check.h"
@@ -257,10 +258,10 @@ static double measure_peak(sd_backend *be, int S, int reps) {
   double best = 1e30;
   for (int r = 0; r < reps + 2; r++) {
     be->ops->sync(be);
-    double t0 = sd_gpu_now_s();
+    double t0 = sd_now_s();
     be->ops->matmul_fwd(be, o, be->act_dtype, a, be->act_dtype, w, NULL, S, S, S);
     be->ops->sync(be);
-    double t = sd_gpu_now_s() - t0;
+    double t = sd_now_s() - t0;
     if (r >= 2 && t < best) best = t;  // two warm-ups
   }
   be->ops->free(be, a);
@@ -287,17 +288,17 @@ static void bench_preset(sd_backend *be, const char *preset, const char *prec, i
   make_inputs(be, &m, B, &d);
   mem_info(&f1, &tot);
   sd_step_stats st;
-  double tw = sd_gpu_now_s();
+  double tw = sd_now_s();
   for (int k = 0; k < warmup; k++) one_step(&s, &d, B, k, &st);
   be->ops->sync(be);
-  const double warm_s = sd_gpu_now_s() - tw;
+  const double warm_s = sd_now_s() - tw;
   int done = 0;
-  double t0 = sd_gpu_now_s(), t = 0;
+  double t0 = sd_now_s(), t = 0;
   while (done < steps && (done == 0 || t < seconds)) {
     one_step(&s, &d, B, warmup + done, &st);
     done++;
     be->ops->sync(be);
-    t = sd_gpu_now_s() - t0;
+    t = sd_now_s() - t0;
   }
   size_t fmin = f1;
 #if SD_HAVE_CUDA
@@ -361,10 +362,10 @@ static void max_batch(sd_backend *be, const char *preset, int limit) {
              need / (1 << 30));
       break;
     }
-    double t0 = sd_gpu_now_s();
+    double t0 = sd_now_s();
     const double used = bytes_at(be, &m, B);
     printf("maxbatch preset=%s batch=%d ran one step, %.2f GiB (%.1f s)\n", preset, B,
-           used / (1 << 30), sd_gpu_now_s() - t0);
+           used / (1 << 30), sd_now_s() - t0);
     fits = B;
   }
   printf("maxbatch preset=%s fits=%d (largest doubling that ran) predicted=%d (linear model, "

@@ -17,6 +17,7 @@
 //   track50 prec P max_rel L_gen X L_dis Y limit Z ok|FAIL
 // Usage: test_sddit_cuda [--simulate matmul|matmul+attention] [--steps50 N] [FIXTURE.h5]
 // Exits 77 (skip) when the build has no CUDA backend or no device is visible.
+#include "clock.h"
 #include "batch_source.h"
 #include "check.h"
 #include "config.h"
@@ -470,9 +471,9 @@ int main(int argc, char **argv) {
       continue;
     }
     run_result r1, r2;
-    double t0 = sd_gpu_now_s();
+    double t0 = sd_now_s();
     run_fixture(f, &fx, &dev, &r1);
-    double t1 = sd_gpu_now_s();
+    double t1 = sd_now_s();
     compare_fixture(f, &fx, &r1, prec, &table);
     run_fixture(f, &fx, &dev, &r2);
     compare_runs(prec, &r1, &r2);
@@ -489,15 +490,15 @@ int main(int argc, char **argv) {
   float *cd = sd_xmalloc(sizeof(float) * (size_t)steps50, "L_dis cpu");
   float *dg = sd_xmalloc(sizeof(float) * (size_t)steps50, "L_gen dev");
   float *dd = sd_xmalloc(sizeof(float) * (size_t)steps50, "L_dis dev");
-  double t0 = sd_gpu_now_s();
+  double t0 = sd_now_s();
   run_synthetic(&cpu, steps50, cg, cd);
-  printf("# %d synthetic steps on the CPU in %.2f s\n", steps50, sd_gpu_now_s() - t0);
+  printf("# %d synthetic steps on the CPU in %.2f s\n", steps50, sd_now_s() - t0);
   for (int prec = 0; prec < 2; prec++) {
     char err[512];
     if (sd_gpu_set_precision(&dev, g_prec_names[prec], err, sizeof err) != 0) continue;
-    t0 = sd_gpu_now_s();
+    t0 = sd_now_s();
     run_synthetic(&dev, steps50, dg, dd);
-    double secs = sd_gpu_now_s() - t0;
+    double secs = sd_now_s() - t0;
     for (int k = 0; k < steps50; k += steps50 > 10 ? steps50 / 10 : 1)
       printf("track50 prec %s step %d L_gen cpu %.6f dev %.6f L_dis cpu %.6f dev %.6f\n",
              g_prec_names[prec], k + 1, cg[k], dg[k], cd[k], dd[k]);
