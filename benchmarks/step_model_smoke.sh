@@ -21,7 +21,7 @@ assert len(ops) >= 10, "want the op rows, got %d" % len(ops)
 share = sum(float(l.split()[-1].rstrip("%")) for l in ops)
 assert abs(share - 100.0) < 1.0, "shares add up to %.1f%%" % share
 mfu = [float(l.split("MFU")[1].strip().rstrip("%")) for l in lines if "MFU" in l and "img/s" in l]
-assert len(mfu) == 6, "want 6 summary lines, got %d" % len(mfu)
+assert len(mfu) == 7, "want 7 summary lines, got %d" % len(mfu)
 assert all(0.0 < m <= 100.0 for m in mfu), mfu
 assert any(l.startswith("# FLOP check") for l in lines), "no FLOP check"
 print("ok: %d op rows, MFU %s" % (len(ops), mfu))

@@ -204,14 +204,34 @@ typedef void sd_adamw_fn(sd_backend *be, float *p, const float *g, float *m, flo
 // AdamW as sd_adamw_fn, then in the same pass up to two moving averages of the updated p:
 // ema1 (n) = decay1 * ema1 + (1 - decay1) * p when ema1 is not NULL, the same for ema2.
 // Bitwise equal to sd_adamw_fn followed by sd_ema_fn on each; one read of p instead of three.
+// gate (backend memory, step_gate's; NULL: always update): nothing is written unless
+// gate[0] > 0, and then g is scaled by grad_scale * gate[0] (the trainer's skip and clipping,
+// decided on the device).
 typedef void sd_adamw_ema_fn(sd_backend *be, float *p, const float *g, float *m, float *v,
                              size_t n, float lr, float beta1, float beta2, float eps, float wd,
                              long t, float grad_scale, float *ema1, float decay1, float *ema2,
-                             float decay2);
+                             float decay2, const float *gate);
 // y (n) += a * x.
 typedef void sd_axpy_fn(sd_backend *be, float *y, const float *x, size_t n, float a);
 // dst (n) = decay * dst + (1 - decay) * src.
 typedef void sd_ema_fn(sd_backend *be, float *dst, const float *src, size_t n, float decay);
+
+// ---- a step's decisions, kept on the backend (no read back to the host inside a step) ------
+// The update gate from the squared global gradient norm sumsq[0]: gate[0] = 0 when the norm is
+// not finite (the step is skipped: the gated AdamW writes nothing), else clip / norm when
+// clip > 0 and norm > clip (clipping), else 1; gate[1] = the norm, sqrtf(sumsq[0]).
+// count (3), running counters read back on log steps: a skipped step adds 1 to count[0] (all
+// skipped steps) and count[1] (skipped in a row) and sets count[2] = step (1-based; exact to
+// 2^24); any other step sets count[1] = 0.
+typedef void sd_step_gate_fn(sd_backend *be, float *gate, float *count, const float *sumsq,
+                             float clip, long step);
+// x[0] = NaN when any of v (n) is not finite: a non-finite local loss reaches every rank
+// through the gradient all-reduce, so that every rank skips the step.
+typedef void sd_poison_nonfinite_fn(sd_backend *be, float *x, const float *v, int n);
+// The DINO center, when gate[0] > 0 (else nothing is written):
+// center (P) = momentum * center + (1 - momentum) * (sum (P) * inv_count).
+typedef void sd_center_update_fn(sd_backend *be, float *center, const float *sum,
+                                 float inv_count, float momentum, const float *gate, int P);
 
 // ---- memory ----------------------------------------------------------------------------
 typedef void *sd_alloc_fn(sd_backend *be, size_t bytes);
@@ -269,6 +289,9 @@ typedef struct sd_ops {
   sd_ema_fn *ema;
   sd_adamw_ema_fn *adamw_ema;
   sd_axpy_fn *axpy;
+  sd_step_gate_fn *step_gate;
+  sd_poison_nonfinite_fn *poison_nonfinite;
+  sd_center_update_fn *center_update;
   sd_alloc_fn *alloc;
   sd_free_fn *free;
   sd_memset_fn *memset;

@@ -545,9 +545,10 @@ static void call_adamw(const check *c, sd_backend *be, void **p) {
 }
 static void call_adamw_ema(const check *c, sd_backend *be, void **p) {
   // iv: t; fv: lr beta1 beta2 eps wd grad_scale decay1 decay2; bufs: g p m v e1 e2
+  // iv: t gated; bufs: g p m v e1 e2 [gate]
   be->ops->adamw_ema(be, F(1), F(0), F(2), F(3), c->zv[0], c->fv[0], c->fv[1], c->fv[2],
                      c->fv[3], c->fv[4], (long)c->iv[0], c->fv[5], F(4), c->fv[6], F(5),
-                     c->fv[7]);
+                     c->fv[7], c->iv[1] ? F(6) : NULL);
 }
 static void call_ema(const check *c, sd_backend *be, void **p) {
   be->ops->ema(be, F(1), F(0), c->zv[0], c->fv[0]);  // bufs: src dst
@@ -1221,6 +1222,16 @@ static void add_losses_head(const shape *s) {
   }
 }
 
+// The update gate of adamw_ema (buffer 6): open with a clipping factor, or shut (skip).
+static void prep_gate_quarter(check *c, sd_backend *cpu, uint64_t seed, uint32_t key) {
+  (void)cpu, (void)seed, (void)key;
+  ((float *)c->host[6])[0] = 0.25f, ((float *)c->host[6])[1] = 8.0f;
+}
+static void prep_gate_shut(check *c, sd_backend *cpu, uint64_t seed, uint32_t key) {
+  (void)cpu, (void)seed, (void)key;
+  ((float *)c->host[6])[0] = 0.0f, ((float *)c->host[6])[1] = INFINITY;
+}
+
 static void add_optim_memory(void) {
   const size_t n = 1000003;
   struct {
@@ -1249,6 +1260,21 @@ static void add_optim_memory(void) {
     acc_f(c, "v", n, F_UNIFORM, 1e-6f, 1e-4f, LIM(GPU_NMSE_ADAMW), NULL);
     acc_f(c, "e1", n, F_NORMAL, 0.5f, 0.0f, LIM(GPU_NMSE_EMA), LIM(GPU_NMSE_EMA_STEP));
     acc_f(c, "e2", n, F_NORMAL, 0.5f, 0.0f, LIM(GPU_NMSE_EMA), LIM(GPU_NMSE_EMA_STEP));
+  }
+  for (int open = 0; open < 2; open++) {  // the trainer's gate: clipping factor, or a skip
+    check *c = new_check("adamw_ema", call_adamw_ema, "adamw_ema+2ema+gate%s@n%zu",
+                         open ? "0.25" : "shut", n);
+    c->iv[0] = 1000, c->iv[1] = 1, c->zv[0] = n;
+    c->fv[0] = 1e-3f, c->fv[1] = 0.9f, c->fv[2] = 0.999f, c->fv[3] = 1e-8f;
+    c->fv[4] = 0.03f, c->fv[5] = 0.5f, c->fv[6] = 0.996f, c->fv[7] = 0.9999f;
+    c->prep = open ? prep_gate_quarter : prep_gate_shut;
+    in_f(c, "g", n, F_NORMAL, 0.01f, 0.0f);
+    acc_f(c, "p", n, F_NORMAL, 0.5f, 0.0f, LIM(GPU_NMSE_ADAMW), LIM(GPU_NMSE_ADAMW_STEP));
+    acc_f(c, "m", n, F_NORMAL, 0.005f, 0.0f, LIM(GPU_NMSE_ADAMW), NULL);
+    acc_f(c, "v", n, F_UNIFORM, 1e-6f, 1e-4f, LIM(GPU_NMSE_ADAMW), NULL);
+    acc_f(c, "e1", n, F_NORMAL, 0.5f, 0.0f, LIM(GPU_NMSE_EMA), LIM(GPU_NMSE_EMA_STEP));
+    acc_f(c, "e2", n, F_NORMAL, 0.5f, 0.0f, LIM(GPU_NMSE_EMA), LIM(GPU_NMSE_EMA_STEP));
+    in_f(c, "gate", 2, F_CUSTOM, 0, 0);
   }
   const float decays[2] = {0.9999f, 0.9f};
   for (int k = 0; k < 2; k++) {
@@ -1298,7 +1324,77 @@ void sd_opcheck_add_shape(const sd_opcheck_shape *s) {
   add_losses_head(s);
 }
 
-void sd_opcheck_add_optim_memory(void) { add_optim_memory(); }
+// ---- a step's decisions on the backend: step_gate, poison_nonfinite, center_update --------
+
+static void call_step_gate(const check *c, sd_backend *be, void **p) {
+  // fv: clip; iv: step; bufs: sumsq gate count
+  be->ops->step_gate(be, F(1), F(2), F(0), c->fv[0], c->iv[0]);
+}
+static void call_poison(const check *c, sd_backend *be, void **p) {
+  // iv: n; bufs: v x
+  be->ops->poison_nonfinite(be, F(1), F(0), c->iv[0]);
+}
+static void call_center_update(const check *c, sd_backend *be, void **p) {
+  // iv: P; fv: inv_count momentum; bufs: sum gate center
+  be->ops->center_update(be, F(2), F(0), c->fv[0], c->fv[1], F(1), c->iv[0]);
+}
+// The custom inputs: sumsq per case (iv[1]), running counters; the values to test for
+// finiteness (iv[1]: which one is not finite, -1 none); the gate (iv[1]: open or shut).
+static void prep_step_gate(check *c, sd_backend *cpu, uint64_t seed, uint32_t key) {
+  (void)cpu, (void)seed, (void)key;
+  const float sumsq[4] = {2.25f, 400.0f, INFINITY, 0.0f};  // norm 1.5, 20 (clipped), inf, 0
+  ((float *)c->host[0])[0] = sumsq[c->iv[1]];
+  float *count = c->host[2];
+  count[0] = 7.0f, count[1] = 2.0f, count[2] = 41.0f;
+}
+static void prep_poison(check *c, sd_backend *cpu, uint64_t seed, uint32_t key) {
+  (void)cpu, (void)seed, (void)key;
+  float *v = c->host[0];
+  v[0] = 0.25f, v[1] = -3.0f;
+  if (c->iv[1] >= 0) v[c->iv[1]] = c->iv[1] == 0 ? NAN : -INFINITY;
+}
+static void prep_center_update(check *c, sd_backend *cpu, uint64_t seed, uint32_t key) {
+  (void)cpu, (void)seed, (void)key;
+  float *gate = c->host[1];
+  gate[0] = c->iv[1] ? 0.5f : 0.0f;
+  gate[1] = 3.0f;
+}
+
+static void add_step_decisions(void) {
+  const char *gname[4] = {"norm1.5", "clipped", "inf", "zero"};
+  for (int k = 0; k < 4; k++) {  // the gate: plain, clipped, skipped, zero gradient
+    check *c = new_check("step_gate", call_step_gate, "step_gate+%s@clip%s", gname[k],
+                         k == 1 ? "4" : "0");
+    c->iv[0] = 42, c->iv[1] = k, c->fv[0] = k == 1 ? 4.0f : 0.0f;
+    c->prep = prep_step_gate;
+    in_f(c, "sumsq", 1, F_CUSTOM, 0, 0);
+    out_f(c, "gate", 2, LIM(GPU_NMSE_STEP_GATE));
+    acc_f(c, "count", 3, F_CUSTOM, 0, 0, LIM(GPU_NMSE_STEP_GATE), NULL);
+  }
+  for (int k = -1; k < 2; k++) {  // finite losses, a NaN one, an infinite one
+    check *c = new_check("poison_nonfinite", call_poison, "poison_nonfinite+%s@n2",
+                         k < 0 ? "finite" : k == 0 ? "nan" : "inf");
+    c->iv[0] = 2, c->iv[1] = k;
+    c->prep = prep_poison;
+    in_f(c, "v", 2, F_CUSTOM, 0, 0);
+    acc_f(c, "x", 300, F_NORMAL, 1.0f, 0.0f, LIM(GPU_NMSE_POISON), NULL);
+  }
+  for (int k = 0; k < 2; k++) {  // an open gate updates the center, a shut one leaves it
+    const int P = 65536 + 3;
+    check *c = new_check("center_update", call_center_update, "center_update+%s@P%d",
+                         k ? "open" : "shut", P);
+    c->iv[0] = P, c->iv[1] = k, c->fv[0] = 1.0f / 6144.0f, c->fv[1] = 0.9f;
+    c->prep = prep_center_update;
+    in_f(c, "sum", (size_t)P, F_NORMAL, 30.0f, 0.0f);
+    in_f(c, "gate", 2, F_CUSTOM, 0, 0);
+    acc_f(c, "center", (size_t)P, F_NORMAL, 0.01f, 0.0f, LIM(GPU_NMSE_CENTER_UPDATE), NULL);
+  }
+}
+
+void sd_opcheck_add_optim_memory(void) {
+  add_optim_memory();
+  add_step_decisions();
+}
 
 int sd_opcheck_add_test_shapes(const char *tag) {
   int n = 0;
@@ -1398,7 +1494,8 @@ static const char *const k_all_ops[] = {
     "scatter_add_tokens", "mse_fwd", "mse_bwd", "sum_squares", "l2norm_rows_fwd",
     "l2norm_rows_bwd", "dino_loss_fwd", "dino_loss_bwd", "sum_rows", "merge_tokens_fwd",
     "merge_tokens_bwd", "add_scaled_rows", "scale_rows", "edm_loss_fwd", "edm_loss_bwd",
-    "adamw", "ema", "axpy", "memset", "copy"};
+    "adamw", "ema", "axpy", "step_gate", "poison_nonfinite", "center_update", "memset",
+    "copy"};
 
 int sd_opcheck_count(void) { return g_n; }
 

@@ -79,6 +79,7 @@ void sd_sddit_create(sd_sddit *s, const sd_dit_config *dcfg, const sd_head_confi
   for (size_t i = 0; i < sizeof per_sample / sizeof per_sample[0]; i++)
     *per_sample[i] = balloc(be, (size_t)B);
   s->scalars = balloc(be, 16);
+  be->ops->memset(be, s->scalars, 0, sizeof(float) * 16);  // the skip counters start at 0
   s->host_pre = sd_xmalloc(sizeof(float) * 6 * (size_t)B, "preconditioning");
   if (opt->gen_visible_only) {  // (B, Tv, p*p*C) ones, unpatchified into the loss mask
     const size_t cnt = (size_t)B * Tv * dcfg->patch * dcfg->patch * dcfg->in_channels;
@@ -242,11 +243,7 @@ void sd_sddit_forward_backward(sd_sddit *s, const sd_step_inputs *in, int B, lon
   } else {
     op->memset(be, s->scalars, 0, sizeof(float));
   }
-  float host[2];
-  op->to_host(be, host, s->scalars, sizeof host);
-  st->L_dis = host[0];
-  st->L_gen = host[1];
-  st->L = st->L_gen + s->opt.lambda_dis * st->L_dis;
+  // the losses stay on the backend (scalars 0, 1) until sd_sddit_read_stats
 
   // backward: decoder, merge, head, encoder, embeddings, conditioning
   op->memset(be, s->grads, 0, sizeof(float) * s->total);
@@ -274,20 +271,36 @@ void sd_sddit_forward_backward(sd_sddit *s, const sd_step_inputs *in, int B, lon
   op->scatter_add_tokens(be, sa->dtok, sa->dres, in->vis, B, T, Tv, D);
   sd_dit_embed_backward(&s->student, sa, B, sa->dtok);
   sd_dit_cond_backward(&s->student, sa, B, in->y);
+  // A non-finite local loss makes the first embedder gradient NaN before that range is
+  // reduced, so that it reaches every rank's gradient norm and every rank skips the step.
+  op->poison_nonfinite(be, s->grads, s->scalars, 2);
   grads_final(s, 0, s->block_start[0]);  // embedders (their gradients gather from every block)
   if (s->comm.grad_wait) s->comm.grad_wait(s->comm.ctx);
 
-  if (s->comm.sum_host) {  // losses: mean over ranks (a non-finite loss anywhere reaches all)
-    float l2[2] = {st->L_gen / (float)s->comm.world, st->L_dis / (float)s->comm.world};
+  // the update gate (skip, clipping factor) from the global gradient norm, on the backend
+  op->sum_squares(be, s->scalars + SD_SC_SUMSQ, s->grads, s->total);
+  op->step_gate(be, s->scalars + SD_SC_GATE, s->scalars + SD_SC_COUNT, s->scalars + SD_SC_SUMSQ,
+                s->opt.grad_clip, step + 1);
+  if (!s->defer_stats) sd_sddit_read_stats(s, st);
+}
+
+void sd_sddit_read_stats(sd_sddit *s, sd_step_stats *st) {
+  float h[SD_SC_COUNT + 3];
+  s->be->ops->to_host(s->be, h, s->scalars, sizeof h);
+  float l2[2] = {h[1], h[0]};  // L_gen, L_dis of this rank
+  if (s->comm.sum_host) {      // the mean over ranks
+    l2[0] /= (float)s->comm.world;
+    l2[1] /= (float)s->comm.world;
     s->comm.sum_host(s->comm.ctx, l2, 2);
-    st->L_gen = l2[0];
-    st->L_dis = l2[1];
-    st->L = st->L_gen + s->opt.lambda_dis * st->L_dis;
   }
-  op->sum_squares(be, s->scalars + 2, s->grads, s->total);
-  op->to_host(be, host, s->scalars + 2, sizeof(float));
-  st->grad_norm = sqrtf(host[0]);
-  st->skipped = !isfinite(st->L) || !isfinite(st->grad_norm);
+  st->L_gen = l2[0];
+  st->L_dis = l2[1];
+  st->L = st->L_gen + s->opt.lambda_dis * st->L_dis;
+  st->grad_norm = h[SD_SC_GATE + 1];
+  st->skipped = !(h[SD_SC_GATE] > 0.0f);
+  st->skipped_total = (long)h[SD_SC_COUNT];
+  st->skipped_in_a_row = (long)h[SD_SC_COUNT + 1];
+  st->last_skipped = (long)h[SD_SC_COUNT + 2];
 }
 
 void sd_sddit_teacher_wait(sd_sddit *s) {
@@ -311,9 +324,8 @@ void sd_sddit_update(sd_sddit *s, int B, long step, sd_step_stats *st) {
   const sd_ops *op = be->ops;
   const sd_sddit_opts *o = &s->opt;
   const sd_sddit_comm *c = &s->comm;
-  if (st->skipped) return;
-  float scale = 1.0f;
-  if (o->grad_clip > 0.0f && st->grad_norm > o->grad_clip) scale = o->grad_clip / st->grad_norm;
+  (void)st;  // the skip decision and the clipping factor are the backend's gate
+  const float *gate = s->scalars + SD_SC_GATE;
   // Who computes which moving average this step. The teacher EMA covers the embedders +
   // encoder blocks and the head; plain DiT (lambda_dis = 0) keeps no teacher. On broadcast
   // steps rank 0 computes it and sends it (other ranks compute it too only to check it). The
@@ -329,22 +341,19 @@ void sd_sddit_update(sd_sddit *s, int B, long step, sd_step_stats *st) {
   // final layer [block_start[E], dit_total) generation, the head teacher.
   const size_t e = s->block_start[o->encoder_depth], d = s->dit_total;
   op->adamw_ema(be, s->params, s->grads, s->adam_m, s->adam_v, e, o->lr, o->beta1, o->beta2,
-                o->adam_eps, o->weight_decay, step + 1, scale, tea, tm, gen, gd);
+                o->adam_eps, o->weight_decay, step + 1, 1.0f, tea, tm, gen, gd, gate);
   op->adamw_ema(be, s->params + e, s->grads + e, s->adam_m + e, s->adam_v + e, d - e, o->lr,
-                o->beta1, o->beta2, o->adam_eps, o->weight_decay, step + 1, scale, NULL, 0.0f,
-                gen ? gen + e : NULL, gd);
+                o->beta1, o->beta2, o->adam_eps, o->weight_decay, step + 1, 1.0f, NULL, 0.0f,
+                gen ? gen + e : NULL, gd, gate);
   op->adamw_ema(be, s->params + d, s->grads + d, s->adam_m + d, s->adam_v + d, s->head_total,
-                o->lr, o->beta1, o->beta2, o->adam_eps, o->weight_decay, step + 1, scale,
-                tea ? tea + d : NULL, tm, NULL, 0.0f);
+                o->lr, o->beta1, o->beta2, o->adam_eps, o->weight_decay, step + 1, 1.0f,
+                tea ? tea + d : NULL, tm, NULL, 0.0f, gate);
   if (!dis) return;
   // center <- m_c center + (1 - m_c) mean(z_t) over the global batch (zt_mean: row sums)
   const int P = s->hcfg.prototypes, world = c->world > 0 ? c->world : 1;
   const long N = (long)B * o->visible_tokens * world;
   if (c->sum_dev) c->sum_dev(c->ctx, s->zt_mean, (size_t)P);
-  float inv = 1.0f / (float)N;
-  op->to_device(be, s->scalars + 3, &inv, sizeof inv);
-  op->scale_rows(be, s->zt_mean, s->zt_mean, s->scalars + 3, 1, (size_t)P);
-  op->ema(be, s->center, s->zt_mean, (size_t)P, o->center_momentum);
+  op->center_update(be, s->center, s->zt_mean, 1.0f / (float)N, o->center_momentum, gate, P);
   if (!bcast) return;
   if (c->rank != 0 && c->check_teacher)  // keep the local EMA to compare with rank 0's
     op->copy(be, s->grads, s->teacher, sizeof(float) * s->total);  // grads: scratch

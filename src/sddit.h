@@ -44,7 +44,15 @@ typedef struct sd_step_stats {
   float grad_norm;        // before clipping
   float tau_t, teacher_m;
   int skipped;            // non-finite loss or gradients: no update was applied
+  // Since sd_sddit_create: steps skipped, skipped in a row up to this one, the last skipped
+  // step (1-based; 0: none).
+  long skipped_total, skipped_in_a_row, last_skipped;
 } sd_step_stats;
+
+// Where a step keeps its scalars in s->scalars (16 floats of backend memory): the losses
+// (0: L_dis, 1: L_gen), the squared gradient norm, the update gate (gate factor, norm) and
+// the skip counters (total, in a row, last step) of ops.h's step_gate.
+enum { SD_SC_SUMSQ = 2, SD_SC_GATE = 4, SD_SC_COUNT = 10 };
 
 // Data-parallel hooks, all optional (zeroed = one rank). The trainer fills them from the
 // distributed layer; the model stays free of MPI.
@@ -97,6 +105,10 @@ typedef struct sd_sddit {
   int teacher_pending;                      // a teacher broadcast is in flight
   float *host_pre;                          // (6, B) host scratch of the preconditioning
   float *ones;                              // (B, Tv, p*p*C) ones (gen_visible_only; else NULL)
+  // 0 (default): every forward_backward reads the losses, norm and skip counters back into
+  // its sd_step_stats (one stream synchronisation, and with comm hooks a sum over ranks);
+  // 1: they stay in backend memory until sd_sddit_read_stats (the trainer, on log steps).
+  int defer_stats;
 } sd_sddit;
 
 void sd_sddit_create(sd_sddit *s, const sd_dit_config *dcfg, const sd_head_config *hcfg,
@@ -110,12 +122,18 @@ void sd_sddit_reset_copies(sd_sddit *s);
 float sd_sddit_tau_t(const sd_sddit_opts *o, long step);
 float sd_sddit_teacher_momentum(const sd_sddit_opts *o, long step);
 // Forward and backward of L = L_gen + lambda_dis L_dis for B samples (this rank's share);
-// gradients in s->grads (overwritten), losses in st. With comm hooks the gradients are the mean
-// over ranks (reduced range by range as the backward finishes them) and the losses are the
-// mean over ranks; grad_norm and skipped are then the same on every rank.
+// gradients in s->grads (overwritten), then the update gate (ops.h step_gate) from the global
+// gradient norm: a non-finite loss or gradient on any rank skips the step on every rank.
+// With comm hooks the gradients are the mean over ranks (reduced range by range as the
+// backward finishes them). st gets tau_t and teacher_m, and unless s->defer_stats the rest
+// as sd_sddit_read_stats gives it.
 void sd_sddit_forward_backward(sd_sddit *s, const sd_step_inputs *in, int B, long step,
                                sd_step_stats *st);
-// AdamW (skipped when st->skipped), then center (batch mean over all ranks), teacher EMA
+// The last step's losses (the mean over ranks: with comm hooks every rank must call this at
+// the same steps), gradient norm, skip decision and skip counters, read from backend memory
+// (a stream synchronisation). tau_t and teacher_m are left as they are.
+void sd_sddit_read_stats(sd_sddit *s, sd_step_stats *st);
+// AdamW (nothing is written on a skipped step: the backend's gate), then center (batch mean over all ranks), teacher EMA
 // (rank 0 broadcasts it every teacher_sync_every steps) and generation EMA (rank 0 only).
 // The broadcast is left in flight: the next forward waits for it only after the student's
 // forward, just before the teacher's, so the two overlap.

@@ -93,6 +93,9 @@
 #define GPU_NMSE_EMA_STEP 1e-5, 1e-5        // change of dst at decay .9999: an FMA or lerp form is 1e-7 off
 #define GPU_NMSE_AXPY GPU_NMSE_ROUNDING, GPU_NMSE_ROUNDING
 #define GPU_NMSE_MEMORY GPU_NMSE_EXACT, GPU_NMSE_EXACT  // memset, copy, to_device, to_host
+#define GPU_NMSE_STEP_GATE GPU_NMSE_TRANSCEND, GPU_NMSE_TRANSCEND  // sqrt, clip / norm; counters exact
+#define GPU_NMSE_POISON GPU_NMSE_EXACT, GPU_NMSE_EXACT          // x[0] = NaN (same bits) or untouched
+#define GPU_NMSE_CENTER_UPDATE GPU_NMSE_ROUNDING, GPU_NMSE_ROUNDING  // m c + (1 - m) s / N (FMA)
 
 // ---- activations stored in bf16 (checks "+bf16act", run at precision bf16 only) ------------
 // Both backends get the same bf16 inputs and round each bf16-stored output once from their own

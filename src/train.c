@@ -10,6 +10,7 @@
 #include "config.h"
 #include "error.h"
 #include "files.h"
+#include "gpu_check.h"
 #include "rng.h"
 #include "sddit.h"
 #include "sddit_config.h"
@@ -192,9 +193,16 @@ typedef struct device_inputs {
   int32_t *y, *vis;
 } device_inputs;
 
+// The labels are checked here, on the host, so that the device's label lookup need not read
+// them back (a synchronisation) to check them.
 static sd_step_inputs upload_inputs(sd_backend *be, const device_inputs *dev,
-                                    const sd_step_inputs *in, int B, int n, int Tv) {
+                                    const sd_step_inputs *in, int B, int n, int Tv,
+                                    int num_classes, long step) {
   const size_t fb = sizeof(float);
+  for (int b = 0; b < B; b++)
+    if (in->y[b] < 0 || in->y[b] > num_classes)
+      SD_FATAL("step %ld: label %d of sample %d is outside [0, %d] (%d classes and the null "
+               "label %d)", step + 1, in->y[b], b, num_classes, num_classes, num_classes);
   be->ops->to_device(be, dev->x0, in->x0, fb * (size_t)B * n);
   be->ops->to_device(be, dev->eps, in->eps, fb * (size_t)B * n);
   be->ops->to_device(be, dev->ss, in->sigma_s, fb * (size_t)B);
@@ -323,6 +331,12 @@ int sd_cmd_train(int argc, char **argv) {
     printf("# model %s: %zu DiT + %zu head parameters, %d tokens (%d visible), global batch %d "
            "= %d rank%s x %d, %d threads per rank\n", cfg.model.preset, s.dit_total,
            s.head_total, T, Tv, G, world, world == 1 ? "" : "s", B, be.num_threads);
+    if (strcmp(be.name, "cpu") != 0) {  // the device, and the kernels each op class chose
+      char dev[4096];
+      sd_gpu_describe(&be, dev, sizeof dev);
+      for (char *line = strtok(dev, "\n"); line; line = strtok(NULL, "\n"))
+        printf("# %s\n", line);
+    }
     printf("# checkpoints every %ld steps and at the end into %s (newest %d kept)\n",
            cfg.ckpt_every, ckdir, cfg.ckpt_keep);
     fflush(stdout);
@@ -361,7 +375,11 @@ int sd_cmd_train(int argc, char **argv) {
   const nan_fault fault = nan_fault_from_env();
   double t_start = sd_now_s(), t_log = t_start;
   step_times tt = {0};
-  long bad_in_row = 0, skipped_total = 0, last_log_step = start;
+  long skipped_total = 0, last_log_step = start;
+  // Losses, gradient norm and skip counters stay on the backend during a step (no host
+  // synchronisation); they are read back on log steps, on every rank (the loss mean over ranks
+  // is a collective), so the non-finite-step checks run there too.
+  s.defer_stats = 1;
   int last_save_failed = 0;
   long end = cfg.steps;
   for (long step = start; step < cfg.steps; step++) {
@@ -376,7 +394,7 @@ int sd_cmd_train(int argc, char **argv) {
     const long first = step * (long)G + (long)rank * B;  // this rank's stream positions
     sd_step_random(&ro, step, first, B, eps, ss, st, vis, y);
     sd_step_inputs in = {x0, eps, ss, st, y, vis, ss, st};
-    if (dev.x0) in = upload_inputs(&be, &dev, &in, B, n, Tv);
+    if (dev.x0) in = upload_inputs(&be, &dev, &in, B, n, Tv, cfg.model.num_classes, step);
     sd_step_stats stats;
     sd_sddit_forward_backward(&s, &in, B, step, &stats);
     const double t2 = sd_now_s();
@@ -389,18 +407,25 @@ int sd_cmd_train(int argc, char **argv) {
       take_comm(&tcomm, &tt);
       sd_train_check_replicas(&dist, &s, step);
     }
-    if (stats.skipped) {  // the same decision on every rank: losses and gradients are global
-      skipped_total++;
-      if (++bad_in_row > cfg.max_bad_steps)
+    const int log_now = (step + 1) % cfg.log_every == 0 || step + 1 == cfg.steps;
+    if (log_now) {
+      sd_sddit_read_stats(&s, &stats);
+      // the same counts on every rank: the gate follows the global gradient norm
+      const long fresh = stats.skipped_total - skipped_total;
+      skipped_total = stats.skipped_total;
+      if (stats.skipped_in_a_row > cfg.max_bad_steps)
         SD_FATAL_HINT("lower optim.lr or set optim.grad_clip",
                       "%ld non-finite steps in a row (limit train.max_bad_steps = %d) at step %ld",
-                      bad_in_row, cfg.max_bad_steps, step + 1);
-      if (lead) fprintf(stderr, "warning: step %ld skipped on every rank: non-finite loss or "
-                        "gradients\n", step + 1);
-    } else {
-      bad_in_row = 0;
+                      stats.skipped_in_a_row, cfg.max_bad_steps, stats.last_skipped);
+      if (lead && fresh == 1)
+        fprintf(stderr, "warning: step %ld skipped on every rank: non-finite loss or "
+                "gradients\n", stats.last_skipped);
+      else if (lead && fresh > 1)
+        fprintf(stderr, "warning: %ld steps skipped on every rank since step %ld (the last: "
+                "step %ld): non-finite loss or gradients\n", fresh, last_log_step + 1,
+                stats.last_skipped);
     }
-    if (lead && ((step + 1) % cfg.log_every == 0 || step + 1 == cfg.steps)) {
+    if (lead && log_now) {
       double now = sd_now_s();
       const double k = (double)(step + 1 - last_log_step);
       const double ms = 1e3 / k, t_all = now - t_log;

@@ -430,7 +430,7 @@ static void case_adamw_ema(void) {
     if (mode & 1) g_be.ops->ema(&g_be, ref[3], ref[0], n, 0.996f);
     if (mode & 2) g_be.ops->ema(&g_be, e2r, ref[0], n, 0.9999f);
     g_be.ops->adamw_ema(&g_be, got[0], g, got[1], got[2], n, lr, b1, b2, eps, wd, 9, gs,
-                        mode & 1 ? got[3] : NULL, 0.996f, mode & 2 ? e2g : NULL, 0.9999f);
+                        mode & 1 ? got[3] : NULL, 0.996f, mode & 2 ? e2g : NULL, 0.9999f, NULL);
     const char *names[4] = {"p", "m", "v", "ema1"};
     char what[96];
     for (int k = 0; k < 4; k++) {

@@ -4,7 +4,9 @@
 # with prefetching; damaged checkpoints are refused (and skipped by auto); a write failure
 # (file-size limit, like a full disk) leaves the previous checkpoint intact; bad data is
 # refused before anything is written; a resume with another train.steps warns that the teacher
-# momentum schedule changes (old and new step counts), one with the same steps does not.
+# momentum schedule changes (old and new step counts), one with the same steps does not; a
+# non-finite step is skipped and reported at the next progress line, and too many in a row
+# stop the run there.
 # Usage: test_train_ckpt.sh SDDIT SOURCE_ROOT
 set -u
 sddit="$1"; root="$2"
@@ -103,6 +105,25 @@ if [ $rc -ne 0 ] && grep -q "checkpoint at step 20 not written" "$tmp/h2.log" &&
   ok "write failure (file-size limit): exit $rc, message, previous checkpoint unchanged and verifies, no temporary left"
 else
   bad "write failure: rc $rc, files '$left', $(grep -E 'error|intact' "$tmp/h2.log" | head -3)"
+fi
+
+# ---- non-finite steps with progress lines every 4 steps: the skip decision is made on the
+# backend every step, the counters are read on log steps ----
+SD_FAULT_NAN=0:5 run "$tmp/n1.log" --train.steps=12 --train.log_every=4 --ckpt.every=0 \
+  --train.global_batch=8 --train.out_dir="$tmp/n1"; rc=$?
+st=$(grep -c '"skipped_total": 1' "$tmp/n1/metrics.jsonl" 2>/dev/null)
+if [ $rc -eq 0 ] && grep -q "warning: step 6 skipped on every rank" "$tmp/n1.log" &&
+   [ "${st:-0}" -eq 2 ] && ! grep -qi 'nan' "$tmp/n1/metrics.jsonl"; then
+  ok "NaN batch at step 6, log every 4: reported at the step-8 line, counted (2 lines say 1), later losses finite"
+else
+  bad "NaN at step 6: rc $rc, $(grep -E 'warning|error' "$tmp/n1.log" | head -2), metrics lines with 1 skip: ${st:-0}"
+fi
+SD_FAULT_NAN=0:2+ run "$tmp/n2.log" --train.steps=30 --train.log_every=4 --ckpt.every=0 \
+  --train.max_bad_steps=3 --train.global_batch=8 --train.out_dir="$tmp/n2"; rc=$?
+if [ $rc -ne 0 ] && grep -q "6 non-finite steps in a row (limit train.max_bad_steps = 3) at step 8" "$tmp/n2.log"; then
+  ok "NaN at every step from step 3: stopped at the step-8 line (6 in a row > 3) with a message"
+else
+  bad "persistent NaN: rc $rc, $(grep -E 'error|non-finite' "$tmp/n2.log" | head -2)"
 fi
 
 echo "test_train_ckpt: $pass checks passed, $fail failed"

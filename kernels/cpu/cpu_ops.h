@@ -45,6 +45,9 @@ sd_adamw_fn sd_cpu_adamw;
 sd_adamw_ema_fn sd_cpu_adamw_ema;
 sd_ema_fn sd_cpu_ema;
 sd_axpy_fn sd_cpu_axpy;
+sd_step_gate_fn sd_cpu_step_gate;
+sd_poison_nonfinite_fn sd_cpu_poison_nonfinite;
+sd_center_update_fn sd_cpu_center_update;
 
 // Reusable scratch memory of at least `bytes`, owned by the CPU backend (valid until the
 // next call; not for use from inside a parallel region).

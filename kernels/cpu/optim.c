@@ -6,8 +6,13 @@
 
 void sd_cpu_adamw_ema(sd_backend *be, float *p, const float *g, float *m, float *v, size_t n,
                       float lr, float beta1, float beta2, float eps, float wd, long t,
-                      float grad_scale, float *ema1, float decay1, float *ema2, float decay2) {
+                      float grad_scale, float *ema1, float decay1, float *ema2, float decay2,
+                      const float *gate) {
   (void)be;
+  if (gate) {
+    if (!(gate[0] > 0.0f)) return;  // a skipped step
+    grad_scale *= gate[0];
+  }
   const float bc1 = 1.0f - powf(beta1, (float)t), bc2 = 1.0f - powf(beta2, (float)t);
   const int k = (ema1 != NULL) + 2 * (ema2 != NULL);
 #pragma omp parallel for simd schedule(static)
@@ -26,7 +31,7 @@ void sd_cpu_adamw(sd_backend *be, float *p, const float *g, float *m, float *v, 
                   float lr, float beta1, float beta2, float eps, float wd, long t,
                   float grad_scale) {
   sd_cpu_adamw_ema(be, p, g, m, v, n, lr, beta1, beta2, eps, wd, t, grad_scale, NULL, 0.0f,
-                   NULL, 0.0f);
+                   NULL, 0.0f, NULL);
 }
 
 void sd_cpu_ema(sd_backend *be, float *dst, const float *src, size_t n, float decay) {

@@ -85,11 +85,13 @@ static void cuda_memset(sd_backend *be, void *p, int value, size_t bytes) {
   if (bytes) SD_CUDA_CHECK(cudaMemsetAsync(p, value, bytes, sd_cuda_st(be)->stream));
 }
 
-// Host -> device. The stream is synchronized before returning, so the caller may reuse or free
-// a pageable host buffer at once (an async copy from pageable memory may return before its
-// DMA has read the buffer).
+// Host -> device; the caller may reuse or free src at once. Up to 8 MiB go through the pinned
+// staging ring (upload_ring.cu) with no synchronisation; larger copies synchronise the stream
+// before returning (an async copy from pageable memory may return before its DMA has read
+// the buffer).
 static void cuda_to_device(sd_backend *be, void *dst, const void *src, size_t bytes) {
   if (!bytes) return;
+  if (sd_cuda_upload_staged(be, dst, src, bytes)) return;
   cudaStream_t s = sd_cuda_st(be)->stream;
   SD_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s));
   SD_CUDA_CHECK(cudaStreamSynchronize(s));
@@ -181,6 +183,9 @@ static sd_ops make_cuda_ops(void) {
   o.ema = sd_cuda_ema;
   o.adamw_ema = sd_cuda_adamw_ema2;
   o.axpy = sd_cuda_axpy;
+  o.step_gate = sd_cuda_step_gate;
+  o.poison_nonfinite = sd_cuda_poison_nonfinite;
+  o.center_update = sd_cuda_center_update;
   o.alloc = cuda_alloc;
   o.free = cuda_free;
   o.memset = cuda_memset;
@@ -227,6 +232,7 @@ static void release_state(sd_cuda_state *st) {
   if (!st) return;
   (void)cudaSetDevice(st->device);
   if (st->stream) (void)cudaStreamSynchronize(st->stream);
+  sd_cuda_upload_release(st);
   if (st->scratch) (void)cudaFree(st->scratch);
   if (st->lt_workspace) (void)cudaFree(st->lt_workspace);
   if (st->lt) (void)cublasLtDestroy(st->lt);
@@ -336,11 +342,15 @@ extern "C" int sd_backend_cuda_describe(sd_backend *be, char *buf, size_t len) {
   char mm[512] = "", at[512] = "";
   sd_cuda_matmul_describe(be, mm, sizeof mm);
   sd_cuda_attention_describe(be, at, sizeof at);
+  long staged = 0, waits = 0;
+  sd_cuda_upload_counts(be, &staged, &waits);
   snprintf(buf, len,
            "device %d: %s (sm_%d%d, %d SMs), CUDA runtime %d.%d, driver %d.%d, precision %s, "
-           "activations stored as %s\n%s\n%s",
+           "activations stored as %s\n%s\n%s\nuploads: %ld through the pinned staging ring "
+           "without a synchronisation, %ld waited for a slice in flight",
            st->device, prop.name, prop.major, prop.minor, st->num_sms, rt / 1000,
            (rt % 1000) / 10, drv / 1000, (drv % 1000) / 10,
-           st->precision == SD_PREC_BF16 ? "bf16" : "fp32", sd_dtype_name(be->act_dtype), mm, at);
+           st->precision == SD_PREC_BF16 ? "bf16" : "fp32", sd_dtype_name(be->act_dtype), mm, at,
+           staged, waits);
   return 0;
 }

@@ -30,6 +30,7 @@ typedef struct sd_cuda_state {
   int precision;                // enum sd_cuda_precision
   int num_sms;
   void *matmul_plans;           // matmul.cu's cache of cuBLASLt descriptors and algorithms
+  void *upload_ring;            // upload_ring.cu's pinned staging buffer and its events
 } sd_cuda_state;
 
 // The state of a CUDA backend (be->impl).
@@ -45,6 +46,13 @@ void sd_cublas_check_at(cublasStatus_t s, const char *what, const char *file, in
 
 // Scratch of at least `bytes` on the device (grows; valid until the next call).
 void *sd_cuda_scratch(sd_backend *be, size_t bytes);
+
+// upload_ring.cu: queues a host -> device copy of up to 8 MiB through pinned staging memory
+// without synchronising (the caller may reuse src at once); 0 when it did not (too large, the
+// stream is being captured, no pinned memory): then the caller copies synchronously.
+extern "C" int sd_cuda_upload_staged(sd_backend *be, void *dst, const void *src, size_t bytes);
+extern "C" void sd_cuda_upload_release(sd_cuda_state *st);  // after the stream is idle
+extern "C" void sd_cuda_upload_counts(sd_backend *be, long *staged, long *waits);
 
 // matmul.cu: frees the cached cuBLASLt plans (called by sd_backend_cuda_destroy).
 void sd_cuda_matmul_release(sd_backend *be);
@@ -111,6 +119,9 @@ sd_edm_loss_bwd_fn sd_cuda_edm_loss_bwd;
 sd_adamw_fn sd_cuda_adamw;
 sd_ema_fn sd_cuda_ema;
 sd_axpy_fn sd_cuda_axpy;
+sd_step_gate_fn sd_cuda_step_gate;  // step_gate.cu
+sd_poison_nonfinite_fn sd_cuda_poison_nonfinite;
+sd_center_update_fn sd_cuda_center_update;
 
 // norm_act.cu: the GELU on activations stored as t (out may alias x), and its backward
 // dx = dout * gelu'(pre) with fp32 gradients (dx may alias dout) and pre stored as pre_t: the
@@ -124,8 +135,9 @@ extern "C" int sd_cuda_tokens_selftest(sd_backend *be, char *err, size_t len);  
 extern "C" int sd_cuda_attention_selftest(sd_backend *be, char *err, size_t len);  // vs host double; 0 = pass
 
 // loss_optim.cu: sd_cuda_adamw, then ema = decay*ema + (1-decay)*p of the updated p, in one pass (bitwise = adamw then ema).
-void sd_cuda_adamw_ema(sd_backend *be, float *p, const float *g, float *m, float *v, float *ema, size_t n, float lr, float beta1, float beta2, float eps, float wd, long t, float grad_scale, float decay);
-void sd_cuda_adamw_ema2(sd_backend *be, float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2, float eps, float wd, long t, float grad_scale, float *ema1, float decay1, float *ema2, float decay2);
+void sd_cuda_adamw_ema(sd_backend *be, float *p, const float *g, float *m, float *v, float *ema, size_t n, float lr, float beta1, float beta2, float eps, float wd, long t, float grad_scale, float decay, const float *gate);
+// loss_optim.cu: the ops-table entry (sd_adamw_ema_fn): AdamW with zero, one or two EMAs, gated.
+sd_adamw_ema_fn sd_cuda_adamw_ema2;
 extern "C" int sd_cuda_loss_optim_selftest(sd_backend *be, char *err, size_t len);  // vs CPU ops + determinism; 0 = pass
 
 #endif

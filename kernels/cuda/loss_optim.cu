@@ -195,6 +195,7 @@ struct MseBwdOp {
 // The AdamW constants, computed on the host exactly as kernels/cpu/optim.c does.
 struct AdamConst {
   float lr, beta1, omb1, beta2, omb2, eps, wd, bc1, bc2, grad_scale;
+  const float *gate;  // device memory or NULL (sd_adamw_ema_fn)
 };
 
 AdamConst adam_const(float lr, float beta1, float beta2, float eps, float wd, long t,
@@ -210,6 +211,7 @@ AdamConst adam_const(float lr, float beta1, float beta2, float eps, float wd, lo
   c.bc1 = 1.0f - powf(beta1, (float)t);
   c.bc2 = 1.0f - powf(beta2, (float)t);
   c.grad_scale = grad_scale;
+  c.gate = NULL;
   return c;
 }
 
@@ -240,7 +242,18 @@ struct AdamEmaOp {
   float *e[NE > 0 ? NE : 1];
   AdamConst c;
   float d[NE > 0 ? NE : 1], omd[NE > 0 ? NE : 1];
+  // The constants with the gate applied; false on a skipped step (nothing is written).
+  __device__ bool gated(AdamConst &k) const {
+    k = c;
+    if (!c.gate) return true;
+    const float gv = *c.gate;
+    if (!(gv > 0.0f)) return false;
+    k.grad_scale = __fmul_rn(c.grad_scale, gv);
+    return true;
+  }
   __device__ void one(size_t i) const {
+    AdamConst c;
+    if (!gated(c)) return;
     float pi = p[i], mi = m[i], vi = v[i];
     adam_elem(c, pi, g[i], mi, vi);
     p[i] = pi;
@@ -250,6 +263,8 @@ struct AdamEmaOp {
     for (int k = 0; k < NE; k++) e[k][i] = ema_elem(e[k][i], pi, d[k], omd[k]);
   }
   __device__ void quad(size_t i) const {
+    AdamConst c;
+    if (!gated(c)) return;
     float4 p4 = ld4(p + i), m4 = ld4(m + i), v4 = ld4(v + i);
     const float4 g4 = ld4(g + i);
     adam_elem(c, p4.x, g4.x, m4.x, v4.x);
@@ -677,9 +692,10 @@ void sd_cuda_adamw(sd_backend *be, float *p, const float *g, float *m, float *v,
 
 void sd_cuda_adamw_ema(sd_backend *be, float *p, const float *g, float *m, float *v, float *ema,
                        size_t n, float lr, float beta1, float beta2, float eps, float wd,
-                       long t, float grad_scale, float decay) {
-  const AdamEmaOp<1> op{p, g, m, v, {ema}, adam_const(lr, beta1, beta2, eps, wd, t, grad_scale),
-                        {decay}, {1.0f - decay}};
+                       long t, float grad_scale, float decay, const float *gate) {
+  AdamConst k = adam_const(lr, beta1, beta2, eps, wd, t, grad_scale);
+  k.gate = gate;
+  const AdamEmaOp<1> op{p, g, m, v, {ema}, k, {decay}, {1.0f - decay}};
   launch_elementwise(
       be, op, n,
       aligned16(p) && aligned16(g) && aligned16(m) && aligned16(v) && aligned16(ema),
@@ -690,15 +706,18 @@ void sd_cuda_adamw_ema(sd_backend *be, float *p, const float *g, float *m, float
 void sd_cuda_adamw_ema2(sd_backend *be, float *p, const float *g, float *m, float *v, size_t n,
                         float lr, float beta1, float beta2, float eps, float wd, long t,
                         float grad_scale, float *ema1, float decay1, float *ema2,
-                        float decay2) {
+                        float decay2, const float *gate) {
+  AdamConst k = adam_const(lr, beta1, beta2, eps, wd, t, grad_scale);
+  k.gate = gate;
   if (!ema1 && !ema2) {
-    sd_cuda_adamw(be, p, g, m, v, n, lr, beta1, beta2, eps, wd, t, grad_scale);
+    const AdamEmaOp<0> op{p, g, m, v, {nullptr}, k, {0.0f}, {0.0f}};
+    launch_elementwise(be, op, n, aligned16(p) && aligned16(g) && aligned16(m) && aligned16(v),
+                       "adamw");
   } else if (!ema1 || !ema2) {
     sd_cuda_adamw_ema(be, p, g, m, v, ema1 ? ema1 : ema2, n, lr, beta1, beta2, eps, wd, t,
-                      grad_scale, ema1 ? decay1 : decay2);
+                      grad_scale, ema1 ? decay1 : decay2, gate);
   } else {
-    const AdamEmaOp<2> op{p,      g, m, v, {ema1, ema2},
-                          adam_const(lr, beta1, beta2, eps, wd, t, grad_scale),
+    const AdamEmaOp<2> op{p,      g, m, v, {ema1, ema2}, k,
                           {decay1, decay2}, {1.0f - decay1, 1.0f - decay2}};
     launch_elementwise(be, op, n,
                        aligned16(p) && aligned16(g) && aligned16(m) && aligned16(v) &&
@@ -1073,7 +1092,7 @@ int selftest_body(sd_backend *be, sd_backend *cpu, Checker &ck, char *err, size_
       sd_cuda_adamw(be, pd + off, gd + off, mdv + off, vd + off, nn, lr, b1, b2, eps, wdk, t, gs);
       sd_cuda_ema(be, ed + off, pd + off, nn, decay);
       sd_cuda_adamw_ema(be, p2 + off, gd + off, m2 + off, v2 + off, e2 + off, nn, lr, b1, b2,
-                        eps, wdk, t, gs, decay);
+                        eps, wdk, t, gs, decay, NULL);
       const char *sfx = off ? "(unaligned)" : "";
       char name[64];
       db.get(r1.p, pd, n);
@@ -1108,7 +1127,7 @@ int selftest_body(sd_backend *be, sd_backend *cpu, Checker &ck, char *err, size_
       db.put(e2, e.p, n);
       db.put(e3, e.p, n);
       sd_cuda_adamw_ema2(be, p2 + off, gd + off, m2 + off, v2 + off, nn, lr, b1, b2, eps, wdk, t,
-                         gs, e2 + off, decay, e3 + off, 0.9f);
+                         gs, e2 + off, decay, e3 + off, 0.9f, NULL);
       db.put(ed, e.p, n);
       sd_cuda_ema(be, ed + off, pd + off, nn, 0.9f);  // pd: the separate adamw's result
       HostBuf h1(n), h2(n), h3(n), h4(n);
