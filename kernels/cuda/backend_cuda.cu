@@ -103,6 +103,7 @@ static void cuda_to_host(sd_backend *be, void *dst, const void *src, size_t byte
   cudaStream_t s = sd_cuda_st(be)->stream;
   SD_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s));
   SD_CUDA_CHECK(cudaStreamSynchronize(s));
+  sd_cuda_labels_verify(sd_cuda_st(be));
 }
 
 // Device -> device, queued on the stream.
@@ -116,6 +117,7 @@ static void cuda_copy(sd_backend *be, void *dst, const void *src, size_t bytes) 
 static void cuda_sync(sd_backend *be) {
   SD_CUDA_CHECK(cudaStreamSynchronize(sd_cuda_st(be)->stream));
   SD_CUDA_CHECK(cudaGetLastError());
+  sd_cuda_labels_verify(sd_cuda_st(be));
 }
 
 void *sd_cuda_scratch(sd_backend *be, size_t bytes) {
@@ -233,6 +235,7 @@ static void release_state(sd_cuda_state *st) {
   (void)cudaSetDevice(st->device);
   if (st->stream) (void)cudaStreamSynchronize(st->stream);
   sd_cuda_upload_release(st);
+  sd_cuda_labels_release(st);
   if (st->scratch) (void)cudaFree(st->scratch);
   if (st->lt_workspace) (void)cudaFree(st->lt_workspace);
   if (st->lt) (void)cublasLtDestroy(st->lt);

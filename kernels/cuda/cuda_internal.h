@@ -31,6 +31,7 @@ typedef struct sd_cuda_state {
   int num_sms;
   void *matmul_plans;           // matmul.cu's cache of cuBLASLt descriptors and algorithms
   void *upload_ring;            // upload_ring.cu's pinned staging buffer and its events
+  void *labels;                 // label_check.cu's clamped labels and its bad-label record
 } sd_cuda_state;
 
 // The state of a CUDA backend (be->impl).
@@ -53,6 +54,13 @@ void *sd_cuda_scratch(sd_backend *be, size_t bytes);
 extern "C" int sd_cuda_upload_staged(sd_backend *be, void *dst, const void *src, size_t bytes);
 extern "C" void sd_cuda_upload_release(sd_cuda_state *st);  // after the stream is idle
 extern "C" void sd_cuda_upload_counts(sd_backend *be, long *staged, long *waits);
+// label_check.cu: y (B) clamped into [0, rows) on the device for a lookup, the first bad label
+// recorded without a synchronisation; sd_cuda_labels_verify (after a stream synchronisation)
+// stops with "label L of sample b is outside [0, rows)" when one was seen.
+extern "C" const int32_t *sd_cuda_checked_labels(sd_backend *be, const int32_t *y, int B,
+                                                 int rows);
+extern "C" void sd_cuda_labels_verify(sd_cuda_state *st);
+extern "C" void sd_cuda_labels_release(sd_cuda_state *st);
 
 // matmul.cu: frees the cached cuBLASLt plans (called by sd_backend_cuda_destroy).
 void sd_cuda_matmul_release(sd_backend *be);

@@ -171,14 +171,9 @@ void sd_cuda_embed_rows_fwd(sd_backend *be, float *out, const float *table, cons
                             int B, int D, int rows) {
   if (B <= 0) return;
   cudaStream_t st = sd_cuda_st(be)->stream;
-  // Labels are checked on the host (B is small): the copy waits for whatever produced y.
-  std::vector<int32_t> hy((size_t)B);
-  SD_CUDA_CHECK(cudaMemcpyAsync(hy.data(), y, (size_t)B * sizeof(int32_t),
-                                cudaMemcpyDeviceToHost, st));
-  SD_CUDA_CHECK(cudaStreamSynchronize(st));
-  for (int b = 0; b < B; b++)
-    if (hy[b] < 0 || hy[b] >= rows)
-      SD_FATAL("label %d of sample %d is outside [0, %d)", hy[b], b, rows);
+  // Labels are checked on the device (label_check.cu): the lookup reads them clamped, and a
+  // bad one stops the program at the next synchronisation, with no read back here.
+  y = sd_cuda_checked_labels(be, y, B, rows);
   size_t n = (size_t)B * D;
   if (n == 0) return;
   embed_rows_fwd_kernel<<<sd_cuda_blocks(n, kThreads), kThreads, 0, st>>>(out, table, y, D, n);
