@@ -26,8 +26,8 @@ ok()  { echo "ok   $*"; pass=$((pass+1)); }
 bad() { echo "FAIL $*"; fail=$((fail+1)); }
 evidence() { sed 's/^/       | /' "$1" | tail -n "${2:-30}"; }
 reserve=15 grace=5
-essential_bundle="env bundle selftest step bench"
-essential_native="env configure build selftest step bench"
+essential_bundle="env bundle selftest step attention bench"
+essential_native="env configure build selftest step attention bench"
 optional="test_ops_cuda test_sddit_cuda test_nccl bench_b2 maxbatch sanitizer"
 
 # run CASE BUDGET MODE FAKE-SPEC: run.sh with fake stages; its output in $tmp/CASE.log, exit in $rc

@@ -700,11 +700,18 @@ extern "C" int sd_cuda_attention_describe(sd_backend *be, char *buf, size_t len)
   const int dev = sd_cuda_st(be)->device;
   size_t at = 0;
   int n = snprintf(buf, len, "attention: fp32 storage on the fp32-tile flash kernels; bf16 "
-                             "storage on %s",
+                             "storage on cuDNN where it builds a plan, else on %s",
                    tc_env_on() ? "the tensor-core (wmma) kernels after a cross-check per head dim"
                                : "the fp32-tile kernels (SD_CUDA_ATTENTION_TC=0)");
   if (n < 0) return -1;
   at = (size_t)n < len ? (size_t)n : len;
+  n = snprintf(buf + at, len - at, "\nattention (bf16): ");
+  if (n < 0) return -1;
+  at += (size_t)n < len - at ? (size_t)n : len - at;
+  if (at < len) {
+    sd_cuda_attention_cudnn_describe(be, buf + at, len - at);
+    at += strlen(buf + at);
+  }
   if (dev < 0 || dev >= kMaxDevices) return 0;
   for (int hd = 1; hd <= kMaxHD && at < len; hd++) {
     const unsigned char stt = g_tc_state[dev][hd];
@@ -718,11 +725,18 @@ extern "C" int sd_cuda_attention_describe(sd_backend *be, char *buf, size_t len)
   return 0;
 }
 
+// bf16 storage tries cuDNN's fused attention first (attention_cudnn.cu).
 void sd_cuda_attention_fwd(sd_backend *be, void *out, float *lse, const void *qkv, sd_dtype t,
                            int B, int T, int NH, int HD) {
   check_shape("attention_fwd", B, T, NH, HD);
   check_dtype("attention_fwd", t);
   if (B == 0 || T == 0 || NH == 0 || HD == 0) return;
+  if (t == SD_BF16 && sd_cuda_attention_cudnn_fwd(be, out, lse, qkv, B, T, NH, HD)) return;
+  sd_cuda_attention_handwritten_fwd(be, out, lse, qkv, t, B, T, NH, HD);
+}
+
+void sd_cuda_attention_handwritten_fwd(sd_backend *be, void *out, float *lse, const void *qkv,
+                                       sd_dtype t, int B, int T, int NH, int HD) {
   sd_cuda_state *st = sd_cuda_st(be);
   if (t == SD_BF16 && use_tc(be, HD))
     sd_cuda_attention_fwd_tc(st, (__nv_bfloat16 *)out, lse, (const __nv_bfloat16 *)qkv, B, T,
@@ -739,6 +753,14 @@ void sd_cuda_attention_bwd(sd_backend *be, float *dqkv, const float *dout, const
   check_shape("attention_bwd", B, T, NH, HD);
   check_dtype("attention_bwd", t);
   if (B == 0 || T == 0 || NH == 0 || HD == 0) return;
+  if (t == SD_BF16 && sd_cuda_attention_cudnn_bwd(be, dqkv, dout, qkv, out, lse, B, T, NH, HD))
+    return;
+  sd_cuda_attention_handwritten_bwd(be, dqkv, dout, qkv, out, t, lse, B, T, NH, HD);
+}
+
+void sd_cuda_attention_handwritten_bwd(sd_backend *be, float *dqkv, const float *dout,
+                                       const void *qkv, const void *out, sd_dtype t,
+                                       const float *lse, int B, int T, int NH, int HD) {
   if (t == SD_BF16)
     attention_bwd_t(be, dqkv, dout, (const __nv_bfloat16 *)qkv, (const __nv_bfloat16 *)out, lse,
                     B, T, NH, HD, use_tc(be, HD));

@@ -236,6 +236,7 @@ static void release_state(sd_cuda_state *st) {
   if (st->stream) (void)cudaStreamSynchronize(st->stream);
   sd_cuda_upload_release(st);
   sd_cuda_labels_release(st);
+  sd_cuda_attention_cudnn_release(st);
   if (st->scratch) (void)cudaFree(st->scratch);
   if (st->lt_workspace) (void)cudaFree(st->lt_workspace);
   if (st->lt) (void)cublasLtDestroy(st->lt);

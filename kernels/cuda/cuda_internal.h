@@ -32,6 +32,7 @@ typedef struct sd_cuda_state {
   void *matmul_plans;           // matmul.cu's cache of cuBLASLt descriptors and algorithms
   void *upload_ring;            // upload_ring.cu's pinned staging buffer and its events
   void *labels;                 // label_check.cu's clamped labels and its bad-label record
+  void *cudnn;                  // attention_cudnn.cu's cuDNN handle, plan cache and buffers
 } sd_cuda_state;
 
 // The state of a CUDA backend (be->impl).
@@ -61,6 +62,20 @@ extern "C" const int32_t *sd_cuda_checked_labels(sd_backend *be, const int32_t *
                                                  int rows);
 extern "C" void sd_cuda_labels_verify(sd_cuda_state *st);
 extern "C" void sd_cuda_labels_release(sd_cuda_state *st);
+
+// attention_cudnn.cu: bf16 attention through cuDNN's fused SDPA; 1 when done, 0 when the
+// caller must run the hand-written kernels (cuDNN off, missing, refused, or set aside by its
+// cross-check); describe: one line; release: with the backend (after the stream is idle).
+extern "C" int sd_cuda_attention_cudnn_fwd(sd_backend *be, void *out, float *lse,
+                                           const void *qkv, int B, int T, int NH, int HD);
+extern "C" int sd_cuda_attention_cudnn_bwd(sd_backend *be, float *dqkv, const float *dout,
+                                           const void *qkv, const void *out, const float *lse,
+                                           int B, int T, int NH, int HD);
+extern "C" int sd_cuda_attention_cudnn_describe(sd_backend *be, char *buf, size_t len);
+extern "C" void sd_cuda_attention_cudnn_release(sd_cuda_state *st);
+// attention.cu: the hand-written kernels (tensor cores or fp32 tiles), the ops' semantics.
+sd_attention_fwd_fn sd_cuda_attention_handwritten_fwd;
+sd_attention_bwd_fn sd_cuda_attention_handwritten_bwd;
 
 // matmul.cu: frees the cached cuBLASLt plans (called by sd_backend_cuda_destroy).
 void sd_cuda_matmul_release(sd_backend *be);

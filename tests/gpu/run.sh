@@ -21,6 +21,9 @@
 #                                    --model.preset=XL/2: one SD-DiT training step of XL/2 on
 #                                    the GPU against the CPU backend, fp32 and bf16 (the CPU
 #                                    side, two XL/2 steps, is most of the time)
+#   attention              20    90  test_ops_cuda --op attention with SD_CUDA_ATTENTION=cudnn, then
+#                                    =handwritten, then SD_CUDNN_REFUSE=plan (the fallback), and
+#                                    sddit selftest --shapes production with cuDNN forced
 #   bench                  45   120  bench_sddit_cuda --peak --preset XL/2 --batch 32: bf16 GEMM
 #                                    peak, img/s, MFU, memory; beside it the img/s that
 #                                    benchmarks/step_model.py predicts at the measured peak
@@ -33,8 +36,8 @@
 #   maxbatch               90   180  bench_sddit_cuda --max-batch: XL/2 then B/2
 #   sanitizer              60   150  compute-sanitizer memcheck on test_ops_cuda's tiny shapes
 # The estimates are for one H200 with 16 cores, from the CPU stand-in's times on 2 cores (the
-# CPU reference is most of each check) and the FLOPs: about 150 s of essential stages with the
-# bundle, 250 s when building, and 270 s of optional ones.
+# CPU reference is most of each check) and the FLOPs: about 170 s of essential stages with the
+# bundle, 270 s when building, and 270 s of optional ones.
 # Plan: before a stage, usable = budget - elapsed - reserve (SD_GPU_RUN_RESERVE, 15 s, kept for
 # the predictions and the summary) - 5 s (the grace between timeout's TERM and its KILL). The
 # stage starts only if its expected time fits in usable (else "not run: N s left, needs ~M s"),
@@ -360,6 +363,12 @@ if [ "$mode" = none ]; then
   tbin=/nonexistent
 fi
 export SD_FIXTURES=$root/tests/fixtures SD_SOURCE_ROOT=$root
+# cuDNN is loaded at run time (libcudnn.so.9): in a native build, from the Python wheels'
+# nvidia/cudnn/lib when the system's library path has none (the bundle's path has them)
+if [ "$mode" = native ] && [ -z "$fake" ]; then
+  wl=$(python3 -c "import nvidia, os; print(':'.join(os.path.join(p, x, 'lib') for p in nvidia.__path__ for x in sorted(os.listdir(p)) if os.path.isdir(os.path.join(p, x, 'lib'))))" 2>/dev/null)
+  [ -n "$wl" ] && runenv+=("LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$wl")
+fi
 
 # ---- selftest and step ------------------------------------------------------------------------
 st_log=$out/selftest.log
@@ -390,9 +399,25 @@ if have "$sddit"; then
   f=$(grep -m1 'FAIL' "$so" | cut -c1-100)
   [ "$rc" = 77 ] && d=$(grep -m1 '^skip: ' "$so" | cut -c7-100)
   record_stage step 1 "$step_preset: ${d:-no step line}${f:+; first: $f}"
+
+  # the attention paths one by one: cuDNN forced (a refusal is an error here), the
+  # hand-written kernels forced, a simulated cuDNN refusal (the fallback), and cuDNN at the
+  # model's shapes (head dim 72, 256 and 204 tokens)
+  attn_script='set -eo pipefail
+for m in cudnn handwritten; do echo "== SD_CUDA_ATTENTION=$m"; SD_CUDA_ATTENTION=$m "$1" --op attention --prec bf16 $SIM | tail -n 3; done
+echo "== SD_CUDNN_REFUSE=plan: the fallback"; SD_CUDNN_REFUSE=plan "$1" --op attention --prec bf16 $SIM | tail -n 3
+echo "== SD_CUDA_ATTENTION=cudnn at the model shapes"; SD_CUDA_ATTENTION=cudnn "$2" selftest --backend cuda --precision bf16 --shapes production --no-step "${@:3}" | grep -E "^(selftest|FAIL)"'
+  run_stage attention 20 90 "$st_log" "${runenv[@]}" SIM="${sim[*]}" bash -c "$attn_script" attention \
+    "$tbin/test_ops_cuda" "$sddit" "${selftest_model[@]}" ${sim[@]:+"${sim[@]}"}
+  grep -E "^(==|selftest|test_ops_cuda|FAIL)" "$so" | head -n 12 | cut -c1-200 | sed 's/^/    /'
+  [ "$rc" = 0 ] || show 4
+  d=$(grep -c '^test_ops_cuda: .* 0 failed' "$so")
+  f=$(grep -m1 'FAIL' "$so" | cut -c1-100)
+  record_stage attention 1 "cuDNN, hand-written, refused->fallback: ${d:-0}/3 clean; $(grep '^selftest path: attention (bf16)' "$so" | head -n 1 | cut -c1-90)${f:+; first: $f}"
 else
   not_built selftest 1 "nothing built"
   not_built step 1 "nothing built"
+  not_built attention 1 "nothing built"
 fi
 
 # ---- bench (XL/2) -------------------------------------------------------------------------------
