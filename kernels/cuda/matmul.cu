@@ -36,7 +36,12 @@ extern "C" {
 #include <string.h>
 #include <time.h>
 
-// ---- cuBLASLt plans: descriptors + heuristic algorithm, cached per shape ------------------
+// ---- cuBLASLt plans: descriptors + the best of several heuristic algorithms, per shape -----
+// The heuristic is asked for up to MM_CANDIDATES algorithms; on a shape's first call each is
+// timed a few times on the call's own operands (into a scratch output) and the fastest kept,
+// unless SD_CUDA_MATMUL_TUNE=0 (the heuristic's first, the same in every process) or the
+// stream is being captured. The choice is fixed for the process, so reruns are bitwise equal;
+// two processes may choose differently when timings tie. The cache never evicts.
 
 typedef struct mm_key {
   int m, n, k;          // column-major GEMM: D (m x n) = op(A) (m x k) @ op(B) (k x n)
@@ -53,20 +58,25 @@ typedef struct mm_key {
 // GELU is the tanh approximation, the one DiT uses (kernels/cpu/activations.c).
 enum mm_epi { MM_EPI_NONE = 0, MM_EPI_GELU_AUX = 1, MM_EPI_DGELU = 2 };
 
+enum { MM_CANDIDATES = 8 };
+
 typedef struct mm_plan {
   mm_key key;
   cublasLtMatmulDesc_t desc;
   cublasLtMatrixLayout_t a, b, d;  // C shares D's layout and pointer (C == D, in place)
-  cublasLtMatmulAlgo_t algo;
+  cublasLtMatmulAlgo_t algo;       // the one in use
   int ok;                          // the heuristic returned an algorithm
+  cublasLtMatmulAlgo_t cand[MM_CANDIDATES];  // the heuristic's, best first
+  int ncand;
+  int tuned;                       // the candidates were timed (or tuning was skipped)
 } mm_plan;
 
-enum { MM_CACHE_CAP = 64 };  // a DiT has a dozen or so distinct GEMMs; evicts round-robin
-
 typedef struct mm_cache {
-  mm_plan plans[MM_CACHE_CAP];
-  int count;
-  int next_evict;
+  mm_plan **plans;                 // every shape seen (a DiT has a few dozen), never evicted
+  int count, cap;
+  long tuned_keys;                 // shapes timed, and their summed times (first, chosen)
+  double ms_first, ms_chosen;
+  int tune_skipped_capture;
   // What ran (for sd_cuda_matmul_describe): cuBLASLt calls, and calls refused with an
   // epilogue or a bf16 D that fell back (fp32 scratch or separate kernels), with the first.
   long gemms, fallbacks;
@@ -93,7 +103,11 @@ void sd_cuda_matmul_release(sd_backend *be) {
   sd_cuda_state *st = sd_cuda_st(be);
   if (!st || !st->matmul_plans) return;
   mm_cache *c = (mm_cache *)st->matmul_plans;
-  for (int i = 0; i < c->count; i++) plan_destroy(&c->plans[i]);
+  for (int i = 0; i < c->count; i++) {
+    plan_destroy(c->plans[i]);
+    free(c->plans[i]);
+  }
+  free(c->plans);
   free(c);
   st->matmul_plans = NULL;
 }
@@ -101,6 +115,16 @@ void sd_cuda_matmul_release(sd_backend *be) {
 static const char *op_name(int t) { return t == CUBLAS_OP_T ? "T" : "N"; }
 
 static int act_epilogues_on(void);
+
+// SD_CUDA_MATMUL_TUNE=0: no timing, the heuristic's first algorithm.
+static int tune_on(void) {
+  static int on = -1;
+  if (on < 0) {
+    const char *e = getenv("SD_CUDA_MATMUL_TUNE");
+    on = !(e && !strcmp(e, "0"));
+  }
+  return on;
+}
 
 static const char *epi_name(const mm_key *k) {
   if (k->epi == MM_EPI_DGELU) return "DGELU";
@@ -119,11 +143,19 @@ static void note_fallback(mm_cache *c, const mm_key *k, const char *why) {
 extern "C" int sd_cuda_matmul_describe(sd_backend *be, char *buf, size_t len) {
   sd_cuda_state *st = sd_cuda_st(be);
   const mm_cache *c = (const mm_cache *)st->matmul_plans;
+  char tune[200];
+  if (!tune_on())
+    snprintf(tune, sizeof tune, "the heuristic's first algorithm (SD_CUDA_MATMUL_TUNE=0)");
+  else
+    snprintf(tune, sizeof tune, "best of up to %d heuristic algorithms timed per shape "
+             "(%ld shapes timed: %.3f ms for the first algorithms, %.3f ms for the chosen)",
+             MM_CANDIDATES, c ? c->tuned_keys : 0L, c ? c->ms_first : 0.0,
+             c ? c->ms_chosen : 0.0);
   int n = snprintf(buf, len,
                    "matmul: cuBLASLt %zu, %s inputs with fp32 accumulation, GELU/DGELU "
-                   "epilogues %s, %d plans, %ld calls, %ld fallbacks%s%s%s",
+                   "epilogues %s, %s, %d plans, %ld calls, %ld fallbacks%s%s%s",
                    cublasLtGetVersion(), st->precision == SD_PREC_BF16 ? "bf16" : "fp32",
-                   act_epilogues_on() ? "on" : "off (SD_CUDA_ACT_EPILOGUES=0)",
+                   act_epilogues_on() ? "on" : "off (SD_CUDA_ACT_EPILOGUES=0)", tune,
                    c ? c->count : 0, c ? c->gemms : 0L, c ? c->fallbacks : 0L,
                    c && c->fallbacks ? " (first: " : "", c && c->fallbacks ? c->first_fallback : "",
                    c && c->fallbacks ? ")" : "");
@@ -140,16 +172,15 @@ static mm_plan *get_plan(sd_cuda_state *st, const mm_key *key, const void *bias,
     st->matmul_plans = c;
   }
   for (int i = 0; i < c->count; i++)
-    if (memcmp(&c->plans[i].key, key, sizeof *key) == 0) return &c->plans[i];
-  mm_plan *p;
-  if (c->count < MM_CACHE_CAP) {
-    p = &c->plans[c->count++];
-  } else {
-    p = &c->plans[c->next_evict];
-    c->next_evict = (c->next_evict + 1) % MM_CACHE_CAP;
-    plan_destroy(p);  // descriptors are read at enqueue time: safe with matmuls in flight
+    if (memcmp(&c->plans[i]->key, key, sizeof *key) == 0) return c->plans[i];
+  if (c->count == c->cap) {
+    c->cap = c->cap ? 2 * c->cap : 32;
+    mm_plan **grown = (mm_plan **)realloc(c->plans, sizeof *c->plans * (size_t)c->cap);
+    if (!grown) SD_FATAL("out of memory for the cuBLASLt plan cache (%d plans)", c->cap);
+    c->plans = grown;
   }
-  memset(p, 0, sizeof *p);
+  mm_plan *p = (mm_plan *)sd_xcalloc(1, sizeof *p, "cuBLASLt plan");
+  c->plans[c->count++] = p;
   p->key = *key;
 
   const cudaDataType_t ab_type = key->precision == SD_PREC_BF16 ? CUDA_R_16BF : CUDA_R_32F;
@@ -208,11 +239,11 @@ static mm_plan *get_plan(sd_cuda_state *st, const mm_key *key, const void *bias,
   SD_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
       pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_d, sizeof al_d));
 
-  cublasLtMatmulHeuristicResult_t res;
-  memset(&res, 0, sizeof res);
+  cublasLtMatmulHeuristicResult_t res[MM_CANDIDATES];
+  memset(res, 0, sizeof res);
   int found = 0;
   cublasStatus_t s = cublasLtMatmulAlgoGetHeuristic(st->lt, p->desc, p->a, p->b, p->d, p->d,
-                                                    pref, 1, &res, &found);
+                                                    pref, MM_CANDIDATES, res, &found);
   cublasLtMatmulPreferenceDestroy(pref);
   // NOT_SUPPORTED = no algorithm for this configuration: recorded (p->ok = 0) so the caller
   // can fall back (epilogue, bf16 D) or report the shape; so is INVALID_VALUE for a plan with
@@ -220,9 +251,68 @@ static mm_plan *get_plan(sd_cuda_state *st, const mm_key *key, const void *bias,
   const int optional = key->bias || key->epi != MM_EPI_NONE || key->d_type != SD_F32;
   if (s != CUBLAS_STATUS_NOT_SUPPORTED && !(optional && s == CUBLAS_STATUS_INVALID_VALUE))
     SD_CUBLAS_CHECK(s);
-  p->ok = s == CUBLAS_STATUS_SUCCESS && found > 0 && res.state == CUBLAS_STATUS_SUCCESS;
-  if (p->ok) p->algo = res.algo;
+  for (int i = 0; s == CUBLAS_STATUS_SUCCESS && i < found && i < MM_CANDIDATES; i++)
+    if (res[i].state == CUBLAS_STATUS_SUCCESS) p->cand[p->ncand++] = res[i].algo;
+  p->ok = p->ncand > 0;
+  if (p->ok) p->algo = p->cand[0];
   return p;
+}
+
+// The first call of a shape: each candidate algorithm timed (one warm-up, three timed calls)
+// on this call's A, B, bias and, for DGELU, aux, into a scratch D (and a scratch aux for the
+// GELU forward, whose aux is an output), so the real output is untouched; the fastest kept.
+static void tune(sd_cuda_state *st, mm_cache *c, mm_plan *p, const void *A, const void *B,
+                 float beta, int epi, const void *aux) {
+  p->tuned = 1;
+  if (!tune_on() || p->ncand < 2) return;
+  cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+  SD_CUDA_CHECK(cudaStreamIsCapturing(st->stream, &cap));
+  if (cap != cudaStreamCaptureStatusNone) {
+    c->tune_skipped_capture++;
+    return;
+  }
+  const size_t bytes = (size_t)p->key.m * (size_t)p->key.n * (p->key.d_type == SD_BF16 ? 2 : 4);
+  void *dt = NULL, *xt = NULL;
+  SD_CUDA_CHECK(cudaMalloc(&dt, bytes));
+  SD_CUDA_CHECK(cudaMemsetAsync(dt, 0, bytes, st->stream));
+  if (epi == MM_EPI_GELU_AUX) {
+    SD_CUDA_CHECK(cudaMalloc(&xt, bytes));
+    SD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
+        p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &xt, sizeof xt));
+  }
+  cudaEvent_t e0, e1;
+  SD_CUDA_CHECK(cudaEventCreate(&e0));
+  SD_CUDA_CHECK(cudaEventCreate(&e1));
+  const float alpha = 1.0f;
+  float ms[MM_CANDIDATES];
+  int best = 0;
+  for (int i = 0; i < p->ncand; i++) {
+    ms[i] = INFINITY;
+    cublasStatus_t s = CUBLAS_STATUS_SUCCESS;
+    for (int r = 0; r < 4 && s == CUBLAS_STATUS_SUCCESS; r++) {
+      if (r == 1) SD_CUDA_CHECK(cudaEventRecord(e0, st->stream));
+      s = cublasLtMatmul(st->lt, p->desc, &alpha, A, p->a, B, p->b, &beta, dt, p->d, dt, p->d,
+                         &p->cand[i], st->lt_workspace, st->lt_workspace_bytes, st->stream);
+    }
+    SD_CUDA_CHECK(cudaEventRecord(e1, st->stream));
+    SD_CUDA_CHECK(cudaEventSynchronize(e1));
+    if (s != CUBLAS_STATUS_SUCCESS) continue;  // this candidate refused: left out
+    SD_CUDA_CHECK(cudaEventElapsedTime(&ms[i], e0, e1));
+    ms[i] /= 3.0f;
+    if (ms[i] < ms[best]) best = i;
+  }
+  if (epi == MM_EPI_GELU_AUX)
+    SD_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
+        p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux));
+  SD_CUDA_CHECK(cudaEventDestroy(e0));
+  SD_CUDA_CHECK(cudaEventDestroy(e1));
+  SD_CUDA_CHECK(cudaFree(dt));
+  if (xt) SD_CUDA_CHECK(cudaFree(xt));
+  if (!isfinite(ms[best])) return;  // none ran: keep the first (its call reports the error)
+  p->algo = p->cand[best];
+  c->tuned_keys++;
+  c->ms_first += isfinite(ms[0]) ? ms[0] : ms[best];
+  c->ms_chosen += ms[best];
 }
 
 // D (m x n, column-major, ld m) = op(A) @ op(B) + beta * D (+ bias (m) broadcast over the n
@@ -260,6 +350,7 @@ static int lt_gemm_epi(sd_backend *be, int precision, cublasOperation_t transa,
   key.align_aux = aux ? ptr_align(aux) : 0;
   mm_plan *p = get_plan(st, &key, bias, aux);
   mm_cache *cache = (mm_cache *)st->matmul_plans;
+  if (p->ok && !p->tuned) tune(st, cache, p, A, B, beta, epi, aux);
   if (!p->ok) {
     if (bias || epi != MM_EPI_NONE || d_type != SD_F32) {
       note_fallback(cache, &key, "no algorithm");
