@@ -233,6 +233,16 @@ typedef void sd_poison_nonfinite_fn(sd_backend *be, float *x, const float *v, in
 typedef void sd_center_update_fn(sd_backend *be, float *center, const float *sum,
                                  float inv_count, float momentum, const float *gate, int P);
 
+// ---- persistent bf16 copies of the weights ---------------------------------------------
+// w (n): a whole buffer from ops->alloc holding fp32 weights that matmuls read. A backend that
+// multiplies in bf16 may keep a bf16 copy of it, which adamw_ema refreshes in the same pass as
+// the fp32 values (of p and of its EMA outputs) and which any other write through the ops
+// (to_device, copy, memset, ema, axpy, adamw) marks stale; ops->free of w drops it. Results
+// are bitwise those without the copy. The CPU backend does nothing.
+typedef void sd_weights_register_fn(sd_backend *be, const float *w, size_t n);
+// Something outside the ops (an NCCL broadcast, say) wrote w (n): a copy covering it is stale.
+typedef void sd_weights_changed_fn(sd_backend *be, const float *w, size_t n);
+
 // ---- memory ----------------------------------------------------------------------------
 typedef void *sd_alloc_fn(sd_backend *be, size_t bytes);
 typedef void sd_free_fn(sd_backend *be, void *p);
@@ -292,6 +302,8 @@ typedef struct sd_ops {
   sd_step_gate_fn *step_gate;
   sd_poison_nonfinite_fn *poison_nonfinite;
   sd_center_update_fn *center_update;
+  sd_weights_register_fn *weights_register;
+  sd_weights_changed_fn *weights_changed;
   sd_alloc_fn *alloc;
   sd_free_fn *free;
   sd_memset_fn *memset;

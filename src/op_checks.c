@@ -1456,6 +1456,8 @@ int sd_cuda_tokens_selftest(sd_backend *be, char *err, size_t len);
 int sd_cuda_attention_selftest(sd_backend *be, char *err, size_t len);
 int sd_cuda_loss_optim_selftest(sd_backend *be, char *err, size_t len);
 #pragma weak sd_cuda_matmul_selftest
+int sd_cuda_weights_selftest(sd_backend *be, char *err, size_t len);
+#pragma weak sd_cuda_weights_selftest
 #pragma weak sd_cuda_norm_act_selftest
 #pragma weak sd_cuda_tokens_selftest
 #pragma weak sd_cuda_attention_selftest
@@ -1469,7 +1471,8 @@ void sd_opcheck_run_unit_selftests(sd_backend *be) {
             {"sd_cuda_norm_act_selftest", sd_cuda_norm_act_selftest},
             {"sd_cuda_tokens_selftest", sd_cuda_tokens_selftest},
             {"sd_cuda_attention_selftest", sd_cuda_attention_selftest},
-            {"sd_cuda_loss_optim_selftest", sd_cuda_loss_optim_selftest}};
+            {"sd_cuda_loss_optim_selftest", sd_cuda_loss_optim_selftest},
+            {"sd_cuda_weights_selftest", sd_cuda_weights_selftest}};
   for (size_t i = 0; i < sizeof st / sizeof st[0]; i++) {
     if (!st[i].fn) {
       printf("unit %s not in this build\n", st[i].name);

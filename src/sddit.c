@@ -54,6 +54,9 @@ void sd_sddit_create(sd_sddit *s, const sd_dit_config *dcfg, const sd_head_confi
   s->teacher = balloc(be, s->total);
   s->ema = balloc(be, s->dit_total);
   s->center = balloc(be, (size_t)s->hcfg.prototypes);
+  // the weights the matmuls read: a bf16 backend keeps copies that AdamW refreshes
+  be->ops->weights_register(be, s->params, s->total);
+  be->ops->weights_register(be, s->teacher, s->total);
   sd_dit_create_in(&s->student, dcfg, be, s->params, s->grads);
   sd_dit_create_in(&s->tdit, dcfg, be, s->teacher, NULL);
   sd_head_bind(&s->hcfg, s->params + s->dit_total, &s->hw);
@@ -308,6 +311,8 @@ void sd_sddit_teacher_wait(sd_sddit *s) {
   if (!s->teacher_pending) return;
   s->teacher_pending = 0;
   if (c->bcast0_wait) c->bcast0_wait(c->ctx);
+  // the broadcast wrote the teacher outside the backend's ops: its bf16 copy is stale
+  s->be->ops->weights_changed(s->be, s->teacher, s->total);
   if (c->rank != 0 && c->check_teacher) {  // s->grads holds the local EMA (see teacher_update)
     float *a = sd_xmalloc(sizeof(float) * s->total, "teacher check");
     float *b = sd_xmalloc(sizeof(float) * s->total, "teacher check");

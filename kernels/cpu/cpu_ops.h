@@ -48,6 +48,8 @@ sd_axpy_fn sd_cpu_axpy;
 sd_step_gate_fn sd_cpu_step_gate;
 sd_poison_nonfinite_fn sd_cpu_poison_nonfinite;
 sd_center_update_fn sd_cpu_center_update;
+sd_weights_register_fn sd_cpu_weights_register;
+sd_weights_changed_fn sd_cpu_weights_changed;
 
 // Reusable scratch memory of at least `bytes`, owned by the CPU backend (valid until the
 // next call; not for use from inside a parallel region).

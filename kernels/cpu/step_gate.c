@@ -31,6 +31,14 @@ void sd_cpu_poison_nonfinite(sd_backend *be, float *x, const float *v, int n) {
     if (!isfinite(v[i])) x[0] = NAN;
 }
 
+// The CPU multiplies the fp32 weights: no copies to keep.
+void sd_cpu_weights_register(sd_backend *be, const float *w, size_t n) {
+  (void)be, (void)w, (void)n;
+}
+void sd_cpu_weights_changed(sd_backend *be, const float *w, size_t n) {
+  (void)be, (void)w, (void)n;
+}
+
 void sd_cpu_center_update(sd_backend *be, float *center, const float *sum, float inv_count,
                           float momentum, const float *gate, int P) {
   (void)be;

@@ -77,11 +77,12 @@ static void *cuda_alloc(sd_backend *be, size_t bytes) {
 }
 
 static void cuda_free(sd_backend *be, void *p) {
-  (void)be;
+  if (p) sd_cuda_weights_freed(be, p);
   if (p) SD_CUDA_CHECK(cudaFree(p));  // cudaFree waits for work that may still use p
 }
 
 static void cuda_memset(sd_backend *be, void *p, int value, size_t bytes) {
+  sd_cuda_weights_written(be, p, bytes);
   if (bytes) SD_CUDA_CHECK(cudaMemsetAsync(p, value, bytes, sd_cuda_st(be)->stream));
 }
 
@@ -91,6 +92,7 @@ static void cuda_memset(sd_backend *be, void *p, int value, size_t bytes) {
 // the buffer).
 static void cuda_to_device(sd_backend *be, void *dst, const void *src, size_t bytes) {
   if (!bytes) return;
+  sd_cuda_weights_written(be, dst, bytes);
   if (sd_cuda_upload_staged(be, dst, src, bytes)) return;
   cudaStream_t s = sd_cuda_st(be)->stream;
   SD_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s));
@@ -109,6 +111,7 @@ static void cuda_to_host(sd_backend *be, void *dst, const void *src, size_t byte
 // Device -> device, queued on the stream.
 static void cuda_copy(sd_backend *be, void *dst, const void *src, size_t bytes) {
   if (!bytes || dst == src) return;
+  sd_cuda_weights_written(be, dst, bytes);
   SD_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice,
                                 sd_cuda_st(be)->stream));
 }
@@ -188,6 +191,8 @@ static sd_ops make_cuda_ops(void) {
   o.step_gate = sd_cuda_step_gate;
   o.poison_nonfinite = sd_cuda_poison_nonfinite;
   o.center_update = sd_cuda_center_update;
+  o.weights_register = sd_cuda_weights_register;
+  o.weights_changed = sd_cuda_weights_changed;
   o.alloc = cuda_alloc;
   o.free = cuda_free;
   o.memset = cuda_memset;
@@ -237,6 +242,7 @@ static void release_state(sd_cuda_state *st) {
   sd_cuda_upload_release(st);
   sd_cuda_labels_release(st);
   sd_cuda_attention_cudnn_release(st);
+  sd_cuda_weights_release(st);
   if (st->scratch) (void)cudaFree(st->scratch);
   if (st->lt_workspace) (void)cudaFree(st->lt_workspace);
   if (st->lt) (void)cublasLtDestroy(st->lt);
@@ -348,13 +354,15 @@ extern "C" int sd_backend_cuda_describe(sd_backend *be, char *buf, size_t len) {
   sd_cuda_attention_describe(be, at, sizeof at);
   long staged = 0, waits = 0;
   sd_cuda_upload_counts(be, &staged, &waits);
+  char wt[256];
+  sd_cuda_weights_describe(be, wt, sizeof wt);
   snprintf(buf, len,
            "device %d: %s (sm_%d%d, %d SMs), CUDA runtime %d.%d, driver %d.%d, precision %s, "
            "activations stored as %s\n%s\n%s\nuploads: %ld through the pinned staging ring "
-           "without a synchronisation, %ld waited for a slice in flight",
+           "without a synchronisation, %ld waited for a slice in flight\n%s",
            st->device, prop.name, prop.major, prop.minor, st->num_sms, rt / 1000,
            (rt % 1000) / 10, drv / 1000, (drv % 1000) / 10,
            st->precision == SD_PREC_BF16 ? "bf16" : "fp32", sd_dtype_name(be->act_dtype), mm, at,
-           staged, waits);
+           staged, waits, wt);
   return 0;
 }

@@ -33,6 +33,7 @@ typedef struct sd_cuda_state {
   void *upload_ring;            // upload_ring.cu's pinned staging buffer and its events
   void *labels;                 // label_check.cu's clamped labels and its bad-label record
   void *cudnn;                  // attention_cudnn.cu's cuDNN handle, plan cache and buffers
+  void *weights;                // weights_bf16.cu's registered regions and their bf16 copies
 } sd_cuda_state;
 
 // The state of a CUDA backend (be->impl).
@@ -76,6 +77,22 @@ extern "C" void sd_cuda_attention_cudnn_release(sd_cuda_state *st);
 // attention.cu: the hand-written kernels (tensor cores or fp32 tiles), the ops' semantics.
 sd_attention_fwd_fn sd_cuda_attention_handwritten_fwd;
 sd_attention_bwd_fn sd_cuda_attention_handwritten_bwd;
+
+// weights_bf16.cu: the bf16 weight copies (ops.h weights_register). written: the backend's
+// own writes into [p, p + bytes) (marks stale); freed: ops->free(p) (drops a region based at
+// p); bf16: the copy of w (n) for a matmul (refreshed when stale), or NULL; for_update: the
+// copy AdamW writes beside p (n), or NULL (none, or stale: left to the next refresh).
+sd_weights_register_fn sd_cuda_weights_register;
+sd_weights_changed_fn sd_cuda_weights_changed;
+extern "C" void sd_cuda_weights_written(sd_backend *be, const void *p, size_t bytes);
+extern "C" void sd_cuda_weights_freed(sd_backend *be, const void *p);
+extern "C" const void *sd_cuda_weights_bf16(sd_backend *be, const float *w, size_t n);
+extern "C" void *sd_cuda_weights_for_update(sd_backend *be, const float *p, size_t n);
+extern "C" void sd_cuda_weights_release(sd_cuda_state *st);
+extern "C" int sd_cuda_weights_describe(sd_backend *be, char *buf, size_t len);
+// 0 when adamw_ema's copies equal bf16 of the updated fp32, matmuls read the copies bitwise
+// like per-call rounding, and a write through to_device makes the next matmul see it.
+extern "C" int sd_cuda_weights_selftest(sd_backend *be, char *err, size_t len);
 
 // matmul.cu: frees the cached cuBLASLt plans (called by sd_backend_cuda_destroy).
 void sd_cuda_matmul_release(sd_backend *be);

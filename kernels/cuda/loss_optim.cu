@@ -24,6 +24,7 @@ extern "C" {
 #include "error.h"
 }
 
+#include <cuda_bf16.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -242,6 +243,9 @@ struct AdamEmaOp {
   float *e[NE > 0 ? NE : 1];
   AdamConst c;
   float d[NE > 0 ? NE : 1], omd[NE > 0 ? NE : 1];
+  // bf16 copies written beside p and the EMAs (weights_bf16.cu), or NULL
+  __nv_bfloat16 *pc = nullptr;
+  __nv_bfloat16 *ec[NE > 0 ? NE : 1] = {};
   // The constants with the gate applied; false on a skipped step (nothing is written).
   __device__ bool gated(AdamConst &k) const {
     k = c;
@@ -259,8 +263,19 @@ struct AdamEmaOp {
     p[i] = pi;
     m[i] = mi;
     v[i] = vi;
+    if (pc) pc[i] = __float2bfloat16_rn(pi);
 #pragma unroll
-    for (int k = 0; k < NE; k++) e[k][i] = ema_elem(e[k][i], pi, d[k], omd[k]);
+    for (int k = 0; k < NE; k++) {
+      const float ek = ema_elem(e[k][i], pi, d[k], omd[k]);
+      e[k][i] = ek;
+      if (ec[k]) ec[k][i] = __float2bfloat16_rn(ek);
+    }
+  }
+  // 4 bf16 values at c + i (i a multiple of 4: 8-byte aligned when the copy's base is)
+  __device__ static void st_bf16x4(__nv_bfloat16 *c, size_t i, float4 v) {
+    __nv_bfloat162 *q = reinterpret_cast<__nv_bfloat162 *>(c + i);
+    q[0] = __floats2bfloat162_rn(v.x, v.y);
+    q[1] = __floats2bfloat162_rn(v.z, v.w);
   }
   __device__ void quad(size_t i) const {
     AdamConst c;
@@ -274,13 +289,16 @@ struct AdamEmaOp {
     st4(p + i, p4);
     st4(m + i, m4);
     st4(v + i, v4);
+    if (pc) st_bf16x4(pc, i, p4);
 #pragma unroll
     for (int k = 0; k < NE; k++) {
       const float4 e4 = ld4(e[k] + i);
-      st4(e[k] + i, make_float4(ema_elem(e4.x, p4.x, d[k], omd[k]),
-                                ema_elem(e4.y, p4.y, d[k], omd[k]),
-                                ema_elem(e4.z, p4.z, d[k], omd[k]),
-                                ema_elem(e4.w, p4.w, d[k], omd[k])));
+      const float4 n4 = make_float4(ema_elem(e4.x, p4.x, d[k], omd[k]),
+                                    ema_elem(e4.y, p4.y, d[k], omd[k]),
+                                    ema_elem(e4.z, p4.z, d[k], omd[k]),
+                                    ema_elem(e4.w, p4.w, d[k], omd[k]));
+      st4(e[k] + i, n4);
+      if (ec[k]) st_bf16x4(ec[k], i, n4);
     }
   }
 };
@@ -684,6 +702,7 @@ void sd_cuda_edm_loss_bwd(sd_backend *be, float *dF, const float *D, const float
 void sd_cuda_adamw(sd_backend *be, float *p, const float *g, float *m, float *v, size_t n,
                    float lr, float beta1, float beta2, float eps, float wd, long t,
                    float grad_scale) {
+  sd_cuda_weights_written(be, p, n * sizeof(float));  // no copy written here: stale
   const AdamEmaOp<0> op{p,        g,      m,     v, {nullptr},
                         adam_const(lr, beta1, beta2, eps, wd, t, grad_scale), {0.0f}, {0.0f}};
   launch_elementwise(be, op, n, aligned16(p) && aligned16(g) && aligned16(m) && aligned16(v),
@@ -695,7 +714,9 @@ void sd_cuda_adamw_ema(sd_backend *be, float *p, const float *g, float *m, float
                        long t, float grad_scale, float decay, const float *gate) {
   AdamConst k = adam_const(lr, beta1, beta2, eps, wd, t, grad_scale);
   k.gate = gate;
-  const AdamEmaOp<1> op{p, g, m, v, {ema}, k, {decay}, {1.0f - decay}};
+  AdamEmaOp<1> op{p, g, m, v, {ema}, k, {decay}, {1.0f - decay}};
+  op.pc = (__nv_bfloat16 *)sd_cuda_weights_for_update(be, p, n);
+  op.ec[0] = (__nv_bfloat16 *)sd_cuda_weights_for_update(be, ema, n);
   launch_elementwise(
       be, op, n,
       aligned16(p) && aligned16(g) && aligned16(m) && aligned16(v) && aligned16(ema),
@@ -710,15 +731,19 @@ void sd_cuda_adamw_ema2(sd_backend *be, float *p, const float *g, float *m, floa
   AdamConst k = adam_const(lr, beta1, beta2, eps, wd, t, grad_scale);
   k.gate = gate;
   if (!ema1 && !ema2) {
-    const AdamEmaOp<0> op{p, g, m, v, {nullptr}, k, {0.0f}, {0.0f}};
+    AdamEmaOp<0> op{p, g, m, v, {nullptr}, k, {0.0f}, {0.0f}};
+    op.pc = (__nv_bfloat16 *)sd_cuda_weights_for_update(be, p, n);
     launch_elementwise(be, op, n, aligned16(p) && aligned16(g) && aligned16(m) && aligned16(v),
                        "adamw");
   } else if (!ema1 || !ema2) {
     sd_cuda_adamw_ema(be, p, g, m, v, ema1 ? ema1 : ema2, n, lr, beta1, beta2, eps, wd, t,
                       grad_scale, ema1 ? decay1 : decay2, gate);
   } else {
-    const AdamEmaOp<2> op{p,      g, m, v, {ema1, ema2}, k,
-                          {decay1, decay2}, {1.0f - decay1, 1.0f - decay2}};
+    AdamEmaOp<2> op{p,      g, m, v, {ema1, ema2}, k,
+                    {decay1, decay2}, {1.0f - decay1, 1.0f - decay2}};
+    op.pc = (__nv_bfloat16 *)sd_cuda_weights_for_update(be, p, n);
+    op.ec[0] = (__nv_bfloat16 *)sd_cuda_weights_for_update(be, ema1, n);
+    op.ec[1] = (__nv_bfloat16 *)sd_cuda_weights_for_update(be, ema2, n);
     launch_elementwise(be, op, n,
                        aligned16(p) && aligned16(g) && aligned16(m) && aligned16(v) &&
                            aligned16(ema1) && aligned16(ema2),
@@ -727,11 +752,13 @@ void sd_cuda_adamw_ema2(sd_backend *be, float *p, const float *g, float *m, floa
 }
 
 void sd_cuda_ema(sd_backend *be, float *dst, const float *src, size_t n, float decay) {
+  sd_cuda_weights_written(be, dst, n * sizeof(float));
   launch_elementwise(be, EmaOp{dst, src, decay, 1.0f - decay}, n,
                      aligned16(dst) && aligned16(src), "ema");
 }
 
 void sd_cuda_axpy(sd_backend *be, float *y, const float *x, size_t n, float a) {
+  sd_cuda_weights_written(be, y, n * sizeof(float));
   launch_elementwise(be, AxpyOp{y, x, a}, n, aligned16(y) && aligned16(x), "axpy");
 }
 

@@ -576,7 +576,11 @@ static fwd_scratch fwd_operands(sd_backend *be, int gprec, const void *inp, sd_d
   f.bias_d = bias;
   f.out32 = NULL;
   const size_t nw = (size_t)N * K, ni = (size_t)M * K, no = (size_t)M * N;
-  const int cvt_w = gprec == SD_PREC_BF16, cvt_i = gprec == SD_PREC_BF16 && inp_t == SD_F32;
+  // the weight's persistent bf16 copy (weights_bf16.cu) when it has one
+  const void *wcopy = gprec == SD_PREC_BF16 ? sd_cuda_weights_bf16(be, w, nw) : NULL;
+  if (wcopy) f.A = wcopy;
+  const int cvt_w = gprec == SD_PREC_BF16 && !wcopy;
+  const int cvt_i = gprec == SD_PREC_BF16 && inp_t == SD_F32;
   const int cvt_b = d_bf16 && bias;
   const size_t bw = cvt_w ? round256(nw * 2) : 0, bi = cvt_i ? round256(ni * 2) : 0;
   const size_t bb = cvt_b ? round256((size_t)N * 2) : 0;
@@ -690,6 +694,9 @@ static bwd_scratch bwd_operands(sd_backend *be, int bf, const void *dout, sd_dty
   b.dout_g = dout;
   b.w_g = w;
   b.inp_g = inp;
+  // the weight's persistent bf16 copy (weights_bf16.cu) when it has one: no conversion
+  const void *wcopy = n_w ? sd_cuda_weights_bf16(be, w, n_w) : NULL;
+  if (wcopy) n_w = 0;
   const int cvt_dout = bf && dout_t == SD_F32 && n_dout;
   const size_t b_dout = cvt_dout ? round256(n_dout * 2) : 0;
   const size_t b_w = round256(n_w * 2), b_inp = round256(n_inp * 2);
@@ -707,6 +714,7 @@ static bwd_scratch bwd_operands(sd_backend *be, int bf, const void *dout, sd_dty
   to_bf16(be, jobs, 3);
   if (cvt_dout) b.dout_g = db;
   if (n_w) b.w_g = wb;
+  if (wcopy) b.w_g = wcopy;
   if (n_inp) b.inp_g = ib;
   return b;
 }
