@@ -1309,6 +1309,9 @@ static const shape k_shapes[] = {
     {"dits", 2, 256, 384, 6, 204, 4, 32, 32, 2, 256, 1001, 408, 8192, 256, 2048},
     {"tail", 3, 37, 72, 1, 29, 3, 14, 10, 2, 42, 11, 87, 37, 19, 72},
     {"tiny", 4, 16, 64, 4, 12, 4, 8, 8, 2, 256, 11, 48, 32, 16, 64},
+    // a width that is not a multiple of 4 and a head dim cuDNN does not take: the general
+    // (scalar) kernels and the hand-written attention
+    {"odd", 2, 37, 75, 3, 29, 3, 10, 10, 2, 42, 11, 58, 37, 19, 75},
 };
 
 void sd_opcheck_add_shape(const sd_opcheck_shape *s) {

@@ -181,7 +181,8 @@ static void refusal(cudnn_attn *c, const char *why) {
 // The plan for a shape, or NULL (fall back).
 static sd_sdpa_plan *plan_for(sd_backend *be, cudnn_attn **out, int B, int T, int NH, int HD,
                               int bwd) {
-  if (attention_mode() == MODE_HANDWRITTEN) return NULL;
+  // (a head dim that is not a multiple of 8 is not cuDNN's: not a refusal, even when forced)
+  if (attention_mode() == MODE_HANDWRITTEN || HD % 8 != 0) return NULL;
   cudnn_attn *c = state(be);
   *out = c;
   if (c->loaded != 1) {

@@ -94,6 +94,22 @@ extern "C" int sd_cuda_weights_describe(sd_backend *be, char *buf, size_t len);
 // like per-call rounding, and a write through to_device makes the next matmul see it.
 extern "C" int sd_cuda_weights_selftest(sd_backend *be, char *err, size_t len);
 
+// lnmod_fast.cu: the one-pass layer norm (forward) and the fused backward, for D a multiple
+// of 4 up to 1536 and 16-byte aligned buffers (fits says whether they apply); norm_act.cu
+// calls them. The backward writes dshift/dscale directly with nchunks == 1, else the
+// (B, nchunks, D) partials pshift/pscale for col_finish_kernel.
+extern "C" int sd_cuda_lnmod_fast_fits(int D, int mod_stride, const void *a, const void *b,
+                                       const void *c, const void *d, const void *e);
+extern "C" void sd_cuda_lnmod_fwd_fast(sd_backend *be, void *out, int out_bf16, float *mean,
+                                       float *rstd, const float *x, const float *shift,
+                                       const float *scale, int mod_stride, int T, unsigned rows,
+                                       int D, float eps);
+extern "C" void sd_cuda_lnmod_bwd_fast(sd_backend *be, float *dx, float *dshift, float *dscale,
+                                       float *pshift, float *pscale, int nchunks,
+                                       const float *dout, const float *x, const float *mean,
+                                       const float *rstd, const float *scale, int mod_stride,
+                                       int B, int T, int D);
+
 // matmul.cu: frees the cached cuBLASLt plans (called by sd_backend_cuda_destroy).
 void sd_cuda_matmul_release(sd_backend *be);
 // matmul.cu: runs matmul_fwd/bwd on small random matrices (aligned, odd-sized and misaligned

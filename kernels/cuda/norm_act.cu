@@ -14,6 +14,11 @@
 // not contract either (GCC's default in -std=c11). The layer-norm statistics are fp32 like the
 // CPU's, but summed by warp trees instead of one sequential loop, so they differ by rounding.
 //
+// Vector paths: the GELU (forward and backward) and the gated residual (forward and dy) load
+// and store 16 bytes per thread (8 for bf16 storage) with 32-bit indices when sizes and
+// alignment allow, else the grid-stride scalar kernels run; the arithmetic per element is the
+// same. The layer norm's one-pass forward and fused backward are in lnmod_fast.cu.
+//
 // Storage (ops.h): the layer-norm output, the gated residual's branch y, and the GELU's input
 // and output in the sd_cuda_gelu_*_t helpers may be stored in bf16. The kernels are templated
 // on that storage type (float or __nv_bfloat16): they widen what they read to fp32, compute in
@@ -236,6 +241,80 @@ __global__ void silu_bwd_kernel(float *dx, const float *dout, const float *x, si
   }
 }
 
+// ---- 16-byte vector paths: 4 elements per thread, 32-bit indices ---------------------------
+// Used when the element count is a multiple of 4 (a row width D for the row ops), under 2^31,
+// and every pointer is 16-byte aligned (8-byte for bf16): the per-element arithmetic is the
+// scalar kernels', so the results are bitwise theirs.
+
+__device__ __forceinline__ float4 ld4f(const float *p) { return *reinterpret_cast<const float4 *>(p); }
+__device__ __forceinline__ float4 ld4f(const __nv_bfloat16 *p) {
+  const uint2 u = *reinterpret_cast<const uint2 *>(p);
+  const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&u.x));
+  const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&u.y));
+  return make_float4(a.x, a.y, b.x, b.y);
+}
+__device__ __forceinline__ void st4f(float *p, float4 v) { *reinterpret_cast<float4 *>(p) = v; }
+__device__ __forceinline__ void st4f(__nv_bfloat16 *p, float4 v) {
+  __nv_bfloat162 q[2] = {__floats2bfloat162_rn(v.x, v.y), __floats2bfloat162_rn(v.z, v.w)};
+  *reinterpret_cast<uint2 *>(p) = *reinterpret_cast<uint2 *>(q);
+}
+
+__device__ __forceinline__ float gelu_f(float v) {
+  float cube = __fmul_rn(__fmul_rn(__fmul_rn(GELU_C, v), v), v);
+  float th = dev_tanhf(__fmul_rn(GELU_K, __fadd_rn(v, cube)));
+  return __fmul_rn(__fmul_rn(0.5f, v), __fadd_rn(1.0f, th));
+}
+__device__ __forceinline__ float dgelu_f(float v) {
+  const float c3 = 3.0f * GELU_C;
+  float u = __fmul_rn(GELU_K, __fadd_rn(v, __fmul_rn(__fmul_rn(__fmul_rn(GELU_C, v), v), v)));
+  float th = dev_tanhf(u);
+  float du = __fmul_rn(GELU_K, __fadd_rn(1.0f, __fmul_rn(__fmul_rn(c3, v), v)));
+  return __fadd_rn(__fmul_rn(0.5f, __fadd_rn(1.0f, th)),
+                   __fmul_rn(__fmul_rn(__fmul_rn(0.5f, v), __fsub_rn(1.0f, __fmul_rn(th, th))), du));
+}
+
+// out (n4 groups of 4) = gelu(x), stored as E.
+template <typename E>
+__global__ void gelu_fwd_vec_kernel(E *out, const E *x, unsigned n4) {
+  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n4; i += gridDim.x * blockDim.x) {
+    const float4 v = ld4f(x + 4 * i);
+    st4f(out + 4 * i, make_float4(gelu_f(v.x), gelu_f(v.y), gelu_f(v.z), gelu_f(v.w)));
+  }
+}
+
+// dx = dout * gelu'(x), 4 at a time.
+template <typename E>
+__global__ void gelu_bwd_vec_kernel(float *dx, const float *dout, const E *x, unsigned n4) {
+  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n4; i += gridDim.x * blockDim.x) {
+    const float4 v = ld4f(x + 4 * i), g = ld4f(dout + 4 * i);
+    st4f(dx + 4 * i, make_float4(__fmul_rn(g.x, dgelu_f(v.x)), __fmul_rn(g.y, dgelu_f(v.y)),
+                                 __fmul_rn(g.z, dgelu_f(v.z)), __fmul_rn(g.w, dgelu_f(v.w))));
+  }
+}
+
+// One block per row r = (b, t) of D = 4 D4 columns: out = x + gate[b] * y (gated_residual_fwd)
+// or, with x NULL, out = y * gate[b] (the dy of its backward, y = dout).
+template <typename YT>
+__global__ void gated_rows_vec_kernel(float *out, const float *x, const YT *y, const float *gate,
+                                      int gate_stride, unsigned T, unsigned D4) {
+  const unsigned r = blockIdx.x, b = r / T;
+  const size_t o = (size_t)r * D4 * 4;
+  const float *g = gate + (size_t)b * gate_stride;
+  for (unsigned c = threadIdx.x; c < D4; c += blockDim.x) {
+    const float4 y4 = ld4f(y + o + 4 * c), g4 = ld4f(g + 4 * c);
+    if (x) {
+      const float4 x4 = ld4f(x + o + 4 * c);
+      st4f(out + o + 4 * c, make_float4(x4.x + g4.x * y4.x, x4.y + g4.y * y4.y,
+                                        x4.z + g4.z * y4.z, x4.w + g4.w * y4.w));
+    } else {
+      st4f(out + o + 4 * c, make_float4(y4.x * g4.x, y4.y * g4.y, y4.z * g4.z, y4.w * g4.w));
+    }
+  }
+}
+
+bool al16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
+bool al8(const void *p) { return ((uintptr_t)p & 7u) == 0; }
+
 // ---- gated residual --------------------------------------------------------------------------
 
 // out = x + gate[b] * y, grid-stride over B*T*D (out may alias x: each element is read and
@@ -348,12 +427,26 @@ void launch_lnmod_fwd(cudaStream_t st, OutT *out, float *mean, float *rstd, cons
 
 template <typename E>
 void launch_gelu_fwd(cudaStream_t st, E *out, const E *x, size_t n) {
+  const bool aligned = sizeof(E) == 2 ? al8(out) && al8(x) : al16(out) && al16(x);
+  if (n % 4 == 0 && n < (1ull << 31) && aligned) {
+    gelu_fwd_vec_kernel<E><<<sd_cuda_blocks(n / 4, kThreads), kThreads, 0, st>>>(
+        out, x, (unsigned)(n / 4));
+    SD_CUDA_LAUNCHED("gelu_fwd_vec_kernel");
+    return;
+  }
   gelu_fwd_kernel<E><<<sd_cuda_blocks(n, kThreads), kThreads, 0, st>>>(out, x, n);
   SD_CUDA_LAUNCHED("gelu_fwd_kernel");
 }
 
 template <typename E>
 void launch_gelu_bwd(cudaStream_t st, float *dx, const float *dout, const E *x, size_t n) {
+  if (n % 4 == 0 && n < (1ull << 31) && al16(dx) && al16(dout) &&
+      (sizeof(E) == 2 ? al8(x) : al16(x))) {
+    gelu_bwd_vec_kernel<E><<<sd_cuda_blocks(n / 4, kThreads), kThreads, 0, st>>>(
+        dx, dout, x, (unsigned)(n / 4));
+    SD_CUDA_LAUNCHED("gelu_bwd_vec_kernel");
+    return;
+  }
   gelu_bwd_kernel<E><<<sd_cuda_blocks(n, kThreads), kThreads, 0, st>>>(dx, dout, x, n);
   SD_CUDA_LAUNCHED("gelu_bwd_kernel");
 }
@@ -361,6 +454,15 @@ void launch_gelu_bwd(cudaStream_t st, float *dx, const float *dout, const E *x, 
 template <typename YT>
 void launch_gated_residual_fwd(cudaStream_t st, float *out, const float *x, const YT *y,
                                const float *gate, int gate_stride, size_t TD, int D, size_t n) {
+  const size_t rows = n / D;
+  if (D % 4 == 0 && gate_stride % 4 == 0 && rows < (1ull << 31) && al16(out) && al16(x) &&
+      al16(gate) && (sizeof(YT) == 2 ? al8(y) : al16(y))) {
+    gated_rows_vec_kernel<YT><<<(unsigned)rows, 128, 0, st>>>(out, x, y, gate, gate_stride,
+                                                               (unsigned)(TD / D),
+                                                               (unsigned)(D / 4));
+    SD_CUDA_LAUNCHED("gated_rows_vec_kernel");
+    return;
+  }
   gated_residual_fwd_kernel<YT><<<sd_cuda_blocks(n, kThreads), kThreads, 0, st>>>(
       out, x, y, gate, gate_stride, TD, D, n);
   SD_CUDA_LAUNCHED("gated_residual_fwd_kernel");
@@ -400,6 +502,11 @@ void sd_cuda_lnmod_fwd(sd_backend *be, void *out, sd_dtype out_t, float *mean, f
   size_t rows = (size_t)B * T;
   if (rows == 0 || D <= 0) return;
   cudaStream_t st = sd_cuda_st(be)->stream;
+  if (rows < (1u << 31) && sd_cuda_lnmod_fast_fits(D, mod_stride, out, x, shift, scale, NULL)) {
+    sd_cuda_lnmod_fwd_fast(be, out, out_t == SD_BF16, mean, rstd, x, shift, scale, mod_stride,
+                           T, (unsigned)rows, D, eps);  // one pass (lnmod_fast.cu)
+    return;
+  }
   if (out_t == SD_BF16)
     launch_lnmod_fwd(st, (__nv_bfloat16 *)out, mean, rstd, x, shift, scale, mod_stride, T, rows,
                      D, eps);
@@ -413,6 +520,31 @@ void sd_cuda_lnmod_bwd(sd_backend *be, float *dx, float *dshift, float *dscale,
   size_t rows = (size_t)B * T;
   if (rows == 0 || D <= 0) return;
   cudaStream_t st = sd_cuda_st(be)->stream;
+  if (B <= 65535 && sd_cuda_lnmod_fast_fits(D, mod_stride, dx, dout, x, scale,
+                                            dshift ? dshift : dscale)) {
+    // one fused kernel (lnmod_fast.cu), then the chunk partials in chunk order
+    const int nchunks = (T + COL_TCHUNK - 1) / COL_TCHUNK;
+    float *pshift = NULL, *pscale = NULL;
+    if (nchunks > 1 && (dshift || dscale)) {
+      const size_t part = (size_t)B * nchunks * D;
+      float *ps = (float *)sd_cuda_scratch(be, 2 * part * sizeof(float));
+      pshift = dshift ? ps : NULL;
+      pscale = dscale ? ps + part : NULL;
+    }
+    sd_cuda_lnmod_bwd_fast(be, dx, nchunks == 1 ? dshift : NULL, nchunks == 1 ? dscale : NULL,
+                           pshift, pscale, nchunks, dout, x, mean, rstd, scale, mod_stride, B,
+                           T, D);
+    const unsigned fb = sd_cuda_blocks((size_t)B * D, kThreads);
+    if (pshift) {
+      col_finish_kernel<<<fb, kThreads, 0, st>>>(dshift, pshift, mod_stride, B, nchunks, D);
+      SD_CUDA_LAUNCHED("col_finish_kernel");
+    }
+    if (pscale) {
+      col_finish_kernel<<<fb, kThreads, 0, st>>>(dscale, pscale, mod_stride, B, nchunks, D);
+      SD_CUDA_LAUNCHED("col_finish_kernel");
+    }
+    return;
+  }
   if (dshift || dscale) {
     dim3 grid = col_grid(B, T, D);
     int nchunks = (int)grid.y;
@@ -522,7 +654,14 @@ void sd_cuda_gated_residual_bwd(sd_backend *be, float *dy, float *dgate, const f
     else
       launch_gate_cols(be, dgate, dout, (const float *)y, gate_stride, B, T, D);
   }
-  if (dy) {
+  const size_t rows = n / D;
+  if (dy && D % 4 == 0 && gate_stride % 4 == 0 && rows < (1ull << 31) && al16(dy) &&
+      al16(dout) && al16(gate)) {
+    gated_rows_vec_kernel<float><<<(unsigned)rows, 128, 0, st>>>(dy, NULL, dout, gate,
+                                                                  gate_stride, (unsigned)T,
+                                                                  (unsigned)(D / 4));
+    SD_CUDA_LAUNCHED("gated_rows_vec_kernel");
+  } else if (dy) {
     gated_residual_dy_kernel<<<sd_cuda_blocks(n, kThreads), kThreads, 0, st>>>(
         dy, dout, gate, gate_stride, TD, D, n);
     SD_CUDA_LAUNCHED("gated_residual_dy_kernel");
