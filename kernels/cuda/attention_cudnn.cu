@@ -130,7 +130,7 @@ typedef struct cudnn_attn {
   char *buf;              // [workspace][dout bf16][dqkv bf16], grown as needed
   size_t buf_bytes;
   long fallbacks;         // calls that took the hand-written kernels after a refusal
-  char first_refusal[400];
+  char first_refusal[512];
 } cudnn_attn;
 
 static cudnn_attn *state(sd_backend *be) {
