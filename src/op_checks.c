@@ -1249,32 +1249,22 @@ static void add_optim_memory(void) {
     acc_f(c, "m", n, F_NORMAL, 0.005f, 0.0f, LIM(GPU_NMSE_ADAMW), NULL);
     acc_f(c, "v", n, F_UNIFORM, 1e-6f, 1e-4f, LIM(GPU_NMSE_ADAMW), NULL);
   }
-  {  // AdamW with the teacher and generation EMAs in one pass (the trainer's update)
-    check *c = new_check("adamw_ema", call_adamw_ema, "adamw_ema+2ema@n%zu", n);
-    c->iv[0] = 1000, c->zv[0] = n;
+  // AdamW with the teacher and generation EMAs in one pass (the trainer's update): without a
+  // gate, with the gate open at a clipping factor, and shut (a skipped step)
+  const char *gname[3] = {"", "+gate0.25", "+gateshut"};
+  for (int k = 0; k < 3; k++) {
+    check *c = new_check("adamw_ema", call_adamw_ema, "adamw_ema+2ema%s@n%zu", gname[k], n);
+    c->iv[0] = 1000, c->iv[1] = k > 0, c->zv[0] = n;
     c->fv[0] = 1e-3f, c->fv[1] = 0.9f, c->fv[2] = 0.999f, c->fv[3] = 1e-8f;
     c->fv[4] = 0.03f, c->fv[5] = 0.5f, c->fv[6] = 0.996f, c->fv[7] = 0.9999f;
+    if (k) c->prep = k == 1 ? prep_gate_quarter : prep_gate_shut;
     in_f(c, "g", n, F_NORMAL, 0.01f, 0.0f);
     acc_f(c, "p", n, F_NORMAL, 0.5f, 0.0f, LIM(GPU_NMSE_ADAMW), LIM(GPU_NMSE_ADAMW_STEP));
     acc_f(c, "m", n, F_NORMAL, 0.005f, 0.0f, LIM(GPU_NMSE_ADAMW), NULL);
     acc_f(c, "v", n, F_UNIFORM, 1e-6f, 1e-4f, LIM(GPU_NMSE_ADAMW), NULL);
     acc_f(c, "e1", n, F_NORMAL, 0.5f, 0.0f, LIM(GPU_NMSE_EMA), LIM(GPU_NMSE_EMA_STEP));
     acc_f(c, "e2", n, F_NORMAL, 0.5f, 0.0f, LIM(GPU_NMSE_EMA), LIM(GPU_NMSE_EMA_STEP));
-  }
-  for (int open = 0; open < 2; open++) {  // the trainer's gate: clipping factor, or a skip
-    check *c = new_check("adamw_ema", call_adamw_ema, "adamw_ema+2ema+gate%s@n%zu",
-                         open ? "0.25" : "shut", n);
-    c->iv[0] = 1000, c->iv[1] = 1, c->zv[0] = n;
-    c->fv[0] = 1e-3f, c->fv[1] = 0.9f, c->fv[2] = 0.999f, c->fv[3] = 1e-8f;
-    c->fv[4] = 0.03f, c->fv[5] = 0.5f, c->fv[6] = 0.996f, c->fv[7] = 0.9999f;
-    c->prep = open ? prep_gate_quarter : prep_gate_shut;
-    in_f(c, "g", n, F_NORMAL, 0.01f, 0.0f);
-    acc_f(c, "p", n, F_NORMAL, 0.5f, 0.0f, LIM(GPU_NMSE_ADAMW), LIM(GPU_NMSE_ADAMW_STEP));
-    acc_f(c, "m", n, F_NORMAL, 0.005f, 0.0f, LIM(GPU_NMSE_ADAMW), NULL);
-    acc_f(c, "v", n, F_UNIFORM, 1e-6f, 1e-4f, LIM(GPU_NMSE_ADAMW), NULL);
-    acc_f(c, "e1", n, F_NORMAL, 0.5f, 0.0f, LIM(GPU_NMSE_EMA), LIM(GPU_NMSE_EMA_STEP));
-    acc_f(c, "e2", n, F_NORMAL, 0.5f, 0.0f, LIM(GPU_NMSE_EMA), LIM(GPU_NMSE_EMA_STEP));
-    in_f(c, "gate", 2, F_CUSTOM, 0, 0);
+    if (k) in_f(c, "gate", 2, F_CUSTOM, 0, 0);
   }
   const float decays[2] = {0.9999f, 0.9f};
   for (int k = 0; k < 2; k++) {

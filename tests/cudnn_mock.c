@@ -1,5 +1,6 @@
 // The mock cuDNN (see cudnn_mock.h).
 #include "cudnn_mock.h"
+#include "cudnn_sdpa.h"
 
 #include <stdbool.h>
 #include <stdio.h>
@@ -169,20 +170,12 @@ static int finalize_tensor(desc *d) {
 
 // Every tensor of the op checked against Q's dims and its role's layout.
 static int check_sdpa(desc *d, int bwd) {
-  const cudnnBackendAttributeName_t fwd_a[6] = {
-      CUDNN_ATTR_OPERATION_SDPA_FWD_QDESC, CUDNN_ATTR_OPERATION_SDPA_FWD_KDESC,
-      CUDNN_ATTR_OPERATION_SDPA_FWD_VDESC, CUDNN_ATTR_OPERATION_SDPA_FWD_ODESC,
-      CUDNN_ATTR_OPERATION_SDPA_FWD_STATSDESC, CUDNN_ATTR_OPERATION_SDPA_FWD_SCALEDESC};
-  const cudnnBackendAttributeName_t bwd_a[10] = {
-      CUDNN_ATTR_OPERATION_SDPA_BWD_QDESC, CUDNN_ATTR_OPERATION_SDPA_BWD_KDESC,
-      CUDNN_ATTR_OPERATION_SDPA_BWD_VDESC, CUDNN_ATTR_OPERATION_SDPA_BWD_ODESC,
-      CUDNN_ATTR_OPERATION_SDPA_BWD_STATSDESC, CUDNN_ATTR_OPERATION_SDPA_BWD_SCALEDESC,
-      CUDNN_ATTR_OPERATION_SDPA_BWD_DODDESC, CUDNN_ATTR_OPERATION_SDPA_BWD_DQDESC,
-      CUDNN_ATTR_OPERATION_SDPA_BWD_DKDESC, CUDNN_ATTR_OPERATION_SDPA_BWD_DVDESC};
+  // (the attributes in role order, from cudnn_sdpa.h; the roles are checked below by type,
+  // dims and strides, not by trusting the builder)
   const int n = bwd ? 10 : 6;
   desc *t[10];
   for (int i = 0; i < n; i++) {
-    t[i] = ref(d, bwd ? bwd_a[i] : fwd_a[i]);
+    t[i] = ref(d, bwd ? sd_sdpa_bwd_attrs[i] : sd_sdpa_fwd_attrs[i]);
     if (!t[i] || t[i]->type != CUDNN_BACKEND_TENSOR_DESCRIPTOR)
       return problem("%s", "SDPA operation: a tensor attribute missing or not a tensor");
     for (int j = 0; j < i; j++)

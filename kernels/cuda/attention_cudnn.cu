@@ -198,6 +198,19 @@ static sd_sdpa_plan *plan_for(sd_backend *be, cudnn_attn **out, int B, int T, in
   return p;
 }
 
+// Records the cross-check of a plan (e: the norm-relative difference); false, with one
+// warning, when cuDNN is set aside for its shape.
+static bool cross_checked(sd_sdpa_plan *p, double e) {
+  p->cross_checked = e <= kCudnnCrossCheckRel ? 1 : -1;
+  if (p->cross_checked > 0) return true;
+  const sd_sdpa_key *k = &p->key;
+  fprintf(stderr, "warning: CUDA attention: cuDNN's %s differs from the hand-written kernels by "
+          "%.3g (norm-relative, limit %.0e) at B %d T %d heads %d head dim %d; using the "
+          "hand-written kernels for this shape (please report this)\n",
+          k->bwd ? "backward" : "forward", e, kCudnnCrossCheckRel, k->B, k->T, k->NH, k->HD);
+  return false;
+}
+
 extern "C" int sd_cuda_attention_cudnn_fwd(sd_backend *be, void *out, float *lse,
                                            const void *qkv, int B, int T, int NH, int HD) {
   cudnn_attn *c = NULL;
@@ -220,12 +233,7 @@ extern "C" int sd_cuda_attention_cudnn_fwd(sd_backend *be, void *out, float *lse
                                    download(st->stream, o2, n_out, true)),
                           rel_diff(download(st->stream, lse, n_lse, false),
                                    download(st->stream, l2, n_lse, false)));
-    p->cross_checked = e <= kCudnnCrossCheckRel ? 1 : -1;
-    if (p->cross_checked < 0) {
-      fprintf(stderr, "warning: CUDA attention: cuDNN's forward differs from the hand-written "
-              "kernels by %.3g (norm-relative, limit %.0e) at B %d T %d heads %d head dim %d; "
-              "using the hand-written kernels for this shape (please report this)\n",
-              e, kCudnnCrossCheckRel, B, T, NH, HD);
+    if (!cross_checked(p, e)) {
       SD_CUDA_CHECK(cudaMemcpyAsync(out, o2, 2 * n_out, cudaMemcpyDeviceToDevice, st->stream));
       SD_CUDA_CHECK(cudaMemcpyAsync(lse, l2, 4 * n_lse, cudaMemcpyDeviceToDevice, st->stream));
     }
@@ -258,12 +266,7 @@ extern "C" int sd_cuda_attention_cudnn_bwd(sd_backend *be, float *dqkv, const fl
     sd_cuda_attention_handwritten_bwd(be, d2, dout, qkv, out, SD_BF16, lse, B, T, NH, HD);
     const double e = rel_diff(download(st->stream, dqkv, n_qkv, false),
                               download(st->stream, d2, n_qkv, false));
-    p->cross_checked = e <= kCudnnCrossCheckRel ? 1 : -1;
-    if (p->cross_checked < 0) {
-      fprintf(stderr, "warning: CUDA attention: cuDNN's backward differs from the hand-written "
-              "kernels by %.3g (norm-relative, limit %.0e) at B %d T %d heads %d head dim %d; "
-              "using the hand-written kernels for this shape (please report this)\n",
-              e, kCudnnCrossCheckRel, B, T, NH, HD);
+    if (!cross_checked(p, e)) {
       SD_CUDA_CHECK(cudaMemcpyAsync(dqkv, d2, 4 * n_qkv, cudaMemcpyDeviceToDevice, st->stream));
     }
     SD_CUDA_CHECK(cudaStreamSynchronize(st->stream));

@@ -7,6 +7,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+// The tensor attributes of the SDPA operations, in uid order (Q K V O Stats scale, then the
+// backward's dO dQ dK dV).
+const cudnnBackendAttributeName_t sd_sdpa_fwd_attrs[6] = {
+    CUDNN_ATTR_OPERATION_SDPA_FWD_QDESC, CUDNN_ATTR_OPERATION_SDPA_FWD_KDESC,
+    CUDNN_ATTR_OPERATION_SDPA_FWD_VDESC, CUDNN_ATTR_OPERATION_SDPA_FWD_ODESC,
+    CUDNN_ATTR_OPERATION_SDPA_FWD_STATSDESC, CUDNN_ATTR_OPERATION_SDPA_FWD_SCALEDESC};
+const cudnnBackendAttributeName_t sd_sdpa_bwd_attrs[10] = {
+    CUDNN_ATTR_OPERATION_SDPA_BWD_QDESC, CUDNN_ATTR_OPERATION_SDPA_BWD_KDESC,
+    CUDNN_ATTR_OPERATION_SDPA_BWD_VDESC, CUDNN_ATTR_OPERATION_SDPA_BWD_ODESC,
+    CUDNN_ATTR_OPERATION_SDPA_BWD_STATSDESC, CUDNN_ATTR_OPERATION_SDPA_BWD_SCALEDESC,
+    CUDNN_ATTR_OPERATION_SDPA_BWD_DODDESC, CUDNN_ATTR_OPERATION_SDPA_BWD_DQDESC,
+    CUDNN_ATTR_OPERATION_SDPA_BWD_DKDESC, CUDNN_ATTR_OPERATION_SDPA_BWD_DVDESC};
+
 static const char *const k_stage_names[SD_SDPA_NSTAGES] = {
     "none", "tensor", "operation", "graph", "heuristic", "plan", "execute"};
 
@@ -153,19 +166,9 @@ static cudnnBackendDescriptor_t make_operation(builder *b, cudnnBackendDescripto
   cudnnBackendDescriptor_t op =
       make(b, bwd ? CUDNN_BACKEND_OPERATION_SDPA_BWD_DESCRIPTOR
                   : CUDNN_BACKEND_OPERATION_SDPA_FWD_DESCRIPTOR, SD_SDPA_OPERATION, what);
-  const cudnnBackendAttributeName_t fwd_attr[6] = {
-      CUDNN_ATTR_OPERATION_SDPA_FWD_QDESC, CUDNN_ATTR_OPERATION_SDPA_FWD_KDESC,
-      CUDNN_ATTR_OPERATION_SDPA_FWD_VDESC, CUDNN_ATTR_OPERATION_SDPA_FWD_ODESC,
-      CUDNN_ATTR_OPERATION_SDPA_FWD_STATSDESC, CUDNN_ATTR_OPERATION_SDPA_FWD_SCALEDESC};
-  const cudnnBackendAttributeName_t bwd_attr[10] = {
-      CUDNN_ATTR_OPERATION_SDPA_BWD_QDESC, CUDNN_ATTR_OPERATION_SDPA_BWD_KDESC,
-      CUDNN_ATTR_OPERATION_SDPA_BWD_VDESC, CUDNN_ATTR_OPERATION_SDPA_BWD_ODESC,
-      CUDNN_ATTR_OPERATION_SDPA_BWD_STATSDESC, CUDNN_ATTR_OPERATION_SDPA_BWD_SCALEDESC,
-      CUDNN_ATTR_OPERATION_SDPA_BWD_DODDESC, CUDNN_ATTR_OPERATION_SDPA_BWD_DQDESC,
-      CUDNN_ATTR_OPERATION_SDPA_BWD_DKDESC, CUDNN_ATTR_OPERATION_SDPA_BWD_DVDESC};
   const int n = bwd ? 10 : 6;
   for (int i = 0; i < n; i++)
-    set(b, op, bwd ? bwd_attr[i] : fwd_attr[i], CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &t[i],
+    set(b, op, bwd ? sd_sdpa_bwd_attrs[i] : sd_sdpa_fwd_attrs[i], CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &t[i],
         SD_SDPA_OPERATION, what);
   finalize(b, op, SD_SDPA_OPERATION, what);
   return op;

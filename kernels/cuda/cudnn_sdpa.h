@@ -61,6 +61,8 @@ typedef struct sd_sdpa_cache {
 enum { SD_SDPA_UID_Q = 1, SD_SDPA_UID_K, SD_SDPA_UID_V, SD_SDPA_UID_O, SD_SDPA_UID_STATS,
        SD_SDPA_UID_SCALE, SD_SDPA_UID_DO, SD_SDPA_UID_DQ, SD_SDPA_UID_DK, SD_SDPA_UID_DV };
 
+extern const cudnnBackendAttributeName_t sd_sdpa_fwd_attrs[6], sd_sdpa_bwd_attrs[10];
+
 // Starts an empty cache on an API table and a cuDNN handle (already on the right stream);
 // refuse from SD_CUDNN_REFUSE.
 void sd_sdpa_cache_init(sd_sdpa_cache *c, const sd_cudnn_api *api, cudnnHandle_t handle);
