@@ -435,6 +435,12 @@ int main(int argc, char **argv) {
     if (maxb) max_batch(&be, presets[i], maxb_limit);
     else bench_preset(&be, presets[i], prec, B, steps, warmup, seconds, peak_tf);
   }
+  // the kernels the steps ran on (attention: cuDNN or the hand-written ones, and why; matmul
+  // algorithms; weight copies), each line prefixed for grep
+  char desc[4096];
+  sd_gpu_describe(&be, desc, sizeof desc);
+  for (char *line = strtok(desc, "\n"); line; line = strtok(NULL, "\n"))
+    printf("bench-path: %s\n", line);
   sd_gpu_close(&be);
   return 0;
 }
