@@ -235,10 +235,19 @@ typedef void sd_center_update_fn(sd_backend *be, float *center, const float *sum
 
 // ---- persistent bf16 copies of the weights ---------------------------------------------
 // w (n): a whole buffer from ops->alloc holding fp32 weights that matmuls read. A backend that
-// multiplies in bf16 may keep a bf16 copy of it, which adamw_ema refreshes in the same pass as
-// the fp32 values (of p and of its EMA outputs) and which any other write through the ops
-// (to_device, copy, memset, ema, axpy, adamw) marks stale; ops->free of w drops it. Results
-// are bitwise those without the copy. The CPU backend does nothing.
+// multiplies in bf16 may keep a bf16 copy of it (the CUDA backend does; the CPU backend does
+// nothing). Results are bitwise those without the copy. The contract:
+//   - the owner of the buffer registers it once, after alloc (the trainer: the student's and
+//     the teacher's flat parameters, src/sddit.c); ops->free of w drops the copy;
+//   - adamw and adamw_ema write the copies of p and of the EMA outputs that lie in a region
+//     in the same pass as the fp32 values (a sub-range of a region is fine);
+//   - every other write through the ops (to_device, copy, memset, ema, axpy, and any compute
+//     op whose output overlaps a region) marks the region stale by itself: nothing to call;
+//   - a write the backend cannot see (an NCCL collective on the buffer, a kernel or copy
+//     outside these ops) must be followed by weights_changed on what it wrote, before the
+//     next op that reads w (the trainer: after the teacher broadcast, sd_sddit_teacher_wait);
+//   - a matmul that finds its weight in a stale region converts the region once, then reads
+//     the copy; a weight outside every region is rounded per call.
 typedef void sd_weights_register_fn(sd_backend *be, const float *w, size_t n);
 // Something outside the ops (an NCCL broadcast, say) wrote w (n): a copy covering it is stale.
 typedef void sd_weights_changed_fn(sd_backend *be, const float *w, size_t n);

@@ -57,12 +57,14 @@ struct check {
   float fv[8];
   size_t zv[2];
   sd_dtype act;           // storage of the act buffers in the call (SD_BF16: bf16 runs only)
+  int misalign;           // every buffer one element longer, the op handed buffer + 1
   void (*prep)(check *c, sd_backend *cpu, uint64_t seed, uint32_t key);
   void (*call)(const check *c, sd_backend *be, void **p);
 };
 
 static check *g_checks;
 static int g_n, g_cap;
+static int g_misalign;  // new checks get misalign (add_vector_paths)
 static const char *g_filter = NULL;
 static int g_verbose = 1;
 static int g_pass, g_fail;
@@ -94,6 +96,7 @@ static check *new_check(const char *op, void (*call)(const check *, sd_backend *
   memset(c, 0, sizeof *c);
   c->op = op;
   c->call = call;
+  c->misalign = g_misalign;
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(c->name, sizeof c->name, fmt, ap);
@@ -107,7 +110,7 @@ static int add_buf(check *c, const char *name, size_t n, int role, int kind, int
   bspec *s = &c->b[c->nb];
   memset(s, 0, sizeof *s);
   s->name = name;
-  s->n = n ? n : 1;
+  s->n = (n ? n : 1) + (c->misalign ? 1 : 0);  // (misaligned: element 0 is not the op's)
   s->role = role;
   s->kind = kind;
   s->fill = fill;
@@ -195,7 +198,11 @@ static void gen_inputs(check *c, sd_backend *cpu, uint64_t seed, uint32_t key) {
       memset(c->host[i], 0, 4 * s->n);  // the prep fills it
     }
   }
-  if (c->prep) c->prep(c, cpu, seed, key);
+  if (c->prep) {  // the prep sees the buffers as the op does
+    for (int i = 0; c->misalign && i < c->nb; i++) c->host[i] = (char *)c->host[i] + 4;
+    c->prep(c, cpu, seed, key);
+    for (int i = 0; c->misalign && i < c->nb; i++) c->host[i] = (char *)c->host[i] - 4;
+  }
 }
 
 static void free_inputs(check *c) {
@@ -293,6 +300,7 @@ static void run_on(const check *c, sd_backend *be, float **res, const char *prec
   for (int i = 0; i < c->nb; i++) {
     staged[i] = c->act == SD_BF16 && c->b[i].act ? stage_bf16(be, ptr[i], c->b[i].n) : NULL;
     arg[i] = staged[i] ? staged_ptr(staged[i]) : ptr[i];
+    if (c->misalign) arg[i] = (char *)arg[i] + (staged[i] ? 2 : 4);  // one element in
   }
   c->call(c, be, arg);
   for (int i = 0; i < c->nb; i++)
@@ -957,6 +965,87 @@ static void add_act_storage(const shape *s) {
         LIM(GPU_NMSE_GATED_RESIDUAL_BWD));
 }
 
+// bf16 attention on each path the CUDA backend has (kernels/cuda/attention_cudnn.cu), forced
+// per check: "cudnn" (cuDNN's fused SDPA), "handwritten" (the tensor-core / fp32-tile
+// kernels) and "refused" (cuDNN with a simulated refusal at plan finalize: the fallback), at
+// the shape's T and its visible Tk, forward and backward; head dims cuDNN takes (multiple
+// of 8) only. After the device's call the path it took is checked: cuDNN must not run when
+// the hand-written kernels or the refusal are forced; a forced cuDNN that fell back prints a
+// note with the reason (a FAIL under SD_CUDA_ATTENTION=cudnn). Where the forcing functions
+// are absent (no CUDA build) or the call never reaches them (the CPU stand-in), the checks are
+// plain bf16 attention checks.
+int sd_cuda_attention_force_path(int path);
+int sd_cuda_attention_last_path(char *why, size_t len);
+#pragma weak sd_cuda_attention_force_path
+#pragma weak sd_cuda_attention_last_path
+
+enum { ATTN_PATH_HANDWRITTEN = 1, ATTN_PATH_CUDNN = 2, ATTN_PATH_REFUSED = 3 };  // iv[4]
+
+static void attention_path_verdict(const check *c) {
+  char why[512] = "";
+  const int got = sd_cuda_attention_last_path ? sd_cuda_attention_last_path(why, sizeof why) : -1;
+  if (got < 0) return;  // not the CUDA backend's bf16 call
+  const int forced = c->iv[4];
+  const char *env = getenv("SD_CUDA_ATTENTION");
+  if (got == 1 && forced != ATTN_PATH_CUDNN) {
+    printf("op %s path FAIL cuDNN ran although the %s path was forced\n", c->name,
+           forced == ATTN_PATH_REFUSED ? "refused-cuDNN (fallback)" : "hand-written");
+    check_record(0);
+  } else if (got == 0 && forced == ATTN_PATH_CUDNN) {
+    const int strict = env && !strcmp(env, "cudnn");
+    printf("%s %s path: the hand-written kernels ran although cuDNN was forced: %s\n",
+           strict ? "op" : "note:", c->name, why);
+    if (strict) check_record(0);
+  } else if (got == 0 && forced == ATTN_PATH_REFUSED && g_verbose) {
+    printf("op %s path ok (fallback: %s)\n", c->name, why);
+  }
+}
+
+static void call_attention_fwd_path(const check *c, sd_backend *be, void **p) {
+  const int prev = sd_cuda_attention_force_path ? sd_cuda_attention_force_path(c->iv[4]) : -1;
+  call_attention_fwd(c, be, p);
+  attention_path_verdict(c);
+  if (sd_cuda_attention_force_path) sd_cuda_attention_force_path(prev);
+}
+static void call_attention_bwd_path(const check *c, sd_backend *be, void **p) {
+  const int prev = sd_cuda_attention_force_path ? sd_cuda_attention_force_path(c->iv[4]) : -1;
+  call_attention_bwd(c, be, p);
+  attention_path_verdict(c);
+  if (sd_cuda_attention_force_path) sd_cuda_attention_force_path(prev);
+}
+
+static void add_attention_paths(const shape *s) {
+  const int B = s->B, D = s->D, NH = s->NH, HD = D / NH;
+  if (HD % 8 != 0) return;
+  static const char *const names[4] = {NULL, "handwritten", "cudnn", "refused"};
+  const int Ts[2] = {s->T, s->Tk};
+  for (int k = 0; k < 2; k++) {
+    const int T = Ts[k];
+    if (k == 1 && T == s->T) break;  // no masking: one length
+    const size_t BTD = (size_t)B * T * D;
+    char what[32];
+    snprintf(what, sizeof what, "T%d", T);
+    for (int path = ATTN_PATH_HANDWRITTEN; path <= ATTN_PATH_REFUSED; path++) {
+      char name[48];
+      snprintf(name, sizeof name, "attention_fwd+%s", names[path]);
+      check *c = act_check("attention_fwd", call_attention_fwd_path, name, s->tag, what);
+      c->iv[0] = B, c->iv[1] = T, c->iv[2] = NH, c->iv[3] = HD, c->iv[4] = path;
+      mark_act(c, in_f(c, "qkv", 3 * BTD, F_NORMAL, 1.0f, 0.0f));
+      mark_act(c, out_f(c, "out", BTD, LIM(GPU_NMSE_ACT_ATTENTION)));
+      out_f(c, "lse", (size_t)B * NH * T, LIM(GPU_NMSE_ATTENTION_LSE));
+      snprintf(name, sizeof name, "attention_bwd+%s", names[path]);
+      c = act_check("attention_bwd", call_attention_bwd_path, name, s->tag, what);
+      c->iv[0] = B, c->iv[1] = T, c->iv[2] = NH, c->iv[3] = HD, c->iv[4] = path;
+      c->prep = prep_attention_bwd;
+      in_f(c, "dout", BTD, F_NORMAL, 1.0f, 0.0f);
+      mark_act(c, in_f(c, "qkv", 3 * BTD, F_NORMAL, 1.0f, 0.0f));
+      mark_act(c, in_f(c, "out", BTD, F_CUSTOM, 0, 0));
+      in_f(c, "lse", (size_t)B * NH * T, F_CUSTOM, 0, 0);
+      out_f(c, "dqkv", 3 * BTD, LIM(GPU_NMSE_ATTENTION_BWD));
+    }
+  }
+}
+
 static void add_pointwise(const shape *s) {
   const size_t n = (size_t)s->B * s->T * 4 * s->D;  // an MLP activation
   const char *names[2] = {"gelu", "silu"};
@@ -1292,6 +1381,76 @@ static void add_optim_memory(void) {
   out_f(c, "dst", n, LIM(GPU_NMSE_MEMORY));
 }
 
+// Layer norm + modulate (fp32 and bf16 out, the backward) and the gated residual with a bf16
+// branch, at the MLP's modulation offsets: add_vector_paths' share of add_norm_attention and
+// add_act_storage, without the matmuls and attention.
+static void add_lnmod_residual(const shape *s) {
+  const int B = s->B, T = s->T, D = s->D;
+  const size_t BTD = (size_t)B * T * D;
+  for (int bf = 0; bf < 2; bf++) {
+    check *c = bf ? act_check("lnmod_fwd", call_lnmod_fwd, "lnmod_fwd", s->tag, "mlp")
+                  : new_check("lnmod_fwd", call_lnmod_fwd, "lnmod_fwd@%s-mlp", s->tag);
+    c->iv[0] = B, c->iv[1] = T, c->iv[2] = D, c->iv[3] = 6 * D, c->iv[4] = 3 * D;
+    c->iv[5] = 4 * D, c->fv[0] = 1e-6f;
+    in_f(c, "x", BTD, F_NORMAL, 1.5f, 0.7f);
+    in_f(c, "mod", (size_t)B * 6 * D, F_NORMAL, 0.5f, 0.0f);
+    const int o = out_f(c, "out", BTD, bf ? LIM(GPU_NMSE_ACT_LNMOD) : LIM(GPU_NMSE_LNMOD_FWD));
+    if (bf) mark_act(c, o);
+    out_f(c, "mean", (size_t)B * T, LIM(GPU_NMSE_LNMOD_FWD));
+    out_f(c, "rstd", (size_t)B * T, LIM(GPU_NMSE_LNMOD_FWD));
+  }
+  check *c = new_check("lnmod_bwd", call_lnmod_bwd, "lnmod_bwd@%s-mlp", s->tag);
+  c->iv[0] = B, c->iv[1] = T, c->iv[2] = D, c->iv[3] = 6 * D;
+  c->iv[4] = 4 * D, c->iv[5] = 3 * D, c->iv[6] = 4 * D;
+  c->prep = prep_lnmod_bwd;
+  in_f(c, "dout", BTD, F_NORMAL, 1.0f, 0.0f);
+  in_f(c, "x", BTD, F_NORMAL, 1.5f, 0.7f);
+  in_f(c, "mean", (size_t)B * T, F_CUSTOM, 0, 0);
+  in_f(c, "rstd", (size_t)B * T, F_CUSTOM, 0, 0);
+  in_f(c, "mod", (size_t)B * 6 * D, F_NORMAL, 0.5f, 0.0f);
+  acc_f(c, "dx", BTD, F_NORMAL, 1.0f, 0.0f, LIM(GPU_NMSE_LNMOD_BWD), LIM(GPU_NMSE_LNMOD_BWD));
+  acc_f(c, "dmod", (size_t)B * 6 * D, F_NORMAL, 1.0f, 0.0f, LIM(GPU_NMSE_LNMOD_BWD),
+        LIM(GPU_NMSE_LNMOD_BWD));
+  c = act_check("gated_residual_fwd", call_gres_fwd, "gated_residual_fwd", s->tag, "mlp");
+  c->iv[0] = B, c->iv[1] = T, c->iv[2] = D, c->iv[3] = 6 * D, c->iv[4] = 5 * D, c->iv[5] = 0;
+  in_f(c, "x", BTD, F_NORMAL, 1.0f, 0.0f);
+  mark_act(c, in_f(c, "y", BTD, F_NORMAL, 1.0f, 0.0f));
+  in_f(c, "mod", (size_t)B * 6 * D, F_NORMAL, 0.5f, 0.0f);
+  out_f(c, "out", BTD, LIM(GPU_NMSE_GATED_RESIDUAL_FWD));
+  c = act_check("gated_residual_bwd", call_gres_bwd, "gated_residual_bwd", s->tag, "mlp");
+  c->iv[0] = B, c->iv[1] = T, c->iv[2] = D, c->iv[3] = 6 * D, c->iv[4] = 5 * D;
+  in_f(c, "dout", BTD, F_NORMAL, 1.0f, 0.0f);
+  mark_act(c, in_f(c, "y", BTD, F_NORMAL, 1.0f, 0.0f));
+  in_f(c, "mod", (size_t)B * 6 * D, F_NORMAL, 0.5f, 0.0f);
+  out_f(c, "dy", BTD, LIM(GPU_NMSE_GATED_RESIDUAL_BWD));
+  acc_f(c, "dmod", (size_t)B * 6 * D, F_NORMAL, 1.0f, 0.0f, LIM(GPU_NMSE_GATED_RESIDUAL_BWD),
+        LIM(GPU_NMSE_GATED_RESIDUAL_BWD));
+}
+
+// The element-wise, row, layer-norm, token and loss ops (norm_act.cu, lnmod_fast.cu,
+// tokens_embed.cu, loss_optim.cu) on their vector and scalar paths: D = 1152 (DiT-XL; 33
+// tokens: two 32-token chunks in the backward sums), D = 37 (odd: rows not a multiple of 8,
+// flat sizes with tails), and every pointer one element past 16-byte alignment ("-mis": D = 72
+// and 1152, fp32 and bf16 storage). Matmuls and attention are left to the model shapes.
+static void add_vector_paths(void) {
+  static const shape vs[] = {
+      // tag          B  T    D   NH  Tk  C  H   W  p  F    rows  N   P   bn  Hh
+      {"vec1152",     2, 33, 1152, 16, 26, 4, 6, 6, 2, 256, 11, 52, 67, 37, 64},
+      {"vec37",       1, 33, 37, 1, 26, 3, 6, 10, 2, 42, 11, 26, 37, 19, 37},
+      {"vec72-mis",   3, 37, 72, 1, 29, 3, 14, 10, 2, 42, 11, 87, 37, 19, 72},
+      {"vec1152-mis", 1, 33, 1152, 16, 26, 4, 6, 6, 2, 256, 11, 26, 67, 37, 64},
+  };
+  for (size_t k = 0; k < sizeof vs / sizeof vs[0]; k++) {
+    g_misalign = strstr(vs[k].tag, "-mis") != NULL;
+    add_lnmod_residual(&vs[k]);
+    add_pointwise(&vs[k]);
+    add_residual_patch(&vs[k]);
+    add_conditioning_tokens(&vs[k]);
+    add_losses_head(&vs[k]);
+    g_misalign = 0;
+  }
+}
+
 // The shapes tests/gpu/test_ops_cuda checks: DiT-S-like (B 2, T 256, D 384, NH 6), odd tails
 // (T 37, D 72, one head of 72 as in DiT-XL) and the tiny preset (head dim 16).
 static const shape k_shapes[] = {
@@ -1311,6 +1470,7 @@ void sd_opcheck_add_shape(const sd_opcheck_shape *s) {
   add_matmul_fp32(s);
   add_norm_attention(s);
   add_act_storage(s);
+  add_attention_paths(s);
   add_pointwise(s);
   add_residual_patch(s);
   add_conditioning_tokens(s);
@@ -1393,6 +1553,7 @@ int sd_opcheck_add_test_shapes(const char *tag) {
   int n = 0;
   for (size_t k = 0; k < sizeof k_shapes / sizeof k_shapes[0]; k++)
     if (!tag || !strcmp(tag, k_shapes[k].tag)) sd_opcheck_add_shape(&k_shapes[k]), n++;
+  if (!tag || !strcmp(tag, "vec")) add_vector_paths(), n++;
   return n;
 }
 
@@ -1439,6 +1600,141 @@ static void check_transfers(sd_backend *be, uint64_t seed, int prec) {
   free(back);
   free(want);
   free(data);
+}
+
+// Test hooks of kernels/cuda/weights_bf16.cu (weak: absent from builds without CUDA): the
+// bf16 copy of registered weights as it is, and a write that bypasses the ops.
+const void *sd_cuda_weights_peek(sd_backend *be, const float *w, size_t n, int *stale);
+void sd_cuda_weights_test_write(sd_backend *be, void *dst, const void *src, size_t bytes);
+#pragma weak sd_cuda_weights_peek
+#pragma weak sd_cuda_weights_test_write
+
+typedef struct wcheck {
+  sd_backend *be;
+  const char *pn;
+  int device;           // a CUDA backend (its test hooks apply), not the stand-in
+  int M, K, N;
+  float *inp, *out;     // device (M, K), (M, N)
+  float *h1, *h2;       // host (M, N)
+} wcheck;
+
+// matmul_fwd with the registered weight w and with its unregistered twin w_t (the same
+// values): reported as "op weights+WHAT", bitwise equal (want_same) or not.
+static void weights_products(wcheck *c, const float *w, const float *w_t, int want_same,
+                             const char *what) {
+  const size_t no = (size_t)c->M * c->N;
+  c->be->ops->matmul_fwd(c->be, c->out, SD_F32, c->inp, SD_F32, w, NULL, c->M, c->K, c->N);
+  c->be->ops->to_host(c->be, c->h1, c->out, 4 * no);
+  c->be->ops->matmul_fwd(c->be, c->out, SD_F32, c->inp, SD_F32, w_t, NULL, c->M, c->K, c->N);
+  c->be->ops->to_host(c->be, c->h2, c->out, 4 * no);
+  size_t k = 0;
+  while (k < no && !memcmp(&c->h1[k], &c->h2[k], 4)) k++;
+  const int same = k == no;
+  char name[96];
+  snprintf(name, sizeof name, "weights+%s@%dx%dx%d", what, c->M, c->K, c->N);
+  if (same == want_same) report(name, c->pn, 0.0, 0.0, 0, c->h1[0], c->h2[0]);
+  else if (same) report(name, c->pn, INFINITY, 0.0, 0, c->h1[0], c->h2[0]);  // should differ
+  else report(name, c->pn, INFINITY, 0.0, k, c->h1[k], c->h2[k]);
+}
+
+// On a device: the copy of w (n) is fresh and each element bf16 (nearest even) of w's.
+static void weights_copy_exact(wcheck *c, const float *w, size_t n, const char *what) {
+  if (!c->device || !sd_cuda_weights_peek || strcmp(c->pn, "bf16")) return;  // copies: bf16
+  char name[96];
+  snprintf(name, sizeof name, "weights+%s.copy@n%zu", what, n);
+  int stale = 1;
+  const void *cp = sd_cuda_weights_peek(c->be, w, n, &stale);
+  if (!cp || stale) {
+    printf("op %s prec %s FAIL: %s\n", name, c->pn, cp ? "the copy is stale" : "no bf16 copy");
+    check_record(0);
+    return;
+  }
+  float *hw = sd_xmalloc(4 * n, "weights check");
+  uint16_t *hc = sd_xmalloc(2 * n, "weights check");
+  c->be->ops->to_host(c->be, hw, w, 4 * n);
+  c->be->ops->to_host(c->be, hc, cp, 2 * n);
+  size_t k = 0;
+  while (k < n && hc[k] == sd_bf16_from_float(hw[k])) k++;
+  report(name, c->pn, k == n ? 0.0 : INFINITY, 0.0, k == n ? 0 : k,
+         k == n ? 0.0f : sd_bf16_to_float(hc[k]), k == n ? 0.0f : sd_gpu_bf16_round(hw[k]));
+  free(hw);
+  free(hc);
+}
+
+// Registered weights (ops.h weights_register) after each kind of write give bitwise the
+// products of unregistered twins: the first read, adamw_ema (the student and its teacher EMA
+// registered, as the trainer has them), to_device, a compute op (scale_rows), and a write
+// that bypasses the ops followed by weights_changed (on a device, the products differ before
+// weights_changed: evidence that the matmuls read the copy). On a device the copies are also
+// compared with bf16 of the fp32 values.
+static void check_weight_copies(sd_backend *be, uint64_t seed, int prec) {
+  // (the stand-in keeps no copies: its checks pass trivially, the device's are the real ones)
+  const int device = !sd_gpu_is_sim(be) && !strcmp(be->name, "cuda");
+  wcheck c = {be, g_prec_names[prec], device, 33, 64, 48, NULL, NULL, NULL, NULL};
+  const size_t nw = (size_t)c.N * c.K, ni = (size_t)c.M * c.K, no = (size_t)c.M * c.N;
+  const sd_ops *op = be->ops;
+  float *h = sd_xmalloc(4 * (nw > ni ? nw : ni), "weights check");
+  c.h1 = sd_xmalloc(4 * no, "weights check");
+  c.h2 = sd_xmalloc(4 * no, "weights check");
+  bspec sp = {.fill = F_NORMAL, .a = 0.5f};
+  // w, e (registered), w_t, e_t (twins), g, m, v, m_t, v_t, s (N) scales
+  float *w = op->alloc(be, 4 * nw), *e = op->alloc(be, 4 * nw), *w_t = op->alloc(be, 4 * nw);
+  float *e_t = op->alloc(be, 4 * nw), *g = op->alloc(be, 4 * nw), *m = op->alloc(be, 4 * nw);
+  float *v = op->alloc(be, 4 * nw), *m_t = op->alloc(be, 4 * nw), *v_t = op->alloc(be, 4 * nw);
+  float *sc = op->alloc(be, 4 * (size_t)c.N);
+  c.inp = op->alloc(be, 4 * ni);
+  c.out = op->alloc(be, 4 * no);
+  fill_f32(h, ni, &sp, seed, 9100u + (uint32_t)prec, 0);
+  op->to_device(be, c.inp, h, 4 * ni);
+  float *twins[4] = {w, w_t, e, e_t};
+  for (int k = 0; k < 4; k++) {
+    fill_f32(h, nw, &sp, seed, 9110u + (uint32_t)prec + 2u * (uint32_t)(k / 2), 0);
+    op->to_device(be, twins[k], h, 4 * nw);
+  }
+  sp.a = 0.01f;
+  fill_f32(h, nw, &sp, seed, 9120u + (uint32_t)prec, 0);
+  op->to_device(be, g, h, 4 * nw);
+  float *mv[4] = {m, m_t, v, v_t};
+  for (int k = 0; k < 4; k++) op->memset(be, mv[k], 0, 4 * nw);
+  op->weights_register(be, w, nw);
+  op->weights_register(be, e, nw);
+  weights_products(&c, w, w_t, 1, "first_read");
+  weights_products(&c, e, e_t, 1, "first_read_teacher");
+  for (int k = 0; k < 2; k++)
+    op->adamw_ema(be, k ? w_t : w, g, k ? m_t : m, k ? v_t : v, nw, 1e-2f, 0.9f, 0.999f, 1e-8f,
+                  0.01f, 3, 1.0f, k ? e_t : e, 0.99f, NULL, 0.0f, NULL);
+  weights_copy_exact(&c, w, nw, "adamw_ema");
+  weights_copy_exact(&c, e, nw, "adamw_ema_teacher");
+  weights_products(&c, w, w_t, 1, "adamw_ema");
+  weights_products(&c, e, e_t, 1, "adamw_ema_teacher");
+  sp.a = 0.5f;
+  fill_f32(h, nw, &sp, seed, 9130u + (uint32_t)prec, 0);
+  op->to_device(be, w, h, 4 * nw);
+  op->to_device(be, w_t, h, 4 * nw);
+  weights_products(&c, w, w_t, 1, "to_device");
+  fill_f32(h, (size_t)c.N, &sp, seed, 9140u + (uint32_t)prec, 0);
+  op->to_device(be, sc, h, 4 * (size_t)c.N);
+  op->scale_rows(be, w, w, sc, c.N, (size_t)c.K);
+  op->scale_rows(be, w_t, w_t, sc, c.N, (size_t)c.K);
+  weights_products(&c, w, w_t, 1, "scale_rows");
+  weights_copy_exact(&c, w, nw, "scale_rows_refreshed");
+  // a write outside the ops: the stand-in's memory is the host's, a device's through the hook
+  fill_f32(h, nw, &sp, seed, 9150u + (uint32_t)prec, 0);
+  const int dev = device && sd_cuda_weights_test_write;
+  if (dev || sd_gpu_is_sim(be)) {
+    for (int k = 0; k < 2; k++) {
+      if (dev) sd_cuda_weights_test_write(be, k ? w_t : w, h, 4 * nw);
+      else memcpy(k ? w_t : w, h, 4 * nw);
+    }
+    if (dev && prec == 1) weights_products(&c, w, w_t, 0, "bypass_unseen");
+    op->weights_changed(be, w, nw);
+    weights_products(&c, w, w_t, 1, "weights_changed");
+  }
+  float *bufs[] = {w, e, w_t, e_t, g, m, v, m_t, v_t, sc, c.inp, c.out};
+  for (size_t k = 0; k < sizeof bufs / sizeof bufs[0]; k++) op->free(be, bufs[k]);
+  free(h);
+  free(c.h1);
+  free(c.h2);
 }
 
 // The CUDA files' own self-tests (declared with C linkage in kernels/cuda/cuda_internal.h,
@@ -1568,6 +1864,7 @@ int sd_opcheck_run(sd_backend *dev, sd_backend *cpu, const sd_opcheck_opts *o) {
                sd_now_s() - t0, g_fail - fail0);
     }
     if (o->transfers) check_transfers(dev, o->seed, prec);
+    if (o->transfers) check_weight_copies(dev, o->seed, prec);  // registered bf16 weights
     double t1 = sd_now_s();
     if (o->determinism) {  // the whole list again on the device, the same bits
       int same = 0, differ = 0;

@@ -26,8 +26,9 @@ typedef struct sd_opcheck_shape {
 void sd_opcheck_add_shape(const sd_opcheck_shape *s);
 // Adds AdamW, the EMAs, axpy, memset and copy on a million elements.
 void sd_opcheck_add_optim_memory(void);
-// Adds test_ops_cuda's shapes ("dits", "tail", "tiny", "odd"), or only the one named tag; returns
-// how many were added.
+// Adds test_ops_cuda's shapes ("dits", "tail", "tiny", "odd", and "vec": the element-wise,
+// row, layer-norm, token and loss ops at D 1152 and 37 and with misaligned pointers), or only
+// the one named tag; returns how many were added.
 int sd_opcheck_add_test_shapes(const char *tag);
 // Checks in the list; ops of sd_ops in total; ops no check covers (each reported as FAIL).
 int sd_opcheck_count(void);

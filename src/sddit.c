@@ -311,8 +311,9 @@ void sd_sddit_teacher_wait(sd_sddit *s) {
   if (!s->teacher_pending) return;
   s->teacher_pending = 0;
   if (c->bcast0_wait) c->bcast0_wait(c->ctx);
-  // the broadcast wrote the teacher outside the backend's ops: its bf16 copy is stale
-  s->be->ops->weights_changed(s->be, s->teacher, s->total);
+  // the broadcast wrote the teacher outside the backend's ops (NCCL): its bf16 copy is stale
+  // on the receiving ranks (rank 0's buffer is the source, unchanged)
+  if (c->rank != 0) s->be->ops->weights_changed(s->be, s->teacher, s->total);
   if (c->rank != 0 && c->check_teacher) {  // s->grads holds the local EMA (see teacher_update)
     float *a = sd_xmalloc(sizeof(float) * s->total, "teacher check");
     float *b = sd_xmalloc(sizeof(float) * s->total, "teacher check");

@@ -59,13 +59,14 @@ int sd_selftest_run(sd_backend *dev, const sd_config *cfg, const sd_selftest_opt
   if (o->shapes & SD_SELFTEST_SMALL) {
     sd_opcheck_add_test_shapes("tail");
     sd_opcheck_add_test_shapes("tiny");
+    sd_opcheck_add_test_shapes("vec");  // the element-wise and norm kernels' paths
   }
   if (o->shapes & SD_SELFTEST_PRODUCTION) sd_opcheck_add_shape(&prod);
   if (o->shapes) sd_opcheck_add_optim_memory();  // AdamW, the EMAs, axpy, memset, copy
   if (o->shapes && !o->quiet) {
     printf("# selftest: %d op checks on %s%s%s and the optimizer (%s: batch %d, %d tokens, width %d, %d heads of "
            "%d, %d visible tokens, head %d/%d/%d)\n",
-           sd_opcheck_count(), o->shapes & SD_SELFTEST_SMALL ? "small shapes (tail, tiny)" : "",
+           sd_opcheck_count(), o->shapes & SD_SELFTEST_SMALL ? "small shapes (tail, tiny, vec)" : "",
            o->shapes == (SD_SELFTEST_SMALL | SD_SELFTEST_PRODUCTION) ? " and " : "",
            o->shapes & SD_SELFTEST_PRODUCTION ? "the model's shapes" : "", tag, prod.B, prod.T,
            prod.D, prod.NH, prod.NH ? prod.D / prod.NH : 0, prod.Tk, prod.Hh, prod.bn, prod.P);

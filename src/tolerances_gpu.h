@@ -58,6 +58,13 @@
 #define GPU_NMSE_ATTENTION_FWD 1e-10, 5e-4                          // out: fp32 sums; bf16 kernel allowed
 #define GPU_NMSE_ATTENTION_LSE 1e-12, 1e-5                          // lse ~ log T + max: well conditioned
 #define GPU_NMSE_ATTENTION_BWD 1e-9, 1e-3                           // dqkv: P (dP - delta) cancels
+// cuDNN's fused SDPA against the hand-written kernels, once per shape on the call's own data
+// (kernels/cuda/attention_cudnn.cu; a norm-relative difference ||a - b|| / ||b||, not an
+// nmse): both compute on bf16 q, k, v with fp32 sums and round P (and dS) to bf16 their own
+// way; out is stored in bf16 (2^-9 relative per element) and cuDNN's dq, dk, dv are bf16
+// before they are widened, so about 4e-3 is explained; a wrong layout, scale or binding is
+// O(1). A disagreement sets cuDNN aside for that shape.
+#define GPU_CROSS_CHECK_CUDNN_ATTENTION 1e-2
 #define GPU_NMSE_GELU_FWD GPU_NMSE_TRANSCEND, GPU_NMSE_TRANSCEND    // tanh form
 #define GPU_NMSE_GELU_BWD GPU_NMSE_TRANSCEND, GPU_NMSE_TRANSCEND
 #define GPU_NMSE_SILU_FWD GPU_NMSE_TRANSCEND, GPU_NMSE_TRANSCEND

@@ -22,6 +22,7 @@ typedef struct desc {
   attr a[MAXA];
   int na;
   int cfg_index;          // engine configs: the rank the heuristic gave them
+  struct desc *graph;     // engine configs: the operation graph of their heuristic
   // tensors, once finalized
   int64_t uid, dims[4], strides[4];
   int dtype, by_value;
@@ -279,6 +280,7 @@ static cudnnStatus_t get_attr(cudnnBackendDescriptor_t const h, cudnnBackendAttr
         return problem("%s", "results into something not an engine config"), CUDNN_STATUS_BAD_PARAM;
       cd->finalized = 1;
       cd->cfg_index = (int)i + (mode == CUDNN_HEUR_MODE_FALLBACK ? 100 : 0);
+      cd->graph = ref(d, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH);
     }
     *got = n;
     return CUDNN_STATUS_SUCCESS;
@@ -329,11 +331,24 @@ static cudnnStatus_t execute(cudnnHandle_t h, cudnnBackendDescriptor_t plan,
     memcpy(&g_exec_ptr[i], pt->val + i * sizeof(void *), sizeof(void *));
   }
   memcpy(&g_exec_ws, find(v, CUDNN_ATTR_VARIANT_PACK_WORKSPACE)->val, sizeof(void *));
-  // the op's tensors: through the graph the plan's engine config came from is not kept by the
-  // mock, so the check is against the uids the SDPA ops use: each bound once
-  for (int i = 0; i < g_exec_n; i++)
+  // the pack binds each tensor of the plan's operation (plan -> engine config -> graph ->
+  // SDPA operation -> its tensor attributes) exactly once, to a non-NULL pointer, and nothing else
+  for (int i = 0; i < g_exec_n; i++) {
+    if (!g_exec_ptr[i]) return problem("%s", "a NULL pointer in the variant pack"), CUDNN_STATUS_BAD_PARAM;
     for (int j = 0; j < i; j++)
       if (g_exec_uid[i] == g_exec_uid[j]) return problem("%s", "a uid bound twice"), CUDNN_STATUS_BAD_PARAM;
+  }
+  desc *cfg = ref(p, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG);
+  desc *op = cfg && cfg->graph ? ref(cfg->graph, CUDNN_ATTR_OPERATIONGRAPH_OPS) : NULL;
+  if (!op) return problem("%s", "execute: the plan's operation is not reachable"), CUDNN_STATUS_BAD_PARAM;
+  const int bwd = op->type == CUDNN_BACKEND_OPERATION_SDPA_BWD_DESCRIPTOR, nt = bwd ? 10 : 6;
+  if (g_exec_n != nt) return problem("%s", "variant pack: not one pointer per tensor of the operation"), CUDNN_STATUS_BAD_PARAM;
+  for (int i = 0; i < nt; i++) {
+    desc *t = ref(op, bwd ? sd_sdpa_bwd_attrs[i] : sd_sdpa_fwd_attrs[i]);
+    int bound = 0;
+    for (int j = 0; t && j < g_exec_n; j++) bound += g_exec_uid[j] == t->uid;
+    if (bound != 1) return problem("%s", "variant pack: a tensor of the operation is not bound"), CUDNN_STATUS_BAD_PARAM;
+  }
   g_exec_scale = 0.0f;
   for (int i = 0; i < g_exec_n; i++)
     if (g_exec_uid[i] == 6 /* SD_SDPA_UID_SCALE */) memcpy(&g_exec_scale, g_exec_ptr[i], sizeof(float));

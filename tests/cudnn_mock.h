@@ -11,10 +11,11 @@
 typedef struct cudnn_mock_opts {
   int configs;            // engine configs the heuristic returns (mode A)
   int fallback_configs;   // ... in fallback mode
-  int plan_refusals;      // the first so many configs refuse to finalize their plan
+  int plan_refusals;      // configs ranked below this refuse to finalize their plan (mode A's
+                          // ranks are 0, 1, ..., the fallback mode's 100, 101, ...)
   int refuse_op;          // SDPA operation finalize refuses (as some cuDNN versions do)
   int refuse_execute;
-  int nondeterministic;   // the first so many configs' engines carry the NONDETERMINISTIC note
+  int nondeterministic;   // configs ranked below this carry the NONDETERMINISTIC note
 } cudnn_mock_opts;
 
 // Fills api with the mock; resets its state.

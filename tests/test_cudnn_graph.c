@@ -4,8 +4,10 @@
 // execute with every tensor bound to the right place of the packed buffers; the plan cache
 // reuses a shape's plan and never evicts; a refusal at every stage (simulated, an SDPA
 // operation refused, no engine config, every plan refused, only nondeterministic engines,
-// execute refused) leaves a plan
-// marked refused with a message naming the stage and the shape, and no descriptor leaks.
+// execute refused) leaves a plan marked refused with a message naming the cuDNN version, the
+// stage, the shape and the status, and no descriptor leaks; heuristic mode A's configs are
+// tried first, then the fallback mode's. Where a real libcudnn.so.9 loads (no GPU needed),
+// its validation of the tensors and the SDPA operations (finalize) must accept every shape.
 #include "check.h"
 #include "cudnn_mock.h"
 #include "cudnn_sdpa.h"
@@ -16,9 +18,11 @@
 
 static const cudnn_mock_opts k_ok = {.configs = 3, .fallback_configs = 1};
 
-// Builds and runs key on the mock; checks the bindings. Returns the plan's ok.
+// Builds and runs key on the mock; checks the bindings, or (want_in_why) the refusal's
+// message. Returns the plan's ok; *fallback_mode (if not NULL): the heuristic mode its
+// engine config came from (0 A, 1 fallback).
 static int run_shape(const sd_sdpa_key *k, const cudnn_mock_opts *o, sd_sdpa_stage refuse,
-                     const char *want_in_why) {
+                     const char *want_in_why, int *fallback_mode) {
   sd_cudnn_api api;
   cudnn_mock_install(&api, o);
   cudnnHandle_t h;
@@ -46,6 +50,16 @@ static int run_shape(const sd_sdpa_key *k, const cudnn_mock_opts *o, sd_sdpa_sta
     const char *why = p->ok ? err : p->why;
     check_true(rc != 0 && !p->ok && strstr(why, want_in_why) != NULL,
                "%s: refused and marked (\"%s\", want \"%s\")", tag, why, want_in_why);
+    if (!strstr(want_in_why, "multiple of 8")) {  // a refusal by (mock) cuDNN: who, what, where
+      char who[64], shape[80];
+      snprintf(who, sizeof who, "cuDNN 9.19.0 refused SDPA_%s at ", k->bwd ? "BWD" : "FWD");
+      snprintf(shape, sizeof shape, "for B=%d T=%d NH=%d HD=%d: CUDNN_STATUS_", k->B, k->T,
+               k->NH, k->HD);
+      check_true(!strncmp(why, who, strlen(who)) && strstr(why, shape) &&
+                     (!refuse || strstr(why, "(simulated: SD_CUDNN_REFUSE)")),
+                 "%s: the message names the version, operation, shape and status (\"%s\")",
+                 tag, why);
+    }
   } else {
     check_true(p->ok && rc == 0, "%s: plan built (config %d of %d tried, workspace %lld) and "
                "executed (%s%s)", tag, p->config, p->configs_tried, (long long)p->workspace,
@@ -72,6 +86,7 @@ static int run_shape(const sd_sdpa_key *k, const cudnn_mock_opts *o, sd_sdpa_sta
                cudnn_mock_exec_scale());
   }
   const int ok = p->ok;
+  if (fallback_mode) *fallback_mode = p->fallback_mode;
   sd_sdpa_cache_release(&c);
   check_true(cudnn_mock_errors() == 0 && cudnn_mock_live() == 0,
              "%s: no invalid call (%d) and no descriptor left (%d)", tag, cudnn_mock_errors(),
@@ -85,38 +100,51 @@ int main(void) {
   for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
     for (int bwd = 0; bwd < 2; bwd++) {
       sd_sdpa_key k = {shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3], bwd};
-      run_shape(&k, &k_ok, SD_SDPA_NONE, NULL);
+      run_shape(&k, &k_ok, SD_SDPA_NONE, NULL, NULL);
     }
   // 2. refusals: every simulated stage, and the mock's own refusals
-  const sd_sdpa_key xl = {8, 204, 16, 72, 1};
-  for (int s = SD_SDPA_TENSOR; s < SD_SDPA_NSTAGES; s++)
-    run_shape(&xl, &k_ok, (sd_sdpa_stage)s, sd_sdpa_stage_name((sd_sdpa_stage)s));
+  const sd_sdpa_key xl = {8, 204, 16, 72, 1}, xl_fwd = {8, 256, 16, 72, 0};
+  for (int s = SD_SDPA_TENSOR; s < SD_SDPA_NSTAGES; s++) {
+    run_shape(&xl, &k_ok, (sd_sdpa_stage)s, sd_sdpa_stage_name((sd_sdpa_stage)s), NULL);
+    run_shape(&xl_fwd, &k_ok, (sd_sdpa_stage)s, sd_sdpa_stage_name((sd_sdpa_stage)s), NULL);
+  }
   cudnn_mock_opts o = k_ok;
   o.refuse_op = 1;
-  run_shape(&xl, &o, SD_SDPA_NONE, "at operation (SDPA_BWD operation)");
+  run_shape(&xl, &o, SD_SDPA_NONE, "at operation (SDPA_BWD operation)", NULL);
+  run_shape(&xl_fwd, &o, SD_SDPA_NONE, "at operation (SDPA_FWD operation)", NULL);
   o = k_ok;
   o.configs = 0, o.fallback_configs = 0;
-  run_shape(&xl, &o, SD_SDPA_NONE, "no engine config");
+  run_shape(&xl, &o, SD_SDPA_NONE, "no engine config", NULL);
   o = k_ok;
-  o.plan_refusals = 8;
-  run_shape(&xl, &o, SD_SDPA_NONE, "none of 3 engine configs finalized");
+  o.plan_refusals = 1000;  // every config of both modes refuses
+  run_shape(&xl, &o, SD_SDPA_NONE, "none of 4 engine configs (modes A and fallback) finalized",
+            NULL);
+  int mode = -1;
   o = k_ok;
-  o.plan_refusals = 2;  // the third config finalizes
-  run_shape(&xl, &o, SD_SDPA_NONE, NULL);
+  o.plan_refusals = 2;  // the third config of mode A finalizes
+  check_true(run_shape(&xl, &o, SD_SDPA_NONE, NULL, &mode) && mode == 0,
+             "mode A's third config kept (heuristic mode %d, want 0)", mode);
+  o = k_ok;
+  o.plan_refusals = 8;  // none of mode A's finalizes: the fallback mode's does
+  check_true(run_shape(&xl, &o, SD_SDPA_NONE, NULL, &mode) && mode == 1,
+             "all of mode A's configs refused: the fallback mode's kept (mode %d, want 1)", mode);
   o = k_ok;
   o.configs = 0;  // mode A empty: the fallback heuristic's config
-  run_shape(&xl, &o, SD_SDPA_NONE, NULL);
+  check_true(run_shape(&xl, &o, SD_SDPA_NONE, NULL, &mode) && mode == 1,
+             "mode A empty: the fallback mode's config kept (mode %d, want 1)", mode);
   o = k_ok;
   o.nondeterministic = 2;  // the third config is the first deterministic one
-  run_shape(&xl, &o, SD_SDPA_NONE, NULL);
+  check_true(run_shape(&xl, &o, SD_SDPA_NONE, NULL, &mode) && mode == 0,
+             "mode A's third (first deterministic) config kept (mode %d, want 0)", mode);
   o = k_ok;
-  o.nondeterministic = 3;
-  run_shape(&xl, &o, SD_SDPA_NONE, "nondeterministic ones left out");
+  o.nondeterministic = 1000;
+  run_shape(&xl, &o, SD_SDPA_NONE, "nondeterministic ones left out", NULL);
   o = k_ok;
   o.refuse_execute = 1;
-  run_shape(&xl, &o, SD_SDPA_NONE, "at execute");
+  run_shape(&xl, &o, SD_SDPA_NONE, "at execute", NULL);
+  run_shape(&xl_fwd, &o, SD_SDPA_NONE, "at execute", NULL);
   const sd_sdpa_key odd = {2, 37, 3, 12, 0};
-  run_shape(&odd, &k_ok, SD_SDPA_NONE, "not a multiple of 8");
+  run_shape(&odd, &k_ok, SD_SDPA_NONE, "not a multiple of 8", NULL);
 
   // 3. the cache: a shape's plan is reused, distinct shapes get distinct plans, none evicted
   sd_cudnn_api api;
@@ -143,5 +171,31 @@ int main(void) {
   check_true(cudnn_mock_live() == 0 && cudnn_mock_errors() == 0,
              "cache release: no descriptor left (%d), no invalid call (%d)", cudnn_mock_live(),
              cudnn_mock_errors());
+
+  // 4. the real library's own validation, where one loads: the tensors and the SDPA
+  // operations finalize (dims, strides, data types, the operation's tensors against each
+  // other); the graph, heuristics and plans need a device and are the GPU run's
+  sd_cudnn_api real;
+  char why[480];
+  if (sd_cudnn_api_load(&real, why, sizeof why) != 0) {
+    printf("skip real cuDNN: %s\n", why);
+  } else {
+    char ver[32];
+    sd_cudnn_version_string(&real, ver, sizeof ver);
+    const int more[][4] = {{256, 256, 16, 72}, {256, 204, 16, 72}, {1, 1, 1, 8},
+                           {2, 100, 4, 128}};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0] + sizeof more / sizeof more[0]; i++)
+      for (int bwd = 0; bwd < 2; bwd++) {
+        const int *sh = i < sizeof shapes / sizeof shapes[0]
+                            ? shapes[i] : more[i - sizeof shapes / sizeof shapes[0]];
+        sd_sdpa_key k = {sh[0], sh[1], sh[2], sh[3], bwd};
+        why[0] = 0;
+        const int rc = sd_sdpa_check_operation(&real, &k, why, sizeof why);
+        check_true(rc == 0, "real cuDNN %s: SDPA_%s tensors and operation finalize for B=%d "
+                   "T=%d NH=%d HD=%d%s%s", ver, bwd ? "BWD" : "FWD", k.B, k.T, k.NH, k.HD,
+                   rc ? ": " : "", rc ? why : "");
+      }
+    sd_cudnn_api_unload(&real);
+  }
   return check_exit("test_cudnn_graph");
 }

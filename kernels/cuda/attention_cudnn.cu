@@ -5,14 +5,17 @@
 //     fatal error naming why not (for the GPU checks: a silent fallback would hide a refusal).
 //   - The first time a shape runs on cuDNN (forward and backward apart), the hand-written
 //     kernels run on the same inputs and the outputs are compared (norm-relative, limit
-//     kCudnnCrossCheckRel: bf16 rounding of out and dqkv explains about 4e-3); a disagreement
+//     GPU_CROSS_CHECK_CUDNN_ATTENTION of src/tolerances_gpu.h); a disagreement
 //     sets cuDNN aside for that shape with one warning, so a wrong plan cannot train silently.
 //   - Any refusal (load, graph, plan, execute; SD_CUDNN_REFUSE=<stage> simulates one) sends
 //     that shape to the hand-written kernels, and the reason appears in describe.
+//   - The op checks force each path in-process (sd_cuda_attention_force_path) and ask which
+//     one the call took (sd_cuda_attention_last_path).
 // The backward's interface is fp32 (ops.h): dout is rounded to bf16 for cuDNN and the bf16
 // dq, dk, dv are widened into the fp32 dqkv (16-byte vector kernels below).
 #include "cuda_internal.h"
 #include "sd_build_config.h"
+#include "../../src/tolerances_gpu.h"  // GPU_CROSS_CHECK_CUDNN_ATTENTION
 
 extern "C" {
 #include "error.h"
@@ -31,10 +34,20 @@ extern "C" {
 
 namespace {
 
-constexpr double kCudnnCrossCheckRel = 1e-2;
+constexpr double kCudnnCrossCheckRel = GPU_CROSS_CHECK_CUDNN_ATTENTION;
 enum { MODE_AUTO = 0, MODE_HANDWRITTEN = 1, MODE_CUDNN = 2 };
+// The op checks' forced path (sd_cuda_attention_force_path): PATH_ENV, or one of the others.
+enum { PATH_ENV = -1, PATH_AUTO = 0, PATH_HANDWRITTEN = 1, PATH_CUDNN = 2, PATH_REFUSED = 3 };
+int g_forced = PATH_ENV;
+int g_last_path = -1;        // the last bf16 call: -1 none yet, 0 hand-written, 1 cuDNN
+char g_last_why[512];        // ... and why it was not cuDNN
 
-int attention_mode() {
+void last_path(int path, const char *why) {
+  g_last_path = path;
+  snprintf(g_last_why, sizeof g_last_why, "%s", why);
+}
+
+int env_mode() {
   static int mode = -1;
   if (mode < 0) {
     const char *e = getenv("SD_CUDA_ATTENTION");
@@ -46,6 +59,19 @@ int attention_mode() {
   }
   return mode;
 }
+
+int attention_mode() {
+  switch (g_forced) {
+    case PATH_HANDWRITTEN: return MODE_HANDWRITTEN;
+    case PATH_CUDNN: return MODE_CUDNN;
+    case PATH_AUTO: case PATH_REFUSED: return MODE_AUTO;
+    default: return env_mode();
+  }
+}
+
+// SD_CUDA_ATTENTION=cudnn from the environment (not an op check's forcing): a call that cannot
+// run on cuDNN is a fatal error, not a silent fallback.
+bool refusal_is_fatal() { return g_forced == PATH_ENV && env_mode() == MODE_CUDNN; }
 
 // out (n) = bf16(x), 8 per thread when aligned.
 __global__ void to_bf16_kernel(__nv_bfloat16 *out, const float *x, unsigned n, bool vec) {
@@ -127,6 +153,8 @@ typedef struct cudnn_attn {
   sd_cudnn_api api;
   cudnnHandle_t handle;
   sd_sdpa_cache cache;
+  sd_sdpa_cache refused_cache;  // PATH_REFUSED: every plan refused at "plan" (simulated)
+  int refused_cache_ready;
   char *buf;              // [workspace][dout bf16][dqkv bf16], grown as needed
   size_t buf_bytes;
   long fallbacks;         // calls that took the hand-written kernels after a refusal
@@ -171,9 +199,11 @@ static char *scratch(sd_cuda_state *st, cudnn_attn *c, size_t ws, size_t a, size
 }
 
 static void refusal(cudnn_attn *c, const char *why) {
+  last_path(0, why);
+  if (g_forced == PATH_REFUSED) return;  // an op check's simulated refusal: not the run's
   c->fallbacks++;
   if (!c->first_refusal[0]) snprintf(c->first_refusal, sizeof c->first_refusal, "%s", why);
-  if (attention_mode() == MODE_CUDNN)
+  if (refusal_is_fatal())
     SD_FATAL_HINT("SD_CUDA_ATTENTION=auto falls back to the hand-written kernels",
                   "SD_CUDA_ATTENTION=cudnn, but %s", why);
 }
@@ -182,7 +212,14 @@ static void refusal(cudnn_attn *c, const char *why) {
 static sd_sdpa_plan *plan_for(sd_backend *be, cudnn_attn **out, int B, int T, int NH, int HD,
                               int bwd) {
   // (a head dim that is not a multiple of 8 is not cuDNN's: not a refusal, even when forced)
-  if (attention_mode() == MODE_HANDWRITTEN || HD % 8 != 0) return NULL;
+  if (attention_mode() == MODE_HANDWRITTEN) {
+    last_path(0, "hand-written kernels forced");
+    return NULL;
+  }
+  if (HD % 8 != 0) {
+    last_path(0, "head dim not a multiple of 8");
+    return NULL;
+  }
   cudnn_attn *c = state(be);
   *out = c;
   if (c->loaded != 1) {
@@ -190,7 +227,16 @@ static sd_sdpa_plan *plan_for(sd_backend *be, cudnn_attn **out, int B, int T, in
     return NULL;
   }
   const sd_sdpa_key key = {B, T, NH, HD, bwd};
-  sd_sdpa_plan *p = sd_sdpa_get(&c->cache, &key);
+  sd_sdpa_cache *cache = &c->cache;
+  if (g_forced == PATH_REFUSED) {  // an op check of the fallback: a plan stage that refuses
+    if (!c->refused_cache_ready) {
+      sd_sdpa_cache_init(&c->refused_cache, &c->api, c->handle);
+      c->refused_cache.refuse = SD_SDPA_PLAN;
+      c->refused_cache_ready = 1;
+    }
+    cache = &c->refused_cache;
+  }
+  sd_sdpa_plan *p = sd_sdpa_get(cache, &key);
   if (!p->ok || p->cross_checked < 0) {
     refusal(c, p->ok ? "the cross-check against the hand-written kernels failed" : p->why);
     return NULL;
@@ -241,6 +287,8 @@ extern "C" int sd_cuda_attention_cudnn_fwd(sd_backend *be, void *out, float *lse
     SD_CUDA_CHECK(cudaFree(o2));
     SD_CUDA_CHECK(cudaFree(l2));
   }
+  if (p->cross_checked < 0) last_path(0, "cuDNN set aside: its cross-check failed");
+  else last_path(1, "");
   return 1;
 }
 
@@ -272,6 +320,8 @@ extern "C" int sd_cuda_attention_cudnn_bwd(sd_backend *be, float *dqkv, const fl
     SD_CUDA_CHECK(cudaStreamSynchronize(st->stream));
     SD_CUDA_CHECK(cudaFree(d2));
   }
+  if (p->cross_checked < 0) last_path(0, "cuDNN set aside: its cross-check failed");
+  else last_path(1, "");
   return 1;
 }
 
@@ -284,15 +334,18 @@ extern "C" int sd_cuda_attention_cudnn_describe(sd_backend *be, char *buf, size_
     return snprintf(buf, len, "cuDNN fused SDPA unavailable: %s; the hand-written kernels "
                     "run", c->why);
   size_t at = 0;
-  int n = snprintf(buf, len, "cuDNN %zu fused SDPA for bf16", c->api.GetVersion());
+  char ver[32];
+  int n = snprintf(buf, len, "cuDNN %s fused SDPA for bf16",
+                   sd_cudnn_version_string(&c->api, ver, sizeof ver));
   for (int i = 0; i < c->cache.count && n >= 0; i++) {
     at += (size_t)n < len - at ? (size_t)n : len - at;
     const sd_sdpa_plan *p = c->cache.plans[i];
     const sd_sdpa_key *k = &p->key;
     if (p->ok)
-      n = snprintf(buf + at, len - at, "; %s B %d T %d HD %d: engine config %d, workspace "
-                   "%.1f MiB, cross-check %s", k->bwd ? "bwd" : "fwd", k->B, k->T, k->HD,
-                   p->config, p->workspace / 1048576.0,
+      n = snprintf(buf + at, len - at, "; %s B %d T %d HD %d: engine config %d (heuristic "
+                   "%s), workspace %.1f MiB, cross-check %s", k->bwd ? "bwd" : "fwd", k->B, k->T,
+                   k->HD, p->config, p->fallback_mode ? "fallback" : "mode A",
+                   p->workspace / 1048576.0,
                    p->cross_checked > 0 ? "agreed" : p->cross_checked < 0 ? "FAILED (set aside)"
                                                                             : "pending");
     else
@@ -311,6 +364,7 @@ extern "C" void sd_cuda_attention_cudnn_release(sd_cuda_state *st) {
   if (!c) return;
   if (c->loaded == 1) {
     sd_sdpa_cache_release(&c->cache);
+    if (c->refused_cache_ready) sd_sdpa_cache_release(&c->refused_cache);
     c->api.Destroy(c->handle);
   }
   if (c->buf) (void)cudaFree(c->buf);
@@ -323,14 +377,16 @@ extern "C" void sd_cuda_attention_cudnn_release(sd_cuda_state *st) {
 
 extern "C" int sd_cuda_attention_cudnn_fwd(sd_backend *, void *, float *, const void *, int, int,
                                            int, int) {
-  if (attention_mode() == MODE_CUDNN)
+  if (refusal_is_fatal())
     SD_FATAL("SD_CUDA_ATTENTION=cudnn, but this build has no cuDNN headers");
+  last_path(0, "this build has no cuDNN headers");
   return 0;
 }
 extern "C" int sd_cuda_attention_cudnn_bwd(sd_backend *, float *, const float *, const void *,
                                            const void *, const float *, int, int, int, int) {
-  if (attention_mode() == MODE_CUDNN)
+  if (refusal_is_fatal())
     SD_FATAL("SD_CUDA_ATTENTION=cudnn, but this build has no cuDNN headers");
+  last_path(0, "this build has no cuDNN headers");
   return 0;
 }
 extern "C" int sd_cuda_attention_cudnn_describe(sd_backend *, char *buf, size_t len) {
@@ -340,3 +396,22 @@ extern "C" void sd_cuda_attention_cudnn_release(sd_cuda_state *) {}
 static void unused_helpers() { (void)convert; (void)rel_diff; (void)download; }
 
 #endif
+
+// ---- the op checks' forcing (src/op_checks.c declares these weak) ----
+// path: -1 as SD_CUDA_ATTENTION says, 0 auto, 1 hand-written, 2 cuDNN (a refusal falls back
+// without the fatal error of SD_CUDA_ATTENTION=cudnn: the caller asks last_path), 3 cuDNN with
+// a simulated refusal at plan finalize (the fallback). Returns the previous setting; resets
+// the last path to "none yet".
+extern "C" int sd_cuda_attention_force_path(int path) {
+  const int prev = g_forced;
+  g_forced = path >= PATH_AUTO && path <= PATH_REFUSED ? path : PATH_ENV;
+  last_path(-1, "");
+  return prev;
+}
+
+// Which path the last bf16 attention call of this process took: 1 cuDNN, 0 the hand-written
+// kernels (why: the reason), -1 none since the last force_path.
+extern "C" int sd_cuda_attention_last_path(char *why, size_t len) {
+  if (why && len) snprintf(why, len, "%s", g_last_why);
+  return g_last_path;
+}

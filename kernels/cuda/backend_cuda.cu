@@ -200,7 +200,7 @@ static sd_ops make_cuda_ops(void) {
   o.to_host = cuda_to_host;
   o.copy = cuda_copy;
   o.sync = cuda_sync;
-  return o;
+  return sd_cuda_weights_guarded(o);  // writes into registered weights mark their copy stale
 }
 
 static const sd_ops cuda_ops = make_cuda_ops();

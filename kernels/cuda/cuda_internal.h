@@ -89,6 +89,15 @@ extern "C" void sd_cuda_weights_freed(sd_backend *be, const void *p);
 extern "C" const void *sd_cuda_weights_bf16(sd_backend *be, const float *w, size_t n);
 extern "C" void *sd_cuda_weights_for_update(sd_backend *be, const float *p, size_t n);
 extern "C" void sd_cuda_weights_release(sd_cuda_state *st);
+// Test hook: the copy covering w (n) as it is (NULL when none), *stale its flag; no refresh.
+extern "C" const void *sd_cuda_weights_peek(sd_backend *be, const float *w, size_t n,
+                                            int *stale);
+// Test hook: a host -> device copy that bypasses the ops (as NCCL would write), synchronous.
+extern "C" void sd_cuda_weights_test_write(sd_backend *be, void *dst, const void *src,
+                                           size_t bytes);
+// weights_guard.cu: the op table o with every compute op wrapped so that its outputs mark
+// the registered regions they overlap stale (after the op is queued).
+sd_ops sd_cuda_weights_guarded(sd_ops o);
 extern "C" int sd_cuda_weights_describe(sd_backend *be, char *buf, size_t len);
 // 0 when adamw_ema's copies equal bf16 of the updated fp32, matmuls read the copies bitwise
 // like per-call rounding, and a write through to_device makes the next matmul see it.

@@ -53,3 +53,13 @@ void sd_cudnn_api_unload(sd_cudnn_api *api) {
   if (api->lib) dlclose(api->lib);
   memset(api, 0, sizeof *api);
 }
+
+const char *sd_cudnn_version_string(const sd_cudnn_api *api, char *buf, size_t len) {
+  if (!api->GetVersion) {
+    snprintf(buf, len, "?");
+    return buf;
+  }
+  const size_t v = api->GetVersion();
+  snprintf(buf, len, "%zu.%zu.%zu", v / 10000, v / 100 % 100, v % 100);
+  return buf;
+}

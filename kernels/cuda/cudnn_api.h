@@ -33,5 +33,8 @@ typedef struct sd_cudnn_api {
 // in err (not found, a missing symbol, SD_CUDNN=off). Safe to call again after a failure.
 int sd_cudnn_api_load(sd_cudnn_api *api, char *err, size_t errlen);
 void sd_cudnn_api_unload(sd_cudnn_api *api);
+// "9.19.0" from cudnnGetVersion's number (major*10000 + minor*100 + patch since cuDNN 9);
+// "?" for a table without GetVersion. Returns buf.
+const char *sd_cudnn_version_string(const sd_cudnn_api *api, char *buf, size_t len);
 
 #endif

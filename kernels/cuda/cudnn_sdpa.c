@@ -70,11 +70,12 @@ static void refused(builder *b, sd_sdpa_stage stage, cudnnStatus_t s, const char
   b->failed = 1;
   const sd_sdpa_key *k = &b->p->key;
   const char *msg = b->c->api->GetErrorString ? b->c->api->GetErrorString(s) : "?";
+  char ver[32];
   snprintf(b->p->why, sizeof b->p->why,
-           "cuDNN %zu refused the SDPA %s at %s (%s) for B %d T %d heads %d head dim %d: %s%s",
-           b->c->api->GetVersion ? b->c->api->GetVersion() : (size_t)0,
-           k->bwd ? "backward" : "forward", sd_sdpa_stage_name(stage), what, k->B, k->T, k->NH,
-           k->HD, msg, b->c->refuse == stage ? " (simulated: SD_CUDNN_REFUSE)" : "");
+           "cuDNN %s refused SDPA_%s at %s (%s) for B=%d T=%d NH=%d HD=%d: %s%s",
+           sd_cudnn_version_string(b->c->api, ver, sizeof ver), k->bwd ? "BWD" : "FWD",
+           sd_sdpa_stage_name(stage), what, k->B, k->T, k->NH, k->HD, msg,
+           b->c->refuse == stage ? " (simulated: SD_CUDNN_REFUSE)" : "");
 }
 
 // A simulated refusal at the start of a stage.
@@ -220,54 +221,59 @@ static int nondeterministic(const sd_cudnn_api *api, cudnnBackendDescriptor_t cf
   return nd;
 }
 
-// The first engine config whose execution plan finalizes and which is deterministic (unless
-// SD_CUDNN_NONDETERMINISTIC=1 allows the others); its workspace size.
-static void make_plan(builder *b, cudnnBackendDescriptor_t *cfg, int64_t n) {
+// What the engine configs tried so far came to (both heuristic modes).
+typedef struct tries {
+  int tried, skipped_nd;
+  cudnnStatus_t last;  // the last refusal's status
+} tries;
+
+// The first of cfg[0..n) whose execution plan finalizes and which is deterministic (unless
+// SD_CUDNN_NONDETERMINISTIC=1 allows the others): the plan and its workspace size are kept
+// in the plan record, 1 returned; 0 when none (no refusal recorded: the caller decides).
+static int make_plan(builder *b, cudnnBackendDescriptor_t *cfg, int64_t n, int fallback,
+                     tries *t) {
   sd_sdpa_plan *p = b->p;
-  cudnnStatus_t last = CUDNN_STATUS_NOT_SUPPORTED;
+  const sd_cudnn_api *api = b->c->api;
   const char *allow = getenv("SD_CUDNN_NONDETERMINISTIC");
-  int skipped_nd = 0;
   for (int64_t i = 0; i < n && !b->failed; i++) {
+    t->tried++;
     p->configs_tried++;
     if (b->c->refuse == SD_SDPA_PLAN) continue;
-    if (!(allow && !strcmp(allow, "1")) && nondeterministic(b->c->api, cfg[i])) {
-      skipped_nd++;
+    if (!(allow && !strcmp(allow, "1")) && nondeterministic(api, cfg[i])) {
+      t->skipped_nd++;
       continue;
     }
     cudnnBackendDescriptor_t plan = NULL;
-    if (b->c->api->BackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan) !=
-        CUDNN_STATUS_SUCCESS)
-      continue;
-    cudnnStatus_t s = b->c->api->BackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE,
-                                                     CUDNN_TYPE_HANDLE, 1, &b->c->handle);
-    if (s == CUDNN_STATUS_SUCCESS)
-      s = b->c->api->BackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG,
-                                         CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfg[i]);
-    if (s == CUDNN_STATUS_SUCCESS) s = b->c->api->BackendFinalize(plan);
+    cudnnStatus_t s = api->BackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan);
     if (s != CUDNN_STATUS_SUCCESS) {
-      last = s;
-      b->c->api->BackendDestroyDescriptor(plan);
+      t->last = s;
       continue;
     }
+    s = api->BackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1,
+                                 &b->c->handle);
+    if (s == CUDNN_STATUS_SUCCESS)
+      s = api->BackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG,
+                                   CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfg[i]);
+    if (s == CUDNN_STATUS_SUCCESS) s = api->BackendFinalize(plan);
     int64_t ws = 0, got = 0;
-    s = b->c->api->BackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
-                                       CUDNN_TYPE_INT64, 1, &got, &ws);
-    if (s != CUDNN_STATUS_SUCCESS || got != 1 || ws < 0) {
-      last = s != CUDNN_STATUS_SUCCESS ? s : CUDNN_STATUS_INTERNAL_ERROR;
-      b->c->api->BackendDestroyDescriptor(plan);
+    if (s == CUDNN_STATUS_SUCCESS) {
+      s = api->BackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
+                                   CUDNN_TYPE_INT64, 1, &got, &ws);
+      if (s == CUDNN_STATUS_SUCCESS && (got != 1 || ws < 0)) s = CUDNN_STATUS_INTERNAL_ERROR;
+    }
+    if (s != CUDNN_STATUS_SUCCESS) {
+      t->last = s;
+      api->BackendDestroyDescriptor(plan);
       continue;
     }
-    p->desc[p->ndesc++] = plan;  // a slot is free: one was kept for it
+    p->desc[p->ndesc++] = plan;  // a slot is free: build() kept one for it
     p->plan = plan;
     p->workspace = ws;
     p->config = (int)i;
-    return;
+    p->fallback_mode = fallback;
+    return 1;
   }
-  char what[160];
-  snprintf(what, sizeof what, "none of %d engine configs finalized%s", (int)n,
-           skipped_nd ? " (nondeterministic ones left out: SD_CUDNN_NONDETERMINISTIC=1 allows "
-                        "them)" : "");
-  refused(b, SD_SDPA_PLAN, last, what);
+  return 0;
 }
 
 static void build(sd_sdpa_cache *c, sd_sdpa_plan *p) {
@@ -289,19 +295,51 @@ static void build(sd_sdpa_cache *c, sd_sdpa_plan *p) {
     set(&b, g, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &op,
         SD_SDPA_GRAPH, "operation graph");
     finalize(&b, g, SD_SDPA_GRAPH, "operation graph");
+    // the configs of heuristic mode A, then (when none gives a plan) of the fallback mode
     enum { kMaxCfg = 8 };
     cudnnBackendDescriptor_t cfg[kMaxCfg] = {0};
     int64_t n = 0;
-    heuristic(&b, g, CUDNN_HEUR_MODE_A, cfg, kMaxCfg, &n);
-    if (!b.failed && n == 0) heuristic(&b, g, CUDNN_HEUR_MODE_FALLBACK, cfg, kMaxCfg, &n);
-    if (!b.failed && n == 0) refused(&b, SD_SDPA_HEURISTIC, CUDNN_STATUS_NOT_SUPPORTED,
-                                     "no engine config");
-    if (!b.failed && p->ndesc == SD_SDPA_MAX_DESC)
-      refused(&b, SD_SDPA_PLAN, CUDNN_STATUS_INTERNAL_ERROR, "too many descriptors");
-    if (!b.failed) make_plan(&b, cfg, n);
+    tries tr = {0, 0, CUDNN_STATUS_NOT_SUPPORTED};
+    int done = 0;
+    for (int fallback = 0; fallback < 2 && !done && !b.failed; fallback++) {
+      heuristic(&b, g, fallback ? CUDNN_HEUR_MODE_FALLBACK : CUDNN_HEUR_MODE_A, cfg, kMaxCfg, &n);
+      if (!b.failed && p->ndesc == SD_SDPA_MAX_DESC)
+        refused(&b, SD_SDPA_PLAN, CUDNN_STATUS_INTERNAL_ERROR, "too many descriptors");
+      if (!b.failed) done = make_plan(&b, cfg, n, fallback, &tr);
+    }
+    if (!b.failed && !done && tr.tried == 0)
+      refused(&b, SD_SDPA_HEURISTIC, CUDNN_STATUS_NOT_SUPPORTED,
+              "no engine config in heuristic mode A or fallback");
+    if (!b.failed && !done) {
+      char what[200];
+      snprintf(what, sizeof what, "plan finalize: none of %d engine configs (modes A and "
+               "fallback) finalized%s", tr.tried,
+               tr.skipped_nd ? "; nondeterministic ones left out: SD_CUDNN_NONDETERMINISTIC=1 "
+                              "allows them" : "");
+      refused(&b, SD_SDPA_PLAN, tr.last, what);
+    }
   }
   p->ok = !b.failed;
   if (!p->ok) plan_destroy(c->api, p);
+}
+
+int sd_sdpa_check_operation(const sd_cudnn_api *api, const sd_sdpa_key *key, char *why,
+                            size_t len) {
+  sd_sdpa_cache c;
+  memset(&c, 0, sizeof c);
+  c.api = api;
+  sd_sdpa_plan *p = calloc(1, sizeof *p);
+  if (!p) abort();
+  p->key = *key;
+  builder b = {&c, p, 0};
+  cudnnBackendDescriptor_t t[10] = {0};
+  make_tensors(&b, t);
+  make_operation(&b, t);
+  const int rc = b.failed ? -1 : 0;
+  snprintf(why, len, "%s", p->why);
+  plan_destroy(api, p);
+  free(p);
+  return rc;
 }
 
 sd_sdpa_plan *sd_sdpa_get(sd_sdpa_cache *c, const sd_sdpa_key *key) {
@@ -364,9 +402,11 @@ static int execute(sd_sdpa_cache *c, sd_sdpa_plan *p, int n, const int64_t *uids
     c->executions++;
     return 0;
   }
-  snprintf(err, errlen, "cuDNN refused the SDPA %s at %s for B %d T %d heads %d head dim %d: %s",
-           p->key.bwd ? "backward" : "forward", stage, p->key.B, p->key.T, p->key.NH,
-           p->key.HD, c->api->GetErrorString ? c->api->GetErrorString(s) : "?");
+  char ver[32];
+  snprintf(err, errlen, "cuDNN %s refused SDPA_%s at %s for B=%d T=%d NH=%d HD=%d: %s",
+           sd_cudnn_version_string(c->api, ver, sizeof ver), p->key.bwd ? "BWD" : "FWD", stage,
+           p->key.B, p->key.T, p->key.NH, p->key.HD,
+           c->api->GetErrorString ? c->api->GetErrorString(s) : "?");
   p->ok = 0;
   snprintf(p->why, sizeof p->why, "%s", err);
   return -1;

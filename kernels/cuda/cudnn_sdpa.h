@@ -1,7 +1,7 @@
 // Attention through cuDNN's fused scaled-dot-product attention: the forward and backward
 // graphs (CUDNN_BACKEND_OPERATION_SDPA_FWD / _BWD_DESCRIPTOR) built with the backend graph API
-// for our packed layout, their execution plans (the first engine config, in heuristic order,
-// that cuDNN finalizes), a cache of them keyed by shape that never evicts, and their
+// for our packed layout, their execution plans (the first deterministic engine config, in the
+// order of heuristic mode A and then of the fallback mode, that cuDNN finalizes), a cache of them keyed by shape that never evicts, and their
 // execution. Plain C over the function table of cudnn_api.h, so tests/test_cudnn_graph.c
 // checks every graph against a mock cuDNN without a GPU. kernels/cuda/attention_cudnn.cu
 // decides when to use it and falls back to the hand-written kernels whenever a stage refuses.
@@ -34,6 +34,7 @@ typedef struct sd_sdpa_plan {
   cudnnBackendDescriptor_t plan;
   int64_t workspace;          // bytes
   int config;                 // the heuristic rank of the engine config that finalized
+  int fallback_mode;          // 0: from heuristic mode A; 1: from CUDNN_HEUR_MODE_FALLBACK
   int configs_tried;
   int cross_checked;          // attention_cudnn.cu: 1 agreed, -1 disagreed (set aside)
 } sd_sdpa_plan;
@@ -70,6 +71,12 @@ void sd_sdpa_cache_release(sd_sdpa_cache *c);
 // The plan for key, built on first use (a refused one is cached too, with its reason, so
 // it is not rebuilt every call). Never NULL.
 sd_sdpa_plan *sd_sdpa_get(sd_sdpa_cache *c, const sd_sdpa_key *key);
+
+// Builds and finalizes only the tensors and the SDPA operation of key (no handle, no GPU
+// needed), then destroys them: 0, or -1 with the refusal in why. For the tests, against the
+// real library where one loads (tests/test_cudnn_graph.c).
+int sd_sdpa_check_operation(const sd_cudnn_api *api, const sd_sdpa_key *key, char *why,
+                            size_t len);
 
 // Executions (device pointers; the scale 1/sqrt(HD) is passed by value). 0, or -1 with the
 // reason in err (the plan is then marked refused: later calls fall back at once).

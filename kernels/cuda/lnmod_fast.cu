@@ -1,23 +1,28 @@
 // The layer norm + adaLN modulate of norm_act.cu in one pass over its input, for rows whose
 // width D is a multiple of 4 up to 1536 (DiT-S to XL: 384 to 1152) with 16-byte aligned
 // buffers; norm_act.cu keeps the general kernels for the rest and calls these when they fit.
-//   forward: one warp per row, the row held in registers (NV float4 per lane): the mean and
-//     the variance of the centred values from registers (two warp sums, as layernorm.c), then
-//     the modulated output stored with 16-byte (fp32) or 8-byte (bf16) stores. Bytes per
-//     element: read x 4, write out 4 or 2 (+ shift/scale rows, cached): one pass, against three
-//     reads of x in the general kernel.
+//   forward: one warp per row, the row held in registers (lane l holds groups of G columns,
+//     G = 8 when D % 8 == 0, else 4): the mean and the variance of the centred values from
+//     registers (two warp sums, as layernorm.c), then the modulated output stored with 16-byte
+//     stores (G = 8: two float4 for fp32, one 16-byte word of 8 bf16; G = 4: float4 or 8-byte
+//     bf16 stores). Bytes per element: read x 4, write out 4 (fp32) or 2 (bf16), + the shift
+//     and scale rows (2 x 4 per element of a (B, D) row, read once per token from cache) and
+//     mean, rstd (8 per row): one pass, against three reads of x in the general kernel.
 //   backward: ONE kernel per (sample, chunk of 32 tokens), 8 warps of 4 rows: per row dx +=
 //     rstd (g' - mean g' - xhat mean(g' xhat)), g' = dout (1 + scale) (the row's second read
-//     hits the cache), and in the same pass the column sums of dout and dout * xhat for dshift
-//     and dscale, kept in registers per warp and added across the warps in warp order through
-//     shared memory: deterministic, no atomics. With one chunk they are added to dshift and
-//     dscale directly; with more, the (B, chunks, D) partials are added in chunk order by
-//     norm_act.cu's col_finish_kernel (a read of 1/32 of dout's size). Bytes per element:
-//     read dout 4 and x 4, read + write dx 8, against reading dout and x twice in the
-//     general dx and column kernels.
+//     hits L1/L2: one pass over device memory), and in the same pass the column sums of dout
+//     and dout * xhat for dshift and dscale, kept in registers per warp and added across the
+//     warps in warp order through shared memory: deterministic, no atomics. With one chunk
+//     they are added to dshift and dscale directly; with more, the (B, chunks, D) partials are
+//     added in chunk order by norm_act.cu's col_finish_kernel, a separate tiny launch kept for
+//     determinism (it reads 2 x 4 bytes per 32 tokens of a column: 1/32 of dout's size, and
+//     writes dshift, dscale). Bytes per element: read dout 4 and x 4, read + write dx 8 (16
+//     without dx: 8), + the scale row (cache), mean and rstd (8 per row), partials 8/32.
 #include "cuda_internal.h"
 
 #include <cuda_bf16.h>
+
+#include "vec8.cuh"
 
 namespace {
 
@@ -39,44 +44,60 @@ __device__ __forceinline__ float4 load4(const float *p) {
   return *reinterpret_cast<const float4 *>(p);
 }
 
-// out (rows, D) = LN(x) (1 + scale[b]) + shift[b]; lane l holds columns 4 (l + 32 j), j < NV.
-template <typename OutT, int NV>
+// out (rows, D) = LN(x) (1 + scale[b]) + shift[b]; lane l holds the G columns G (l + 32 j)
+// onwards, j < NV (G = 8 when D % 8 == 0: a bf16 row is then stored with 16-byte stores,
+// else G = 4).
+template <typename OutT, int G, int NV>
 __global__ void __launch_bounds__(kWarps * 32)
 lnmod_fwd_row_kernel(OutT *out, float *mean, float *rstd, const float *x, const float *shift,
                      const float *scale, int mod_stride, int T, unsigned rows, int D, float eps) {
   const unsigned r = blockIdx.x * kWarps + threadIdx.x / 32;
   if (r >= rows) return;
-  const int lane = threadIdx.x & 31, D4 = D / 4;
+  const int lane = threadIdx.x & 31, DG = D / G;
   const float *xr = x + (size_t)r * D;
-  float4 v[NV];
+  float v[NV][G];
   float s = 0.0f;
 #pragma unroll
   for (int j = 0; j < NV; j++) {
     const int c = lane + 32 * j;
-    v[j] = c < D4 ? load4(xr + 4 * c) : make_float4(0.f, 0.f, 0.f, 0.f);
-    s += (v[j].x + v[j].y) + (v[j].z + v[j].w);
+#pragma unroll
+    for (int q = 0; q < G / 4; q++) {
+      const float4 a = c < DG ? load4(xr + G * c + 4 * q) : make_float4(0.f, 0.f, 0.f, 0.f);
+      v[j][4 * q] = a.x, v[j][4 * q + 1] = a.y, v[j][4 * q + 2] = a.z, v[j][4 * q + 3] = a.w;
+      s += (a.x + a.y) + (a.z + a.w);
+    }
   }
   const float m = wsum(s) / (float)D;
-  float q = 0.0f;
+  float sq = 0.0f;
 #pragma unroll
   for (int j = 0; j < NV; j++) {
-    if (lane + 32 * j >= D4) continue;
-    const float a = v[j].x - m, b = v[j].y - m, c = v[j].z - m, d = v[j].w - m;
-    q += (a * a + b * b) + (c * c + d * d);
+    if (lane + 32 * j >= DG) continue;
+#pragma unroll
+    for (int q = 0; q < G / 4; q++) {
+      const float a = v[j][4 * q] - m, b = v[j][4 * q + 1] - m, c = v[j][4 * q + 2] - m,
+                  d = v[j][4 * q + 3] - m;
+      sq += (a * a + b * b) + (c * c + d * d);
+    }
   }
-  const float rs = 1.0f / sqrtf(wsum(q) / (float)D + eps);
-  const unsigned bi = r / (unsigned)T;
+  const float rs = 1.0f / sqrtf(wsum(sq) / (float)D + eps);
+  const unsigned bi = r / (unsigned)T;  // once per row
   const float *sh = shift + (size_t)bi * mod_stride, *sc = scale + (size_t)bi * mod_stride;
   OutT *o = out + (size_t)r * D;
 #pragma unroll
   for (int j = 0; j < NV; j++) {
     const int c = lane + 32 * j;
-    if (c >= D4) continue;
-    const float4 h = load4(sh + 4 * c), k = load4(sc + 4 * c);
-    store4(o + 4 * c, make_float4((v[j].x - m) * rs * (1.0f + k.x) + h.x,
-                                  (v[j].y - m) * rs * (1.0f + k.y) + h.y,
-                                  (v[j].z - m) * rs * (1.0f + k.z) + h.z,
-                                  (v[j].w - m) * rs * (1.0f + k.w) + h.w));
+    if (c >= DG) continue;
+    V8 y;  // (G of its 8 used)
+#pragma unroll
+    for (int q = 0; q < G / 4; q++) {
+      const float4 h = load4(sh + G * c + 4 * q), k = load4(sc + G * c + 4 * q);
+      y.v[4 * q] = (v[j][4 * q] - m) * rs * (1.0f + k.x) + h.x;
+      y.v[4 * q + 1] = (v[j][4 * q + 1] - m) * rs * (1.0f + k.y) + h.y;
+      y.v[4 * q + 2] = (v[j][4 * q + 2] - m) * rs * (1.0f + k.z) + h.z;
+      y.v[4 * q + 3] = (v[j][4 * q + 3] - m) * rs * (1.0f + k.w) + h.w;
+    }
+    if (G == 8) st8(o + G * c, y);
+    else store4(o + G * c, make_float4(y.v[0], y.v[1], y.v[2], y.v[3]));
   }
   if (lane == 0) {
     if (mean) mean[r] = m;
@@ -176,11 +197,11 @@ int pick_nv(int D) {
   return 0;
 }
 
-template <typename OutT, int NV>
+template <typename OutT, int G, int NV>
 void fwd_nv(cudaStream_t st, OutT *out, float *mean, float *rstd, const float *x,
             const float *shift, const float *scale, int mod_stride, int T, unsigned rows, int D,
             float eps) {
-  lnmod_fwd_row_kernel<OutT, NV><<<(rows + kWarps - 1) / kWarps, kWarps * 32, 0, st>>>(
+  lnmod_fwd_row_kernel<OutT, G, NV><<<(rows + kWarps - 1) / kWarps, kWarps * 32, 0, st>>>(
       out, mean, rstd, x, shift, scale, mod_stride, T, rows, D, eps);
 }
 
@@ -200,19 +221,32 @@ extern "C" int sd_cuda_lnmod_fast_fits(int D, int mod_stride, const void *a, con
          a16(d) && a16(e);
 }
 
+// Groups of 8 columns per lane when D % 8 == 0 (NV = ceil(D / 256) <= 6), else of 4 (pick_nv).
 template <typename OutT>
 static void fwd_any(cudaStream_t st, OutT *out, float *mean, float *rstd, const float *x,
                     const float *shift, const float *scale, int mod_stride, int T,
                     unsigned rows, int D, float eps) {
+  if (D % 8 == 0) {
+    switch ((D + 255) / 256) {
+      case 1: fwd_nv<OutT, 8, 1>(st, out, mean, rstd, x, shift, scale, mod_stride, T, rows, D, eps); break;
+      case 2: fwd_nv<OutT, 8, 2>(st, out, mean, rstd, x, shift, scale, mod_stride, T, rows, D, eps); break;
+      case 3: fwd_nv<OutT, 8, 3>(st, out, mean, rstd, x, shift, scale, mod_stride, T, rows, D, eps); break;
+      case 4: fwd_nv<OutT, 8, 4>(st, out, mean, rstd, x, shift, scale, mod_stride, T, rows, D, eps); break;
+      case 5: fwd_nv<OutT, 8, 5>(st, out, mean, rstd, x, shift, scale, mod_stride, T, rows, D, eps); break;
+      default: fwd_nv<OutT, 8, 6>(st, out, mean, rstd, x, shift, scale, mod_stride, T, rows, D, eps); break;
+    }
+    SD_CUDA_LAUNCHED("lnmod_fwd_row_kernel");
+    return;
+  }
   switch (pick_nv(D)) {
-    case 1: fwd_nv<OutT, 1>(st, out, mean, rstd, x, shift, scale, mod_stride, T, rows, D, eps); break;
-    case 2: fwd_nv<OutT, 2>(st, out, mean, rstd, x, shift, scale, mod_stride, T, rows, D, eps); break;
-    case 3: fwd_nv<OutT, 3>(st, out, mean, rstd, x, shift, scale, mod_stride, T, rows, D, eps); break;
-    case 4: fwd_nv<OutT, 4>(st, out, mean, rstd, x, shift, scale, mod_stride, T, rows, D, eps); break;
-    case 6: fwd_nv<OutT, 6>(st, out, mean, rstd, x, shift, scale, mod_stride, T, rows, D, eps); break;
-    case 8: fwd_nv<OutT, 8>(st, out, mean, rstd, x, shift, scale, mod_stride, T, rows, D, eps); break;
-    case 9: fwd_nv<OutT, 9>(st, out, mean, rstd, x, shift, scale, mod_stride, T, rows, D, eps); break;
-    default: fwd_nv<OutT, 12>(st, out, mean, rstd, x, shift, scale, mod_stride, T, rows, D, eps); break;
+    case 1: fwd_nv<OutT, 4, 1>(st, out, mean, rstd, x, shift, scale, mod_stride, T, rows, D, eps); break;
+    case 2: fwd_nv<OutT, 4, 2>(st, out, mean, rstd, x, shift, scale, mod_stride, T, rows, D, eps); break;
+    case 3: fwd_nv<OutT, 4, 3>(st, out, mean, rstd, x, shift, scale, mod_stride, T, rows, D, eps); break;
+    case 4: fwd_nv<OutT, 4, 4>(st, out, mean, rstd, x, shift, scale, mod_stride, T, rows, D, eps); break;
+    case 6: fwd_nv<OutT, 4, 6>(st, out, mean, rstd, x, shift, scale, mod_stride, T, rows, D, eps); break;
+    case 8: fwd_nv<OutT, 4, 8>(st, out, mean, rstd, x, shift, scale, mod_stride, T, rows, D, eps); break;
+    case 9: fwd_nv<OutT, 4, 9>(st, out, mean, rstd, x, shift, scale, mod_stride, T, rows, D, eps); break;
+    default: fwd_nv<OutT, 4, 12>(st, out, mean, rstd, x, shift, scale, mod_stride, T, rows, D, eps); break;
   }
   SD_CUDA_LAUNCHED("lnmod_fwd_row_kernel");
 }

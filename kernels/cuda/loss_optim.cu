@@ -15,7 +15,13 @@
 // contract it into FMAs; since the CPU build (-std=c11) does not contract either, mse_bwd,
 // adamw, ema, axpy, and the D and dF of the EDM loss should be bitwise equal to the CPU ops
 // (sd_cuda_loss_optim_selftest reports the largest difference).
-// Losses accumulate in double as the CPU does; only the summation order differs. The
+// Losses accumulate in double as the CPU does; only the summation order differs.
+// Element-wise paths (vec8.cuh): mse_bwd, edm_loss_fwd and edm_loss_bwd move 8 elements per
+// thread with 16-byte accesses when every pointer is 16-byte aligned (and, for the EDM loss,
+// a sample's n is a multiple of 8), else one per thread; 32-bit indices (mse_bwd: 64-bit for
+// n >= 2^31; the EDM loss refuses n >= 2^31 per sample). Bytes per element: mse_bwd read 8,
+// write 4; edm_loss_fwd read F, x, x0 (+ mask) 12 (16), write D 4; edm_loss_bwd read D, x0
+// (+ mask) 8 (12), write dF 4 (+ the mask once more, 4, for its counts when masked). The
 // teacher softmax uses expf where the CPU uses its polynomial sd_expf (both within ~2 ulp).
 #include "cuda_internal.h"
 
@@ -26,6 +32,8 @@ extern "C" {
 
 #include <cuda_bf16.h>
 #include <math.h>
+
+#include "vec8.cuh"
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -146,50 +154,21 @@ void reduce_to_scalar(sd_backend *be, float *out, size_t n, Term term, double di
   SD_CUDA_LAUNCHED(name);
 }
 
-// ---- elementwise ops: float4 when every pointer is 16-byte aligned ----------------------
+// ---- elementwise ops: flat ops of vec8.cuh (launch_flat) ----------------------------------
 
-__device__ __forceinline__ float4 ld4(const float *p) {
-  return *reinterpret_cast<const float4 *>(p);
-}
-__device__ __forceinline__ void st4(float *p, float4 v) { *reinterpret_cast<float4 *>(p) = v; }
-
-bool aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
-
-// Op: one(i) updates element i; quad(i) elements i..i+3 (i a multiple of 4).
-template <class Op, bool VEC>
-__global__ void __launch_bounds__(kThreads) elementwise_kernel(Op op, size_t n) {
-  const size_t stride = (size_t)gridDim.x * blockDim.x;
-  const size_t t = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-  if (VEC) {
-    const size_t nq = n / 4;
-    for (size_t q = t; q < nq; q += stride) op.quad(4 * q);
-    const size_t i = 4 * nq + t;  // the 0..3 trailing elements
-    if (i < n) op.one(i);
-  } else {
-    for (size_t i = t; i < n; i += stride) op.one(i);
-  }
-}
-
-template <class Op>
-void launch_elementwise(sd_backend *be, const Op &op, size_t n, bool vec, const char *name) {
-  if (n == 0) return;
-  cudaStream_t s = sd_cuda_st(be)->stream;
-  if (vec)
-    elementwise_kernel<Op, true><<<sd_cuda_blocks((n + 3) / 4, kThreads), kThreads, 0, s>>>(op, n);
-  else
-    elementwise_kernel<Op, false><<<sd_cuda_blocks(n, kThreads), kThreads, 0, s>>>(op, n);
-  SD_CUDA_LAUNCHED(name);
-}
-
+// da = k (a - b): a flat op of vec8.cuh (8 elements per thread, 32-bit indices).
 struct MseBwdOp {
   float *da;
   const float *a, *b;
   float k;
   __device__ float f(float x, float y) const { return __fmul_rn(k, __fsub_rn(x, y)); }
-  __device__ void one(size_t i) const { da[i] = f(a[i], b[i]); }
-  __device__ void quad(size_t i) const {
-    const float4 x = ld4(a + i), y = ld4(b + i);
-    st4(da + i, make_float4(f(x.x, y.x), f(x.y, y.y), f(x.z, y.z), f(x.w, y.w)));
+  template <typename I> __device__ void one(I i) const { da[i] = f(a[i], b[i]); }
+  __device__ void eight(unsigned i) const {
+    V8 x = ld8(a + i);
+    const V8 y = ld8(b + i);
+#pragma unroll
+    for (int j = 0; j < 8; j++) x.v[j] = f(x.v[j], y.v[j]);
+    st8(da + i, x);
   }
 };
 
@@ -234,7 +213,10 @@ __device__ __forceinline__ float ema_elem(float dst, float src, float decay, flo
 }
 
 // AdamW, then NE (0, 1 or 2) moving averages e[k] = d[k] e[k] + (1 - d[k]) p of the updated
-// p. (Arrays get one unused slot when NE = 0.)
+// p, and the bf16 copies (weights_bf16.cu) of p and of each e[k] that has one, in the same
+// pass. A flat op of vec8.cuh: eight elements per thread with 16-byte loads and stores (a
+// copy's eight bf16 in one 16-byte store), 32-bit indices. (Arrays get one unused slot when
+// NE = 0.)
 template <int NE>
 struct AdamEmaOp {
   float *p;
@@ -255,7 +237,7 @@ struct AdamEmaOp {
     k.grad_scale = __fmul_rn(c.grad_scale, gv);
     return true;
   }
-  __device__ void one(size_t i) const {
+  template <typename I> __device__ void one(I i) const {
     AdamConst c;
     if (!gated(c)) return;
     float pi = p[i], mi = m[i], vi = v[i];
@@ -271,59 +253,65 @@ struct AdamEmaOp {
       if (ec[k]) ec[k][i] = __float2bfloat16_rn(ek);
     }
   }
-  // 4 bf16 values at c + i (i a multiple of 4: 8-byte aligned when the copy's base is)
-  __device__ static void st_bf16x4(__nv_bfloat16 *c, size_t i, float4 v) {
-    __nv_bfloat162 *q = reinterpret_cast<__nv_bfloat162 *>(c + i);
-    q[0] = __floats2bfloat162_rn(v.x, v.y);
-    q[1] = __floats2bfloat162_rn(v.z, v.w);
-  }
-  __device__ void quad(size_t i) const {
+  __device__ void eight(unsigned i) const {
     AdamConst c;
     if (!gated(c)) return;
-    float4 p4 = ld4(p + i), m4 = ld4(m + i), v4 = ld4(v + i);
-    const float4 g4 = ld4(g + i);
-    adam_elem(c, p4.x, g4.x, m4.x, v4.x);
-    adam_elem(c, p4.y, g4.y, m4.y, v4.y);
-    adam_elem(c, p4.z, g4.z, m4.z, v4.z);
-    adam_elem(c, p4.w, g4.w, m4.w, v4.w);
-    st4(p + i, p4);
-    st4(m + i, m4);
-    st4(v + i, v4);
-    if (pc) st_bf16x4(pc, i, p4);
+    V8 pv = ld8(p + i), mv = ld8(m + i), vv = ld8(v + i);
+    const V8 gv = ld8(g + i);
+#pragma unroll
+    for (int j = 0; j < 8; j++) adam_elem(c, pv.v[j], gv.v[j], mv.v[j], vv.v[j]);
+    st8(p + i, pv);
+    st8(m + i, mv);
+    st8(v + i, vv);
+    if (pc) st8(pc + i, pv);
 #pragma unroll
     for (int k = 0; k < NE; k++) {
-      const float4 e4 = ld4(e[k] + i);
-      const float4 n4 = make_float4(ema_elem(e4.x, p4.x, d[k], omd[k]),
-                                    ema_elem(e4.y, p4.y, d[k], omd[k]),
-                                    ema_elem(e4.z, p4.z, d[k], omd[k]),
-                                    ema_elem(e4.w, p4.w, d[k], omd[k]));
-      st4(e[k] + i, n4);
-      if (ec[k]) st_bf16x4(ec[k], i, n4);
+      V8 ev = ld8(e[k] + i);
+#pragma unroll
+      for (int j = 0; j < 8; j++) ev.v[j] = ema_elem(ev.v[j], pv.v[j], d[k], omd[k]);
+      st8(e[k] + i, ev);
+      if (ec[k]) st8(ec[k] + i, ev);
     }
+  }
+  // every pointer 16-byte aligned (NULL ones count as aligned): the eight-element path
+  bool vec() const {
+    bool ok = is_aligned16(p) && is_aligned16(g) && is_aligned16(m) && is_aligned16(v) &&
+              is_aligned16(pc);
+    for (int k = 0; k < NE; k++) ok = ok && is_aligned16(e[k]) && is_aligned16(ec[k]);
+    return ok;
   }
 };
 
+// dst = decay * dst + (1 - decay) * src: a flat op (eight per thread, 32-bit indices).
 struct EmaOp {
   float *dst;
   const float *src;
   float decay, omd;
-  __device__ void one(size_t i) const { dst[i] = ema_elem(dst[i], src[i], decay, omd); }
-  __device__ void quad(size_t i) const {
-    const float4 d = ld4(dst + i), s = ld4(src + i);
-    st4(dst + i, make_float4(ema_elem(d.x, s.x, decay, omd), ema_elem(d.y, s.y, decay, omd),
-                             ema_elem(d.z, s.z, decay, omd), ema_elem(d.w, s.w, decay, omd)));
+  template <typename I> __device__ void one(I i) const {
+    dst[i] = ema_elem(dst[i], src[i], decay, omd);
+  }
+  __device__ void eight(unsigned i) const {
+    V8 d = ld8(dst + i);
+    const V8 s = ld8(src + i);
+#pragma unroll
+    for (int j = 0; j < 8; j++) d.v[j] = ema_elem(d.v[j], s.v[j], decay, omd);
+    st8(dst + i, d);
   }
 };
 
+// y += a x: a flat op (eight per thread, 32-bit indices).
 struct AxpyOp {
   float *y;
   const float *x;
   float a;
   __device__ float f(float yi, float xi) const { return __fadd_rn(yi, __fmul_rn(a, xi)); }
-  __device__ void one(size_t i) const { y[i] = f(y[i], x[i]); }
-  __device__ void quad(size_t i) const {
-    const float4 y4 = ld4(y + i), x4 = ld4(x + i);
-    st4(y + i, make_float4(f(y4.x, x4.x), f(y4.y, x4.y), f(y4.z, x4.z), f(y4.w, x4.w)));
+  template <typename I> __device__ void one(I i) const { y[i] = f(y[i], x[i]); }
+  __device__ void eight(unsigned i) const {
+    V8 yv = ld8(y + i);
+    const V8 xv = ld8(x + i);
+#pragma unroll
+    for (int j = 0; j < 8; j++) yv.v[j] = f(yv.v[j], xv.v[j]);
+    st8(y + i, yv);
   }
 };
 
@@ -480,23 +468,48 @@ int edm_blocks_per_sample(size_t n, int B) {
 }
 
 // D = c_skip x + c_out F; part[2 blk] = sum mask (D - x0)^2, part[2 blk + 1] = sum mask.
+// Sample b's rows start at b n (the base pointers, once per block); inside a sample 32-bit
+// indices (n < 2^31). VEC (n % 8 == 0, every pointer 16-byte aligned): 8 elements per thread
+// per step with 16-byte accesses, summed in element order.
+template <bool VEC>
 __global__ void __launch_bounds__(kThreads)
 edm_fwd_partial_kernel(double *part, float *D, const float *F, const float *x,
                        const float *x0, const float *c_skip, const float *c_out,
-                       const float *mask, size_t n, int bps) {
+                       const float *mask, unsigned n, int bps) {
   __shared__ double sh[32];
   const int b = blockIdx.x / bps, j = blockIdx.x % bps;
   const float cs = c_skip[b], co = c_out[b];
-  const size_t base = (size_t)b * n, stride = (size_t)bps * blockDim.x;
+  const size_t base = (size_t)b * n;
+  D += base, F += base, x += base, x0 += base;
+  if (mask) mask += base;
+  const unsigned stride = (unsigned)bps * blockDim.x;
   double s = 0.0, cnt = 0.0;
-  for (size_t i = (size_t)j * blockDim.x + threadIdx.x; i < n; i += stride) {
-    const size_t q = base + i;
-    const float d = __fadd_rn(__fmul_rn(cs, x[q]), __fmul_rn(co, F[q]));
-    D[q] = d;
-    const double m = mask ? (double)mask[q] : 1.0;
-    const double e = (double)d - (double)x0[q];
-    s += m * e * e;
-    cnt += m;
+  if (VEC) {
+    for (unsigned g = (unsigned)j * blockDim.x + threadIdx.x; g < n / 8; g += stride) {
+      const unsigned q = 8 * g;
+      const V8 xv = ld8(x + q), fv = ld8(F + q), x0v = ld8(x0 + q);
+      V8 mv = {};
+      if (mask) mv = ld8(mask + q);
+      V8 dv;
+#pragma unroll
+      for (int k = 0; k < 8; k++) {
+        dv.v[k] = __fadd_rn(__fmul_rn(cs, xv.v[k]), __fmul_rn(co, fv.v[k]));
+        const double m = mask ? (double)mv.v[k] : 1.0;
+        const double e = (double)dv.v[k] - (double)x0v.v[k];
+        s += m * e * e;
+        cnt += m;
+      }
+      st8(D + q, dv);
+    }
+  } else {
+    for (unsigned q = (unsigned)j * blockDim.x + threadIdx.x; q < n; q += stride) {
+      const float d = __fadd_rn(__fmul_rn(cs, x[q]), __fmul_rn(co, F[q]));
+      D[q] = d;
+      const double m = mask ? (double)mask[q] : 1.0;
+      const double e = (double)d - (double)x0[q];
+      s += m * e * e;
+      cnt += m;
+    }
   }
   s = block_sum(s, sh);
   cnt = block_sum(cnt, sh);
@@ -545,10 +558,11 @@ edm_mask_count_kernel(double *part, const float *mask, size_t n, int bps) {
 
 // dF = k_b mask (D - x0), k_b = 2 scale c_out[b] weight[b] / (B cnt_b) in double as the CPU
 // (cnt_b = n without a mask). Every block of sample b sums the same partials in the same
-// order, so all agree on k_b.
+// order, so all agree on k_b. VEC and indices as edm_fwd_partial_kernel.
+template <bool VEC>
 __global__ void __launch_bounds__(kThreads)
 edm_bwd_kernel(float *dF, const float *D, const float *x0, const float *c_out,
-               const float *weight, const float *mask, const double *part, int B, size_t n,
+               const float *weight, const float *mask, const double *part, int B, unsigned n,
                int bps, float scale) {
   __shared__ float ksh;
   const int b = blockIdx.x / bps, j = blockIdx.x % bps;
@@ -568,10 +582,25 @@ edm_bwd_kernel(float *dF, const float *D, const float *x0, const float *c_out,
   }
   __syncthreads();
   const float k = ksh;
-  const size_t base = (size_t)b * n, stride = (size_t)bps * blockDim.x;
-  for (size_t i = (size_t)j * blockDim.x + threadIdx.x; i < n; i += stride) {
-    const size_t q = base + i;
-    dF[q] = __fmul_rn(__fmul_rn(k, mask ? mask[q] : 1.0f), __fsub_rn(D[q], x0[q]));
+  const size_t base = (size_t)b * n;
+  dF += base, D += base, x0 += base;
+  if (mask) mask += base;
+  const unsigned stride = (unsigned)bps * blockDim.x;
+  if (VEC) {
+    for (unsigned g = (unsigned)j * blockDim.x + threadIdx.x; g < n / 8; g += stride) {
+      const unsigned q = 8 * g;
+      V8 d = ld8(D + q);
+      const V8 z = ld8(x0 + q);
+      V8 m = {};
+      if (mask) m = ld8(mask + q);
+#pragma unroll
+      for (int e = 0; e < 8; e++)
+        d.v[e] = __fmul_rn(__fmul_rn(k, mask ? m.v[e] : 1.0f), __fsub_rn(d.v[e], z.v[e]));
+      st8(dF + q, d);
+    }
+  } else {
+    for (unsigned q = (unsigned)j * blockDim.x + threadIdx.x; q < n; q += stride)
+      dF[q] = __fmul_rn(__fmul_rn(k, mask ? mask[q] : 1.0f), __fsub_rn(D[q], x0[q]));
   }
 }
 
@@ -586,8 +615,8 @@ void sd_cuda_mse_fwd(sd_backend *be, float *loss, const float *a, const float *b
 void sd_cuda_mse_bwd(sd_backend *be, float *da, const float *a, const float *b, size_t n,
                      float scale) {
   const float k = 2.0f * scale / (float)n;
-  launch_elementwise(be, MseBwdOp{da, a, b, k}, n,
-                     aligned16(da) && aligned16(a) && aligned16(b), "mse_bwd");
+  launch_flat(sd_cuda_st(be)->stream, MseBwdOp{da, a, b, k}, n,
+              is_aligned16(da) && is_aligned16(a) && is_aligned16(b), "mse_bwd");
 }
 
 void sd_cuda_sum_squares(sd_backend *be, float *out, const float *x, size_t n) {
@@ -673,8 +702,14 @@ void sd_cuda_edm_loss_fwd(sd_backend *be, float *loss, float *D, const float *F,
   double *part = (double *)sd_cuda_scratch(be, sizeof(double) * (2 * nblk + (size_t)nb + 1));
   double *terms = part + 2 * nblk;
   if (nblk > 0) {
-    edm_fwd_partial_kernel<<<(unsigned)nblk, kThreads, 0, s>>>(part, D, F, x, x0, c_skip, c_out,
-                                                              mask, n, bps);
+    if (!fits32(n)) SD_FATAL("edm_loss_fwd: samples of %zu elements (2^31 or more)", n);
+    if (n % 8 == 0 && is_aligned16(D) && is_aligned16(F) && is_aligned16(x) &&
+        is_aligned16(x0) && is_aligned16(mask))
+      edm_fwd_partial_kernel<true><<<(unsigned)nblk, kThreads, 0, s>>>(
+          part, D, F, x, x0, c_skip, c_out, mask, (unsigned)n, bps);
+    else
+      edm_fwd_partial_kernel<false><<<(unsigned)nblk, kThreads, 0, s>>>(
+          part, D, F, x, x0, c_skip, c_out, mask, (unsigned)n, bps);
     SD_CUDA_LAUNCHED("edm_loss_fwd");
   }
   edm_fwd_final_kernel<<<1, kFinalThreads, 0, s>>>(loss, terms, part, weight, nb, bps);
@@ -694,19 +729,26 @@ void sd_cuda_edm_loss_bwd(sd_backend *be, float *dF, const float *D, const float
     edm_mask_count_kernel<<<(unsigned)nblk, kThreads, 0, s>>>(part, mask, n, bps);
     SD_CUDA_LAUNCHED("edm_loss_bwd");
   }
-  edm_bwd_kernel<<<(unsigned)nblk, kThreads, 0, s>>>(dF, D, x0, c_out, weight, mask, part, B, n,
-                                                     bps, scale);
+  if (!fits32(n)) SD_FATAL("edm_loss_bwd: samples of %zu elements (2^31 or more)", n);
+  if (n % 8 == 0 && is_aligned16(dF) && is_aligned16(D) && is_aligned16(x0) &&
+      is_aligned16(mask))
+    edm_bwd_kernel<true><<<(unsigned)nblk, kThreads, 0, s>>>(dF, D, x0, c_out, weight, mask,
+                                                             part, B, (unsigned)n, bps, scale);
+  else
+    edm_bwd_kernel<false><<<(unsigned)nblk, kThreads, 0, s>>>(dF, D, x0, c_out, weight, mask,
+                                                              part, B, (unsigned)n, bps, scale);
   SD_CUDA_LAUNCHED("edm_loss_bwd");
 }
 
+// The AdamW ops: the bf16 copy beside p (n) when p lies in a fresh registered region
+// (weights_bf16.cu), written in the same pass; plain adamw has no EMAs.
 void sd_cuda_adamw(sd_backend *be, float *p, const float *g, float *m, float *v, size_t n,
                    float lr, float beta1, float beta2, float eps, float wd, long t,
                    float grad_scale) {
-  sd_cuda_weights_written(be, p, n * sizeof(float));  // no copy written here: stale
-  const AdamEmaOp<0> op{p,        g,      m,     v, {nullptr},
-                        adam_const(lr, beta1, beta2, eps, wd, t, grad_scale), {0.0f}, {0.0f}};
-  launch_elementwise(be, op, n, aligned16(p) && aligned16(g) && aligned16(m) && aligned16(v),
-                     "adamw");
+  AdamEmaOp<0> op{p,        g,      m,     v, {nullptr},
+                  adam_const(lr, beta1, beta2, eps, wd, t, grad_scale), {0.0f}, {0.0f}};
+  op.pc = (__nv_bfloat16 *)sd_cuda_weights_for_update(be, p, n);
+  launch_flat(sd_cuda_st(be)->stream, op, n, op.vec(), "adamw");
 }
 
 void sd_cuda_adamw_ema(sd_backend *be, float *p, const float *g, float *m, float *v, float *ema,
@@ -717,10 +759,7 @@ void sd_cuda_adamw_ema(sd_backend *be, float *p, const float *g, float *m, float
   AdamEmaOp<1> op{p, g, m, v, {ema}, k, {decay}, {1.0f - decay}};
   op.pc = (__nv_bfloat16 *)sd_cuda_weights_for_update(be, p, n);
   op.ec[0] = (__nv_bfloat16 *)sd_cuda_weights_for_update(be, ema, n);
-  launch_elementwise(
-      be, op, n,
-      aligned16(p) && aligned16(g) && aligned16(m) && aligned16(v) && aligned16(ema),
-      "adamw_ema");
+  launch_flat(sd_cuda_st(be)->stream, op, n, op.vec(), "adamw_ema");
 }
 
 // The ops-table entry: AdamW with zero, one or two EMAs, one pass.
@@ -733,8 +772,7 @@ void sd_cuda_adamw_ema2(sd_backend *be, float *p, const float *g, float *m, floa
   if (!ema1 && !ema2) {
     AdamEmaOp<0> op{p, g, m, v, {nullptr}, k, {0.0f}, {0.0f}};
     op.pc = (__nv_bfloat16 *)sd_cuda_weights_for_update(be, p, n);
-    launch_elementwise(be, op, n, aligned16(p) && aligned16(g) && aligned16(m) && aligned16(v),
-                       "adamw");
+    launch_flat(sd_cuda_st(be)->stream, op, n, op.vec(), "adamw");
   } else if (!ema1 || !ema2) {
     sd_cuda_adamw_ema(be, p, g, m, v, ema1 ? ema1 : ema2, n, lr, beta1, beta2, eps, wd, t,
                       grad_scale, ema1 ? decay1 : decay2, gate);
@@ -744,22 +782,20 @@ void sd_cuda_adamw_ema2(sd_backend *be, float *p, const float *g, float *m, floa
     op.pc = (__nv_bfloat16 *)sd_cuda_weights_for_update(be, p, n);
     op.ec[0] = (__nv_bfloat16 *)sd_cuda_weights_for_update(be, ema1, n);
     op.ec[1] = (__nv_bfloat16 *)sd_cuda_weights_for_update(be, ema2, n);
-    launch_elementwise(be, op, n,
-                       aligned16(p) && aligned16(g) && aligned16(m) && aligned16(v) &&
-                           aligned16(ema1) && aligned16(ema2),
-                       "adamw_ema2");
+    launch_flat(sd_cuda_st(be)->stream, op, n, op.vec(), "adamw_ema2");
   }
 }
 
 void sd_cuda_ema(sd_backend *be, float *dst, const float *src, size_t n, float decay) {
   sd_cuda_weights_written(be, dst, n * sizeof(float));
-  launch_elementwise(be, EmaOp{dst, src, decay, 1.0f - decay}, n,
-                     aligned16(dst) && aligned16(src), "ema");
+  launch_flat(sd_cuda_st(be)->stream, EmaOp{dst, src, decay, 1.0f - decay}, n,
+              is_aligned16(dst) && is_aligned16(src), "ema");
 }
 
 void sd_cuda_axpy(sd_backend *be, float *y, const float *x, size_t n, float a) {
   sd_cuda_weights_written(be, y, n * sizeof(float));
-  launch_elementwise(be, AxpyOp{y, x, a}, n, aligned16(y) && aligned16(x), "axpy");
+  launch_flat(sd_cuda_st(be)->stream, AxpyOp{y, x, a}, n, is_aligned16(y) && is_aligned16(x),
+              "axpy");
 }
 
 // ---- self-check against the CPU ops -------------------------------------------------------
@@ -1079,7 +1115,7 @@ int selftest_body(sd_backend *be, sd_backend *cpu, Checker &ck, char *err, size_
     }
   }
 
-  // ---- AdamW, AdamW + EMA, EMA, axpy: aligned (float4) and offset by one (scalar) ----
+  // ---- AdamW, AdamW + EMA, EMA, axpy: aligned (8 per thread) and offset by one (scalar) ----
   {
     const size_t n = 100001;
     HostBuf p(n), g(n), m(n), v(n), e(n), r1(n), r2(n), r3(n), r4(n);

@@ -143,14 +143,16 @@ static void note_fallback(mm_cache *c, const mm_key *k, const char *why) {
 extern "C" int sd_cuda_matmul_describe(sd_backend *be, char *buf, size_t len) {
   sd_cuda_state *st = sd_cuda_st(be);
   const mm_cache *c = (const mm_cache *)st->matmul_plans;
-  char tune[200];
+  char tune[320];
   if (!tune_on())
     snprintf(tune, sizeof tune, "the heuristic's first algorithm (SD_CUDA_MATMUL_TUNE=0)");
   else
     snprintf(tune, sizeof tune, "best of up to %d heuristic algorithms timed per shape "
-             "(%ld shapes timed: %.3f ms for the first algorithms, %.3f ms for the chosen)",
+             "(%ld shapes timed: %.3f ms for the first algorithms, %.3f ms for the chosen, "
+             "speedup %.3fx; %d shapes untimed, first seen during stream capture)",
              MM_CANDIDATES, c ? c->tuned_keys : 0L, c ? c->ms_first : 0.0,
-             c ? c->ms_chosen : 0.0);
+             c ? c->ms_chosen : 0.0, c && c->ms_chosen > 0.0 ? c->ms_first / c->ms_chosen : 1.0,
+             c ? c->tune_skipped_capture : 0);
   int n = snprintf(buf, len,
                    "matmul: cuBLASLt %zu, %s inputs with fp32 accumulation, GELU/DGELU "
                    "epilogues %s, %s, %d plans, %ld calls, %ld fallbacks%s%s%s",

@@ -14,10 +14,33 @@
 // not contract either (GCC's default in -std=c11). The layer-norm statistics are fp32 like the
 // CPU's, but summed by warp trees instead of one sequential loop, so they differ by rounding.
 //
-// Vector paths: the GELU (forward and backward) and the gated residual (forward and dy) load
-// and store 16 bytes per thread (8 for bf16 storage) with 32-bit indices when sizes and
-// alignment allow, else the grid-stride scalar kernels run; the arithmetic per element is the
-// same. The layer norm's one-pass forward and fused backward are in lnmod_fast.cu.
+// Vector paths (vec8.cuh): every element-wise and row kernel moves 8 elements per thread with
+// 16-byte accesses (two float4 for fp32, one 16-byte word of 8 bf16) when every pointer is
+// 16-byte aligned and the size allows (flat ops: any n, the n % 8 last elements one by one;
+// row ops: a row length that is a multiple of 8), else the same kernel runs one element per
+// thread; indices are 32-bit (64-bit for flat sizes of 2^31 or more; row ops refuse sizes of
+// 2^31 or more with a fatal error naming the op). Row ops take the row from the grid (y, z)
+// and never divide an index per element. The arithmetic per element is the same on every path.
+// The layer norm's one-pass forward and fused backward are in lnmod_fast.cu; the kernels here
+// take the widths and alignments it does not.
+//
+// Bytes per element moved through device memory (fp32 4, bf16 2; E = the storage of the
+// bf16-capable argument; "row" = a vector broadcast over rows, read from cache after the first
+// row; per-row scalars left out):
+//   gelu_fwd, gelu_fwd_t        read x E, write out E                        (4+4 or 2+2)
+//   gelu_bwd, gelu_bwd_pre_t    read dout 4 + pre E, write dx 4              (12 or 10)
+//   silu_fwd / silu_bwd         read 4 / 8, write 4                          (8 / 12)
+//   gated_residual_fwd          read x 4 + y E (+ gate row), write out 4     (12 or 10)
+//   gated_residual_bwd          dy: read dout 4 (+ gate row), write dy 4;
+//                               dgate: read dout 4 + y E (gate_cols_kernel), then the
+//                               (B, T/32, D) partials once more (1/32 of a row per element)
+//   add_rows                    read x 4 (+ row), write x 4                  (8)
+//   scale_rows                  read x 4, write out 4                        (8)
+//   add_scaled_rows             read x0 4 + eps 4, write out 4               (12)
+//   lnmod_fwd (general kernel)  read x 4 once (D <= 1536; three times above), write out E,
+//                               + shift/scale rows                           (8 or 6)
+//   lnmod_bwd (general kernels) read dout 4 + x 4 twice (column sums, dx), read + write dx 8
+//   timestep_features           write feat 4 (compute-bound: double cos/sin)
 //
 // Storage (ops.h): the layer-norm output, the gated residual's branch y, and the GELU's input
 // and output in the sd_cuda_gelu_*_t helpers may be stored in bf16. The kernels are templated
@@ -33,6 +56,8 @@ extern "C" {
 }
 
 #include <cuda_bf16.h>
+
+#include "vec8.cuh"
 
 #include <cmath>
 #include <stdio.h>
@@ -86,11 +111,14 @@ __device__ __forceinline__ float dev_tanhf(float x) {
 
 // ---- layer norm + modulate -----------------------------------------------------------------
 
-// One warp per row r = (b, t) of D: lanes stride over the columns (coalesced), the mean and
-// then the population variance of the centred values are warp sums (two passes, fp32, eps
-// inside the sqrt, as layernorm.c); a third pass writes the modulated output, stored as OutT
-// (float or __nv_bfloat16). x, shift, scale, mean, rstd are fp32.
-template <typename OutT>
+// One warp per row r = (b, t) of D, for the widths and alignments lnmod_fast.cu does not
+// take: lanes stride over the columns (coalesced scalar accesses). With NS > 0 (D <= 32 NS)
+// lane l keeps the columns l + 32 j of the row in registers: one read of x; the mean and then
+// the population variance of the centred values are warp sums (two passes over the registers,
+// fp32, eps inside the sqrt, as layernorm.c), then the modulated output, stored as OutT (float
+// or __nv_bfloat16). NS = 0 (D > 1536): the same, reading the row three times. x, shift,
+// scale, mean, rstd are fp32.
+template <typename OutT, int NS>
 __global__ void __launch_bounds__(kLnWarps * 32)
 lnmod_fwd_kernel(OutT *out, float *mean, float *rstd, const float *x, const float *shift,
                  const float *scale, int mod_stride, int T, size_t rows, int D, float eps) {
@@ -98,21 +126,45 @@ lnmod_fwd_kernel(OutT *out, float *mean, float *rstd, const float *x, const floa
   if (r >= rows) return;
   int lane = threadIdx.x & 31;
   const float *xr = x + r * D;
-  float s = 0.0f;
-  for (int d = lane; d < D; d += 32) s += xr[d];
-  float m = warp_sum(s) / (float)D;
-  float v = 0.0f;
-  for (int d = lane; d < D; d += 32) {
-    float c = xr[d] - m;
-    v += c * c;
-  }
-  v = warp_sum(v) / (float)D;
-  float rs = 1.0f / sqrtf(v + eps);
-  size_t b = r / (size_t)T;
+  const size_t b = r / (size_t)T;  // once per row
   const float *sh = shift + b * mod_stride;
   const float *sc = scale + b * mod_stride;
   OutT *o = out + r * D;
-  for (int d = lane; d < D; d += 32) store_f(o + d, (xr[d] - m) * rs * (1.0f + sc[d]) + sh[d]);
+  float m, rs;
+  if (NS > 0) {
+    float v[NS > 0 ? NS : 1];
+    float s = 0.0f;
+#pragma unroll
+    for (int j = 0; j < NS; j++) {
+      const int d = lane + 32 * j;
+      v[j] = d < D ? xr[d] : 0.0f;
+      s += v[j];
+    }
+    m = warp_sum(s) / (float)D;
+    float q = 0.0f;
+#pragma unroll
+    for (int j = 0; j < NS; j++) {
+      const float c = v[j] - m;
+      if (lane + 32 * j < D) q += c * c;
+    }
+    rs = 1.0f / sqrtf(warp_sum(q) / (float)D + eps);
+#pragma unroll
+    for (int j = 0; j < NS; j++) {
+      const int d = lane + 32 * j;
+      if (d < D) store_f(o + d, (v[j] - m) * rs * (1.0f + sc[d]) + sh[d]);
+    }
+  } else {
+    float s = 0.0f;
+    for (int d = lane; d < D; d += 32) s += xr[d];
+    m = warp_sum(s) / (float)D;
+    float q = 0.0f;
+    for (int d = lane; d < D; d += 32) {
+      float c = xr[d] - m;
+      q += c * c;
+    }
+    rs = 1.0f / sqrtf(warp_sum(q) / (float)D + eps);
+    for (int d = lane; d < D; d += 32) store_f(o + d, (xr[d] - m) * rs * (1.0f + sc[d]) + sh[d]);
+  }
   if (lane == 0) {
     if (mean) mean[r] = m;
     if (rstd) rstd[r] = rs;
@@ -179,85 +231,27 @@ lnmod_bwd_cols_kernel(float *dshift, float *dscale, float *pshift, float *pscale
 }
 
 // out rows (at out_stride) += the chunk partials (B, nchunks, D) summed in chunk order; one
-// thread per (b, d), grid-stride.
+// thread per (b, d): x over d, b from the grid's y (grid-stride), no index division.
 __global__ void col_finish_kernel(float *out, const float *part, int out_stride, int B,
                                   int nchunks, int D) {
-  size_t n = (size_t)B * D;
-  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
-       i += (size_t)gridDim.x * blockDim.x) {
-    size_t b = i / D, d = i % D;
-    const float *p = part + b * nchunks * D + d;
+  const unsigned d = blockIdx.x * blockDim.x + threadIdx.x;
+  if (d >= (unsigned)D) return;
+  for (unsigned b = blockIdx.y; b < (unsigned)B; b += gridDim.y) {
+    const float *p = part + (size_t)b * nchunks * D + d;
     float s = 0.0f;
     for (int c = 0; c < nchunks; c++) s += p[(size_t)c * D];
-    out[b * out_stride + d] += s;
+    out[(size_t)b * out_stride + d] += s;
   }
 }
 
-// ---- activations: grid-stride over n, one element per thread per step ----------------------
-
-// out (n) = gelu(x (n)), both stored as E (float or __nv_bfloat16); may run in place.
-template <typename E>
-__global__ void gelu_fwd_kernel(E *out, const E *x, size_t n) {
-  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
-       i += (size_t)gridDim.x * blockDim.x) {
-    float v = load_f(x + i);
-    float cube = __fmul_rn(__fmul_rn(__fmul_rn(GELU_C, v), v), v);
-    float th = dev_tanhf(__fmul_rn(GELU_K, __fadd_rn(v, cube)));
-    store_f(out + i, __fmul_rn(__fmul_rn(0.5f, v), __fadd_rn(1.0f, th)));
-  }
+void launch_col_finish(cudaStream_t st, float *out, const float *part, int out_stride, int B,
+                       int nchunks, int D) {
+  const dim3 grid((unsigned)((D + kThreads - 1) / kThreads), (unsigned)(B < 65535 ? B : 65535));
+  col_finish_kernel<<<grid, kThreads, 0, st>>>(out, part, out_stride, B, nchunks, D);
+  SD_CUDA_LAUNCHED("col_finish_kernel");
 }
 
-// dx (n) = dout * gelu'(x), dx and dout fp32 (dx may alias dout), x stored as E.
-template <typename E>
-__global__ void gelu_bwd_kernel(float *dx, const float *dout, const E *x, size_t n) {
-  const float c3 = 3.0f * GELU_C;  // folded in float, as the CPU's 3.0f * 0.044715f
-  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
-       i += (size_t)gridDim.x * blockDim.x) {
-    float v = load_f(x + i);
-    float u = __fmul_rn(GELU_K, __fadd_rn(v, __fmul_rn(__fmul_rn(__fmul_rn(GELU_C, v), v), v)));
-    float th = dev_tanhf(u);
-    float du = __fmul_rn(GELU_K, __fadd_rn(1.0f, __fmul_rn(__fmul_rn(c3, v), v)));
-    float g = __fadd_rn(__fmul_rn(0.5f, __fadd_rn(1.0f, th)),
-                        __fmul_rn(__fmul_rn(__fmul_rn(0.5f, v),
-                                            __fsub_rn(1.0f, __fmul_rn(th, th))), du));
-    dx[i] = __fmul_rn(dout[i], g);
-  }
-}
-
-__global__ void silu_fwd_kernel(float *out, const float *x, size_t n) {
-  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
-       i += (size_t)gridDim.x * blockDim.x) {
-    float v = x[i];
-    out[i] = __fdiv_rn(v, __fadd_rn(1.0f, dev_expf(-v)));
-  }
-}
-
-__global__ void silu_bwd_kernel(float *dx, const float *dout, const float *x, size_t n) {
-  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
-       i += (size_t)gridDim.x * blockDim.x) {
-    float v = x[i];
-    float s = __fdiv_rn(1.0f, __fadd_rn(1.0f, dev_expf(-v)));
-    dx[i] = __fmul_rn(__fmul_rn(dout[i], s), __fadd_rn(1.0f, __fmul_rn(v, __fsub_rn(1.0f, s))));
-  }
-}
-
-// ---- 16-byte vector paths: 4 elements per thread, 32-bit indices ---------------------------
-// Used when the element count is a multiple of 4 (a row width D for the row ops), under 2^31,
-// and every pointer is 16-byte aligned (8-byte for bf16): the per-element arithmetic is the
-// scalar kernels', so the results are bitwise theirs.
-
-__device__ __forceinline__ float4 ld4f(const float *p) { return *reinterpret_cast<const float4 *>(p); }
-__device__ __forceinline__ float4 ld4f(const __nv_bfloat16 *p) {
-  const uint2 u = *reinterpret_cast<const uint2 *>(p);
-  const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&u.x));
-  const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&u.y));
-  return make_float4(a.x, a.y, b.x, b.y);
-}
-__device__ __forceinline__ void st4f(float *p, float4 v) { *reinterpret_cast<float4 *>(p) = v; }
-__device__ __forceinline__ void st4f(__nv_bfloat16 *p, float4 v) {
-  __nv_bfloat162 q[2] = {__floats2bfloat162_rn(v.x, v.y), __floats2bfloat162_rn(v.z, v.w)};
-  *reinterpret_cast<uint2 *>(p) = *reinterpret_cast<uint2 *>(q);
-}
+// ---- activations: flat ops (vec8.cuh's flat_kernel), 8 elements per thread per step --------
 
 __device__ __forceinline__ float gelu_f(float v) {
   float cube = __fmul_rn(__fmul_rn(__fmul_rn(GELU_C, v), v), v);
@@ -265,80 +259,134 @@ __device__ __forceinline__ float gelu_f(float v) {
   return __fmul_rn(__fmul_rn(0.5f, v), __fadd_rn(1.0f, th));
 }
 __device__ __forceinline__ float dgelu_f(float v) {
-  const float c3 = 3.0f * GELU_C;
+  const float c3 = 3.0f * GELU_C;  // folded in float, as the CPU's 3.0f * 0.044715f
   float u = __fmul_rn(GELU_K, __fadd_rn(v, __fmul_rn(__fmul_rn(__fmul_rn(GELU_C, v), v), v)));
   float th = dev_tanhf(u);
   float du = __fmul_rn(GELU_K, __fadd_rn(1.0f, __fmul_rn(__fmul_rn(c3, v), v)));
   return __fadd_rn(__fmul_rn(0.5f, __fadd_rn(1.0f, th)),
                    __fmul_rn(__fmul_rn(__fmul_rn(0.5f, v), __fsub_rn(1.0f, __fmul_rn(th, th))), du));
 }
-
-// out (n4 groups of 4) = gelu(x), stored as E.
-template <typename E>
-__global__ void gelu_fwd_vec_kernel(E *out, const E *x, unsigned n4) {
-  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n4; i += gridDim.x * blockDim.x) {
-    const float4 v = ld4f(x + 4 * i);
-    st4f(out + 4 * i, make_float4(gelu_f(v.x), gelu_f(v.y), gelu_f(v.z), gelu_f(v.w)));
-  }
+__device__ __forceinline__ float silu_f(float v) {
+  return __fdiv_rn(v, __fadd_rn(1.0f, dev_expf(-v)));
+}
+__device__ __forceinline__ float dsilu_f(float g, float v) {  // dout * silu'(v)
+  float s = __fdiv_rn(1.0f, __fadd_rn(1.0f, dev_expf(-v)));
+  return __fmul_rn(__fmul_rn(g, s), __fadd_rn(1.0f, __fmul_rn(v, __fsub_rn(1.0f, s))));
 }
 
-// dx = dout * gelu'(x), 4 at a time.
-template <typename E>
-__global__ void gelu_bwd_vec_kernel(float *dx, const float *dout, const E *x, unsigned n4) {
-  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n4; i += gridDim.x * blockDim.x) {
-    const float4 v = ld4f(x + 4 * i), g = ld4f(dout + 4 * i);
-    st4f(dx + 4 * i, make_float4(__fmul_rn(g.x, dgelu_f(v.x)), __fmul_rn(g.y, dgelu_f(v.y)),
-                                 __fmul_rn(g.z, dgelu_f(v.z)), __fmul_rn(g.w, dgelu_f(v.w))));
+// out (n) = f(x (n)), both stored as E (float or __nv_bfloat16); may run in place (each
+// element is read and written by one thread). SILU: silu, else gelu.
+template <typename E, bool SILU>
+struct ActFwdOp {
+  E *out;
+  const E *x;
+  __device__ float f(float v) const { return SILU ? silu_f(v) : gelu_f(v); }
+  template <typename I> __device__ void one(I i) const { st1(out + i, f(ld1(x + i))); }
+  __device__ void eight(unsigned i) const {
+    V8 v = ld8(x + i);
+#pragma unroll
+    for (int k = 0; k < 8; k++) v.v[k] = f(v.v[k]);
+    st8(out + i, v);
   }
-}
+};
 
-// One block per row r = (b, t) of D = 4 D4 columns: out = x + gate[b] * y (gated_residual_fwd)
-// or, with x NULL, out = y * gate[b] (the dy of its backward, y = dout).
+// dx (n) = dout * f'(x), dx and dout fp32 (dx may alias dout), x stored as E.
+template <typename E, bool SILU>
+struct ActBwdOp {
+  float *dx;
+  const float *dout;
+  const E *x;
+  __device__ float f(float g, float v) const {
+    return SILU ? dsilu_f(g, v) : __fmul_rn(g, dgelu_f(v));
+  }
+  template <typename I> __device__ void one(I i) const { dx[i] = f(dout[i], ld1(x + i)); }
+  __device__ void eight(unsigned i) const {
+    const V8 v = ld8(x + i);
+    V8 g = ld8(dout + i);
+#pragma unroll
+    for (int k = 0; k < 8; k++) g.v[k] = f(g.v[k], v.v[k]);
+    st8(dx + i, g);
+  }
+};
+
+// ---- gated residual and the broadcast row ops: vec8.cuh's row ops ----------------------------
+
+// Rows (b, t) of D: out = x + gate[b] * y (gated_residual_fwd), or with x NULL out = y *
+// gate[b] (the dy of its backward, y = dout). out may alias x, or y when x is NULL. out, x,
+// gate fp32; y stored as YT (float or __nv_bfloat16).
 template <typename YT>
-__global__ void gated_rows_vec_kernel(float *out, const float *x, const YT *y, const float *gate,
-                                      int gate_stride, unsigned T, unsigned D4) {
-  const unsigned r = blockIdx.x, b = r / T;
-  const size_t o = (size_t)r * D4 * 4;
-  const float *g = gate + (size_t)b * gate_stride;
-  for (unsigned c = threadIdx.x; c < D4; c += blockDim.x) {
-    const float4 y4 = ld4f(y + o + 4 * c), g4 = ld4f(g + 4 * c);
+struct GatedRowsOp {
+  float *out;
+  const float *x;
+  const YT *y;
+  const float *gate;
+  int gate_stride;
+  unsigned T, D;
+  __device__ void elem(unsigned b, unsigned t, unsigned c) const {
+    const size_t o = ((size_t)b * T + t) * D + c;
+    const float g = gate[(size_t)b * gate_stride + c];
+    out[o] = x ? x[o] + g * ld1(y + o) : ld1(y + o) * g;
+  }
+  __device__ void group(unsigned b, unsigned t, unsigned c) const {
+    const size_t o = ((size_t)b * T + t) * D + c;
+    const V8 g = ld8(gate + (size_t)b * gate_stride + c);
+    V8 v = ld8(y + o);
     if (x) {
-      const float4 x4 = ld4f(x + o + 4 * c);
-      st4f(out + o + 4 * c, make_float4(x4.x + g4.x * y4.x, x4.y + g4.y * y4.y,
-                                        x4.z + g4.z * y4.z, x4.w + g4.w * y4.w));
+      const V8 a = ld8(x + o);
+#pragma unroll
+      for (int k = 0; k < 8; k++) v.v[k] = a.v[k] + g.v[k] * v.v[k];
     } else {
-      st4f(out + o + 4 * c, make_float4(y4.x * g4.x, y4.y * g4.y, y4.z * g4.z, y4.w * g4.w));
+#pragma unroll
+      for (int k = 0; k < 8; k++) v.v[k] = v.v[k] * g.v[k];
     }
+    st8(out + o, v);
   }
-}
+};
 
-bool al16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
-bool al8(const void *p) { return ((uintptr_t)p & 7u) == 0; }
-
-// ---- gated residual --------------------------------------------------------------------------
-
-// out = x + gate[b] * y, grid-stride over B*T*D (out may alias x: each element is read and
-// written by the same thread). out, x fp32; y stored as YT (float or __nv_bfloat16).
-template <typename YT>
-__global__ void gated_residual_fwd_kernel(float *out, const float *x, const YT *y,
-                                          const float *gate, int gate_stride, size_t TD, int D,
-                                          size_t n) {
-  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
-       i += (size_t)gridDim.x * blockDim.x) {
-    size_t b = i / TD, d = i % D;
-    out[i] = x[i] + gate[b * gate_stride + d] * load_f(y + i);
+// x (B, N) += row (N): rows (0, b).
+struct AddRowsOp {
+  float *x;
+  const float *row;
+  unsigned N;
+  __device__ void elem(unsigned, unsigned b, unsigned c) const { x[(size_t)b * N + c] += row[c]; }
+  __device__ void group(unsigned, unsigned b, unsigned c) const {
+    float *p = x + (size_t)b * N + c;
+    V8 v = ld8(p);
+    const V8 r = ld8(row + c);
+#pragma unroll
+    for (int k = 0; k < 8; k++) v.v[k] += r.v[k];
+    st8(p, v);
   }
-}
+};
 
-// dy = dout * gate[b], grid-stride over B*T*D (dy may alias dout).
-__global__ void gated_residual_dy_kernel(float *dy, const float *dout, const float *gate,
-                                         int gate_stride, size_t TD, int D, size_t n) {
-  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
-       i += (size_t)gridDim.x * blockDim.x) {
-    size_t b = i / TD, d = i % D;
-    dy[i] = dout[i] * gate[b * gate_stride + d];
+// out (B, n) = s[b] * x, or with eps out = x + s[b] * eps (add_scaled_rows: x = x0,
+// s = sigma, without FMA as the CPU). out may alias x.
+struct ScaleRowsOp {
+  float *out;
+  const float *x, *eps, *s;
+  unsigned n;
+  __device__ float f(float sb, float xi, float ei) const {
+    return eps ? __fadd_rn(xi, __fmul_rn(sb, ei)) : sb * xi;
   }
-}
+  __device__ void elem(unsigned, unsigned b, unsigned c) const {
+    const size_t o = (size_t)b * n + c;
+    out[o] = f(s[b], x[o], eps ? eps[o] : 0.0f);
+  }
+  __device__ void group(unsigned, unsigned b, unsigned c) const {
+    const size_t o = (size_t)b * n + c;
+    const float sb = s[b];
+    V8 v = ld8(x + o);
+    if (eps) {
+      const V8 e = ld8(eps + o);
+#pragma unroll
+      for (int k = 0; k < 8; k++) v.v[k] = f(sb, v.v[k], e.v[k]);
+    } else {
+#pragma unroll
+      for (int k = 0; k < 8; k++) v.v[k] = f(sb, v.v[k], 0.0f);
+    }
+    st8(out + o, v);
+  }
+};
 
 // dgate partials: thread (b, chunk c, column d), as lnmod_bwd_cols_kernel. y (B, T, D) is
 // stored as YT (float or __nv_bfloat16).
@@ -361,42 +409,18 @@ gate_cols_kernel(float *dgate, float *part, const float *dout, const YT *y, int 
   }
 }
 
-// ---- broadcast row ops: grid-stride over all B*N elements --------------------------------------
-
-__global__ void add_rows_kernel(float *x, const float *row, int N, size_t n) {
-  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
-       i += (size_t)gridDim.x * blockDim.x)
-    x[i] += row[i % N];
-}
-
-__global__ void scale_rows_kernel(float *out, const float *x, const float *s, size_t rowlen,
-                                  size_t n) {
-  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
-       i += (size_t)gridDim.x * blockDim.x)
-    out[i] = s[i / rowlen] * x[i];
-}
-
-__global__ void add_scaled_rows_kernel(float *out, const float *x0, const float *eps,
-                                       const float *sigma, size_t rowlen, size_t n) {
-  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
-       i += (size_t)gridDim.x * blockDim.x)
-    out[i] = __fadd_rn(x0[i], __fmul_rn(sigma[i / rowlen], eps[i]));  // no FMA, as the CPU
-}
-
-// Timestep features: one thread per (b, k), k < F/2 (grid-stride); the frequency and the
-// argument in double with the CPU's formula and operation order.
+// Timestep features: thread (b, k), k < F/2 over x, b over the grid's y (grid-stride); the
+// frequency and the argument in double with the CPU's formula and operation order.
 __global__ void timestep_features_kernel(float *feat, const float *t, int B, int F,
                                          double neg_log_max_period) {
-  int half = F / 2;
-  size_t n = (size_t)B * half;
-  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
-       i += (size_t)gridDim.x * blockDim.x) {
-    size_t b = i / half;
-    int k = (int)(i % half);
-    double f = exp(neg_log_max_period * (double)k / (double)half);
-    double a = (double)t[b] * f;
-    feat[b * F + k] = (float)cos(a);
-    feat[b * F + half + k] = (float)sin(a);
+  const int half = F / 2;
+  const int k = blockIdx.x * blockDim.x + threadIdx.x;
+  if (k >= half) return;
+  const double f = exp(neg_log_max_period * (double)k / (double)half);
+  for (unsigned b = blockIdx.y; b < (unsigned)B; b += gridDim.y) {
+    const double a = (double)t[b] * f;
+    feat[(size_t)b * F + k] = (float)cos(a);
+    feat[(size_t)b * F + half + k] = (float)sin(a);
   }
 }
 
@@ -415,57 +439,61 @@ inline void check_dtype(const char *op, sd_dtype t) {
 
 // ---- launchers, one per storage type ----------------------------------------------------------
 
+template <typename OutT, int NS>
+void launch_lnmod_ns(cudaStream_t st, OutT *out, float *mean, float *rstd, const float *x,
+                     const float *shift, const float *scale, int mod_stride, int T,
+                     size_t rows, int D, float eps) {
+  unsigned blocks = (unsigned)((rows + kLnWarps - 1) / kLnWarps);
+  lnmod_fwd_kernel<OutT, NS><<<blocks, kLnWarps * 32, 0, st>>>(out, mean, rstd, x, shift, scale,
+                                                               mod_stride, T, rows, D, eps);
+  SD_CUDA_LAUNCHED("lnmod_fwd_kernel");
+}
+
+// The row in registers (NS columns per lane) up to D = 1536, else re-read.
 template <typename OutT>
 void launch_lnmod_fwd(cudaStream_t st, OutT *out, float *mean, float *rstd, const float *x,
                       const float *shift, const float *scale, int mod_stride, int T,
                       size_t rows, int D, float eps) {
-  unsigned blocks = (unsigned)((rows + kLnWarps - 1) / kLnWarps);
-  lnmod_fwd_kernel<OutT><<<blocks, kLnWarps * 32, 0, st>>>(out, mean, rstd, x, shift, scale,
-                                                           mod_stride, T, rows, D, eps);
-  SD_CUDA_LAUNCHED("lnmod_fwd_kernel");
+  const int ns = (D + 31) / 32;
+  if (ns <= 2)
+    launch_lnmod_ns<OutT, 2>(st, out, mean, rstd, x, shift, scale, mod_stride, T, rows, D, eps);
+  else if (ns <= 4)
+    launch_lnmod_ns<OutT, 4>(st, out, mean, rstd, x, shift, scale, mod_stride, T, rows, D, eps);
+  else if (ns <= 8)
+    launch_lnmod_ns<OutT, 8>(st, out, mean, rstd, x, shift, scale, mod_stride, T, rows, D, eps);
+  else if (ns <= 12)
+    launch_lnmod_ns<OutT, 12>(st, out, mean, rstd, x, shift, scale, mod_stride, T, rows, D, eps);
+  else if (ns <= 24)
+    launch_lnmod_ns<OutT, 24>(st, out, mean, rstd, x, shift, scale, mod_stride, T, rows, D, eps);
+  else if (ns <= 36)
+    launch_lnmod_ns<OutT, 36>(st, out, mean, rstd, x, shift, scale, mod_stride, T, rows, D, eps);
+  else if (ns <= 48)
+    launch_lnmod_ns<OutT, 48>(st, out, mean, rstd, x, shift, scale, mod_stride, T, rows, D, eps);
+  else
+    launch_lnmod_ns<OutT, 0>(st, out, mean, rstd, x, shift, scale, mod_stride, T, rows, D, eps);
 }
 
 template <typename E>
 void launch_gelu_fwd(cudaStream_t st, E *out, const E *x, size_t n) {
-  const bool aligned = sizeof(E) == 2 ? al8(out) && al8(x) : al16(out) && al16(x);
-  if (n % 4 == 0 && n < (1ull << 31) && aligned) {
-    gelu_fwd_vec_kernel<E><<<sd_cuda_blocks(n / 4, kThreads), kThreads, 0, st>>>(
-        out, x, (unsigned)(n / 4));
-    SD_CUDA_LAUNCHED("gelu_fwd_vec_kernel");
-    return;
-  }
-  gelu_fwd_kernel<E><<<sd_cuda_blocks(n, kThreads), kThreads, 0, st>>>(out, x, n);
-  SD_CUDA_LAUNCHED("gelu_fwd_kernel");
+  launch_flat(st, ActFwdOp<E, false>{out, x}, n, is_aligned16(out) && is_aligned16(x), "gelu_fwd");
 }
 
 template <typename E>
 void launch_gelu_bwd(cudaStream_t st, float *dx, const float *dout, const E *x, size_t n) {
-  if (n % 4 == 0 && n < (1ull << 31) && al16(dx) && al16(dout) &&
-      (sizeof(E) == 2 ? al8(x) : al16(x))) {
-    gelu_bwd_vec_kernel<E><<<sd_cuda_blocks(n / 4, kThreads), kThreads, 0, st>>>(
-        dx, dout, x, (unsigned)(n / 4));
-    SD_CUDA_LAUNCHED("gelu_bwd_vec_kernel");
-    return;
-  }
-  gelu_bwd_kernel<E><<<sd_cuda_blocks(n, kThreads), kThreads, 0, st>>>(dx, dout, x, n);
-  SD_CUDA_LAUNCHED("gelu_bwd_kernel");
+  launch_flat(st, ActBwdOp<E, false>{dx, dout, x}, n,
+              is_aligned16(dx) && is_aligned16(dout) && is_aligned16(x), "gelu_bwd");
 }
 
+// out = x + gate[b] * y, or (x NULL) out = y * gate[b]: 16-byte groups when D % 8 == 0, the
+// gate's rows are 16-byte aligned (gate_stride % 4 == 0) and every pointer is.
 template <typename YT>
-void launch_gated_residual_fwd(cudaStream_t st, float *out, const float *x, const YT *y,
-                               const float *gate, int gate_stride, size_t TD, int D, size_t n) {
-  const size_t rows = n / D;
-  if (D % 4 == 0 && gate_stride % 4 == 0 && rows < (1ull << 31) && al16(out) && al16(x) &&
-      al16(gate) && (sizeof(YT) == 2 ? al8(y) : al16(y))) {
-    gated_rows_vec_kernel<YT><<<(unsigned)rows, 128, 0, st>>>(out, x, y, gate, gate_stride,
-                                                               (unsigned)(TD / D),
-                                                               (unsigned)(D / 4));
-    SD_CUDA_LAUNCHED("gated_rows_vec_kernel");
-    return;
-  }
-  gated_residual_fwd_kernel<YT><<<sd_cuda_blocks(n, kThreads), kThreads, 0, st>>>(
-      out, x, y, gate, gate_stride, TD, D, n);
-  SD_CUDA_LAUNCHED("gated_residual_fwd_kernel");
+void launch_gated_rows(cudaStream_t st, float *out, const float *x, const YT *y,
+                       const float *gate, int gate_stride, int B, int T, int D,
+                       const char *name) {
+  const bool vec = gate_stride % 4 == 0 && is_aligned16(out) && is_aligned16(x) && is_aligned16(y) &&
+                   is_aligned16(gate);
+  const GatedRowsOp<YT> op{out, x, y, gate, gate_stride, (unsigned)T, (unsigned)D};
+  launch_rows(st, op, (size_t)B, (size_t)T, (size_t)D, vec, name);
 }
 
 // dgate (rows at gate_stride) += sum over t of dout * y: direct adds when one chunk covers T,
@@ -485,9 +513,7 @@ void launch_gate_cols(sd_backend *be, float *dgate, const float *dout, const YT 
     gate_cols_kernel<YT><<<grid, kColThreads, 0, st>>>(NULL, part, dout, y, gate_stride, B, T,
                                                        D, 0);
     SD_CUDA_LAUNCHED("gate_cols_kernel");
-    col_finish_kernel<<<sd_cuda_blocks((size_t)B * D, kThreads), kThreads, 0, st>>>(
-        dgate, part, gate_stride, B, nchunks, D);
-    SD_CUDA_LAUNCHED("col_finish_kernel");
+    launch_col_finish(st, dgate, part, gate_stride, B, nchunks, D);
   }
 }
 
@@ -534,15 +560,8 @@ void sd_cuda_lnmod_bwd(sd_backend *be, float *dx, float *dshift, float *dscale,
     sd_cuda_lnmod_bwd_fast(be, dx, nchunks == 1 ? dshift : NULL, nchunks == 1 ? dscale : NULL,
                            pshift, pscale, nchunks, dout, x, mean, rstd, scale, mod_stride, B,
                            T, D);
-    const unsigned fb = sd_cuda_blocks((size_t)B * D, kThreads);
-    if (pshift) {
-      col_finish_kernel<<<fb, kThreads, 0, st>>>(dshift, pshift, mod_stride, B, nchunks, D);
-      SD_CUDA_LAUNCHED("col_finish_kernel");
-    }
-    if (pscale) {
-      col_finish_kernel<<<fb, kThreads, 0, st>>>(dscale, pscale, mod_stride, B, nchunks, D);
-      SD_CUDA_LAUNCHED("col_finish_kernel");
-    }
+    if (pshift) launch_col_finish(st, dshift, pshift, mod_stride, B, nchunks, D);
+    if (pscale) launch_col_finish(st, dscale, pscale, mod_stride, B, nchunks, D);
     return;
   }
   if (dshift || dscale) {
@@ -559,15 +578,8 @@ void sd_cuda_lnmod_bwd(sd_backend *be, float *dx, float *dshift, float *dscale,
       lnmod_bwd_cols_kernel<<<grid, kColThreads, 0, st>>>(NULL, NULL, pshift, pscale, dout, x,
                                                           mean, rstd, mod_stride, B, T, D, 0);
       SD_CUDA_LAUNCHED("lnmod_bwd_cols_kernel");
-      unsigned fb = sd_cuda_blocks((size_t)B * D, kThreads);
-      if (dshift) {
-        col_finish_kernel<<<fb, kThreads, 0, st>>>(dshift, pshift, mod_stride, B, nchunks, D);
-        SD_CUDA_LAUNCHED("col_finish_kernel");
-      }
-      if (dscale) {
-        col_finish_kernel<<<fb, kThreads, 0, st>>>(dscale, pscale, mod_stride, B, nchunks, D);
-        SD_CUDA_LAUNCHED("col_finish_kernel");
-      }
+      if (dshift) launch_col_finish(st, dshift, pshift, mod_stride, B, nchunks, D);
+      if (dscale) launch_col_finish(st, dscale, pscale, mod_stride, B, nchunks, D);
     }
   }
   if (dx) {
@@ -614,38 +626,34 @@ void sd_cuda_gelu_bwd_pre_t(sd_backend *be, float *dx, const float *dout, const 
 }
 
 void sd_cuda_silu_fwd(sd_backend *be, float *out, const float *x, size_t n) {
-  if (n == 0) return;
-  silu_fwd_kernel<<<sd_cuda_blocks(n, kThreads), kThreads, 0, sd_cuda_st(be)->stream>>>(out, x,
-                                                                                        n);
-  SD_CUDA_LAUNCHED("silu_fwd_kernel");
+  launch_flat(sd_cuda_st(be)->stream, ActFwdOp<float, true>{out, x}, n,
+              is_aligned16(out) && is_aligned16(x), "silu_fwd");
 }
 
 void sd_cuda_silu_bwd(sd_backend *be, float *dx, const float *dout, const float *x, size_t n) {
-  if (n == 0) return;
-  silu_bwd_kernel<<<sd_cuda_blocks(n, kThreads), kThreads, 0, sd_cuda_st(be)->stream>>>(
-      dx, dout, x, n);
-  SD_CUDA_LAUNCHED("silu_bwd_kernel");
+  launch_flat(sd_cuda_st(be)->stream, ActBwdOp<float, true>{dx, dout, x}, n,
+              is_aligned16(dx) && is_aligned16(dout) && is_aligned16(x), "silu_bwd");
 }
 
 void sd_cuda_gated_residual_fwd(sd_backend *be, float *out, const float *x, const void *y,
                                 sd_dtype y_t, const float *gate, int gate_stride, int B, int T,
                                 int D) {
   check_dtype("gated_residual_fwd", y_t);
-  size_t TD = (size_t)T * D, n = (size_t)B * TD;
-  if (n == 0) return;
+  if (B <= 0 || T <= 0 || D <= 0) return;
   cudaStream_t st = sd_cuda_st(be)->stream;
   if (y_t == SD_BF16)
-    launch_gated_residual_fwd(st, out, x, (const __nv_bfloat16 *)y, gate, gate_stride, TD, D, n);
+    launch_gated_rows(st, out, x, (const __nv_bfloat16 *)y, gate, gate_stride, B, T, D,
+                      "gated_residual_fwd");
   else
-    launch_gated_residual_fwd(st, out, x, (const float *)y, gate, gate_stride, TD, D, n);
+    launch_gated_rows(st, out, x, (const float *)y, gate, gate_stride, B, T, D,
+                      "gated_residual_fwd");
 }
 
 void sd_cuda_gated_residual_bwd(sd_backend *be, float *dy, float *dgate, const float *dout,
                                 const void *y, sd_dtype y_t, const float *gate,
                                 int gate_stride, int B, int T, int D) {
   check_dtype("gated_residual_bwd", y_t);
-  size_t TD = (size_t)T * D, n = (size_t)B * TD;
-  if (n == 0) return;
+  if (B <= 0 || T <= 0 || D <= 0) return;
   cudaStream_t st = sd_cuda_st(be)->stream;
   // dgate first: dy may alias dout, and dgate reads dout
   if (dgate) {
@@ -654,53 +662,41 @@ void sd_cuda_gated_residual_bwd(sd_backend *be, float *dy, float *dgate, const f
     else
       launch_gate_cols(be, dgate, dout, (const float *)y, gate_stride, B, T, D);
   }
-  const size_t rows = n / D;
-  if (dy && D % 4 == 0 && gate_stride % 4 == 0 && rows < (1ull << 31) && al16(dy) &&
-      al16(dout) && al16(gate)) {
-    gated_rows_vec_kernel<float><<<(unsigned)rows, 128, 0, st>>>(dy, NULL, dout, gate,
-                                                                  gate_stride, (unsigned)T,
-                                                                  (unsigned)(D / 4));
-    SD_CUDA_LAUNCHED("gated_rows_vec_kernel");
-  } else if (dy) {
-    gated_residual_dy_kernel<<<sd_cuda_blocks(n, kThreads), kThreads, 0, st>>>(
-        dy, dout, gate, gate_stride, TD, D, n);
-    SD_CUDA_LAUNCHED("gated_residual_dy_kernel");
-  }
+  if (dy)  // dy = dout * gate[b]
+    launch_gated_rows(st, dy, (const float *)NULL, dout, gate, gate_stride, B, T, D,
+                      "gated_residual_bwd(dy)");
 }
 
 void sd_cuda_add_rows(sd_backend *be, float *x, const float *row, int B, int N) {
-  size_t n = (size_t)B * N;
-  if (n == 0) return;
-  add_rows_kernel<<<sd_cuda_blocks(n, kThreads), kThreads, 0, sd_cuda_st(be)->stream>>>(x, row,
-                                                                                        N, n);
-  SD_CUDA_LAUNCHED("add_rows_kernel");
+  if (B <= 0 || N <= 0) return;
+  launch_rows(sd_cuda_st(be)->stream, AddRowsOp{x, row, (unsigned)N}, 1, (size_t)B, (size_t)N,
+              is_aligned16(x) && is_aligned16(row), "add_rows");
 }
 
 void sd_cuda_scale_rows(sd_backend *be, float *out, const float *x, const float *s, int B,
                         size_t n) {
-  size_t total = (size_t)B * n;
-  if (total == 0) return;
-  scale_rows_kernel<<<sd_cuda_blocks(total, kThreads), kThreads, 0, sd_cuda_st(be)->stream>>>(
-      out, x, s, n, total);
-  SD_CUDA_LAUNCHED("scale_rows_kernel");
+  if (B <= 0 || n == 0) return;
+  if (!fits32(n)) SD_FATAL("scale_rows: rows of %zu elements (2^31 or more)", n);
+  launch_rows(sd_cuda_st(be)->stream, ScaleRowsOp{out, x, NULL, s, (unsigned)n}, 1, (size_t)B,
+              n, is_aligned16(out) && is_aligned16(x), "scale_rows");
 }
 
 void sd_cuda_add_scaled_rows(sd_backend *be, float *out, const float *x0, const float *eps,
                              const float *sigma, int B, size_t n) {
-  size_t total = (size_t)B * n;
-  if (total == 0) return;
-  add_scaled_rows_kernel<<<sd_cuda_blocks(total, kThreads), kThreads, 0,
-                           sd_cuda_st(be)->stream>>>(out, x0, eps, sigma, n, total);
-  SD_CUDA_LAUNCHED("add_scaled_rows_kernel");
+  if (B <= 0 || n == 0) return;
+  if (!fits32(n)) SD_FATAL("add_scaled_rows: rows of %zu elements (2^31 or more)", n);
+  launch_rows(sd_cuda_st(be)->stream, ScaleRowsOp{out, x0, eps, sigma, (unsigned)n}, 1,
+              (size_t)B, n, is_aligned16(out) && is_aligned16(x0) && is_aligned16(eps),
+              "add_scaled_rows");
 }
 
 void sd_cuda_timestep_features(sd_backend *be, float *feat, const float *t, int B, int F,
                                float max_period) {
-  size_t n = (size_t)B * (F / 2);
-  if (n == 0) return;
-  timestep_features_kernel<<<sd_cuda_blocks(n, kThreads), kThreads, 0,
-                             sd_cuda_st(be)->stream>>>(feat, t, B, F,
-                                                       -log((double)max_period));
+  const int half = F / 2;
+  if (B <= 0 || half <= 0) return;
+  const dim3 grid((unsigned)((half + kThreads - 1) / kThreads), (unsigned)(B < 65535 ? B : 65535));
+  timestep_features_kernel<<<grid, kThreads, 0, sd_cuda_st(be)->stream>>>(
+      feat, t, B, F, -log((double)max_period));
   SD_CUDA_LAUNCHED("timestep_features_kernel");
 }
 

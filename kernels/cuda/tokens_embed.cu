@@ -4,9 +4,25 @@
 // the same name (kernels/cpu/patch.c, embed.c, tokens.c, head.c). These are all copies or
 // single adds, so the results equal the CPU's bit for bit.
 //
+// Kernels (vec8.cuh's row ops: the row from the grid, 32-bit offsets inside a row; 16-byte
+// accesses of 8 fp32 when D % 8 == 0 and the pointers are 16-byte aligned, else one element
+// per thread). Bytes per element moved through device memory:
+//   patchify, unpatchify_fwd/bwd   read 4, write 4 (scalar: the pixel order is in runs of p;
+//                                  unpatchify_fwd with idx also clears img: + 4 per pixel)
+//   embed_rows_fwd                 read out 4 + table row 4, write out 4   (12)
+//   embed_rows_bwd                 per table row used: read + write 8, + dout 4 per sample
+//   gather_tokens                  read x 4, write out 4 (the Tk rows)     (8)
+//   scatter_add_tokens             read x 4 + sub 4, write x 4 (Tk rows)   (12)
+//   merge_tokens_fwd               copy base (8 per element of (B, T, D)) unless in place,
+//                                  then write the Tk rows of sub: read 4, write 4
+//   merge_tokens_bwd               dsub: read 4, write 4 (Tk rows); dbase: read dout 4 +
+//                                  dbase 4, write 4 on the T - Tk unlisted rows, + 1 byte per
+//                                  row for the listed marks
+//
 // Token indices are trusted as on the CPU (the callers validate them), except that an index
 // outside [0, T) never reads or writes out of bounds here: its row is skipped (left as it was).
 #include "cuda_internal.h"
+#include "vec8.cuh"
 
 extern "C" {
 #include "cpu_ops.h"
@@ -24,52 +40,59 @@ namespace {
 
 constexpr int kThreads = 256;  // threads per block of the grid-stride kernels
 
-#define GRID_STRIDE(i, n)                                                          \
-  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
-       i += (size_t)gridDim.x * blockDim.x)
-
-// patches (B, T, C*p*p) from x (B, C, H, W): one thread per output element (grid-stride;
-// writes coalesced, reads in runs of p).
-__global__ void patchify_kernel(float *patches, const float *x, int C, int H, int W, int p,
-                                int T, int F, size_t n) {
-  const int gw = W / p, pp = p * p;
-  GRID_STRIDE(i, n) {
-    size_t bt = i / F;
-    int f = (int)(i % F);
-    size_t b = bt / T;
-    int t = (int)(bt % T), gy = t / gw, gx = t % gw;
-    int c = f / pp, py = (f % pp) / p, px = f % p;
-    patches[i] = x[((b * C + c) * H + gy * p + py) * W + gx * p + px];
+// patches (B, T, C*p*p) from x (B, C, H, W): row (b, t) of F = C p p, one thread per element
+// (writes coalesced, reads in runs of p).
+struct PatchifyOp {
+  float *patches;
+  const float *x;
+  unsigned C, H, W, p, T, F;
+  __device__ void elem(unsigned b, unsigned t, unsigned f) const {
+    const unsigned gw = W / p, pp = p * p, gy = t / gw, gx = t - gy * gw;
+    const unsigned c = f / pp, py = (f - c * pp) / p, px = f % p;
+    patches[((size_t)b * T + t) * F + f] =
+        x[(((size_t)b * C + c) * H + gy * p + py) * W + gx * p + px];
   }
-}
+  __device__ void group(unsigned, unsigned, unsigned) const {}  // (scalar only)
+};
 
-// One thread per token element (b, k, f) of tok (B, Tk, p*p*C), f = (py*p + px)*C + c
-// (grid-stride): to_image copies it to its pixel, else copies the pixel into it.
-__global__ void unpatchify_kernel(float *img, float *tok, const int32_t *idx, int Tk, int C,
-                                  int H, int W, int p, int T, int F, size_t n, int to_image) {
-  const int gw = W / p;
-  GRID_STRIDE(i, n) {
-    size_t bk = i / F;
-    int f = (int)(i % F);
-    size_t b = bk / Tk;
-    int t = idx ? idx[bk] : (int)(bk % Tk);
-    if (t < 0 || t >= T) continue;  // validated by the caller (as the CPU)
-    int gy = t / gw, gx = t % gw;
-    int c = f % C, q = f / C, py = q / p, px = q % p;
-    size_t pix = ((b * C + c) * H + gy * p + py) * W + gx * p + px;
-    if (to_image) img[pix] = tok[i];
-    else tok[i] = img[pix];
+// Row (b, k) of tok (B, Tk, p*p*C), f = (py*p + px)*C + c, one thread per element: to_image
+// copies it to its pixel, else copies the pixel into it.
+struct UnpatchifyOp {
+  float *img, *tok;
+  const int32_t *idx;
+  unsigned Tk, C, H, W, p, T, F;
+  int to_image;
+  __device__ void elem(unsigned b, unsigned k, unsigned f) const {
+    const size_t bk = (size_t)b * Tk + k;
+    const int t = idx ? idx[bk] : (int)k;
+    if (t < 0 || t >= (int)T) return;  // validated by the caller (as the CPU)
+    const unsigned gw = W / p, gy = (unsigned)t / gw, gx = (unsigned)t - gy * gw;
+    const unsigned q = f / C, c = f - q * C, py = q / p, px = q - py * p;
+    const size_t pix = (((size_t)b * C + c) * H + gy * p + py) * W + gx * p + px;
+    if (to_image) img[pix] = tok[bk * F + f];
+    else tok[bk * F + f] = img[pix];
   }
-}
+  __device__ void group(unsigned, unsigned, unsigned) const {}  // (scalar only)
+};
 
-// out (B, D) += table[y[b]]: one thread per (b, d), grid-stride (labels checked on the host).
-__global__ void embed_rows_fwd_kernel(float *out, const float *table, const int32_t *y, int D,
-                                      size_t n) {
-  GRID_STRIDE(i, n) {
-    size_t b = i / D, d = i % D;
-    out[i] += table[(size_t)y[b] * D + d];
+// out (B, D) += table[y[b]]: rows (0, b) (labels clamped on the device, label_check.cu).
+struct EmbedRowsOp {
+  float *out;
+  const float *table;
+  const int32_t *y;
+  unsigned D;
+  __device__ void elem(unsigned, unsigned b, unsigned d) const {
+    out[(size_t)b * D + d] += table[(size_t)y[b] * D + d];
   }
-}
+  __device__ void group(unsigned, unsigned b, unsigned d) const {
+    float *o = out + (size_t)b * D + d;
+    V8 v = ld8(o);
+    const V8 t = ld8(table + (size_t)y[b] * D + d);
+#pragma unroll
+    for (int k = 0; k < 8; k++) v.v[k] += t.v[k];
+    st8(o, v);
+  }
+};
 
 // dtable[y[b]] += dout[b] in sample order, without atomics: one block per sample b; the block
 // of the first sample with a label adds, for each column (threads stride over D), the rows of
@@ -91,43 +114,77 @@ __global__ void embed_rows_bwd_kernel(float *dtable, const float *dout, const in
   }
 }
 
-// The row ops over (B, Tk, D), one thread per element (b, k, d) (grid-stride; coalesced along
-// d), the row of sample b at token idx[b, k] on the (B, T, D) side:
-//   mode 0: sub[i] = big[row]  (gather; merge backward's dsub)
-//   mode 1: big[row] += sub[i] (scatter-add; idx distinct within a sample, so no conflicts)
-//   mode 2: big[row] = sub[i]  (merge forward)
-__global__ void token_rows_kernel(float *big, float *sub, const int32_t *idx, int T, int Tk,
-                                  int D, size_t n, int mode) {
-  GRID_STRIDE(i, n) {
-    size_t bk = i / D, d = i % D;
-    size_t b = bk / Tk;
-    int t = idx[bk];
-    if (t < 0 || t >= T) continue;
-    size_t j = (b * T + t) * D + d;
-    if (mode == 0) sub[i] = big[j];
-    else if (mode == 1) big[j] += sub[i];
-    else big[j] = sub[i];
+// The row ops over (B, Tk, D): row (b, k) of sub, and the row of sample b at token idx[b, k]
+// on the (B, T, D) side (big):
+//   mode 0: sub = big row  (gather; merge backward's dsub)
+//   mode 1: big row += sub (scatter-add; idx distinct within a sample, so no conflicts)
+//   mode 2: big row = sub  (merge forward)
+// An index outside [0, T) skips the row.
+struct TokenRowsOp {
+  float *big, *sub;
+  const int32_t *idx;
+  unsigned T, Tk, D;
+  int mode;
+  __device__ void elem(unsigned b, unsigned k, unsigned d) const {
+    const size_t bk = (size_t)b * Tk + k;
+    const int t = idx[bk];
+    if (t < 0 || t >= (int)T) return;
+    float *g = big + ((size_t)b * T + t) * D + d, *s = sub + bk * D + d;
+    if (mode == 0) *s = *g;
+    else if (mode == 1) *g += *s;
+    else *g = *s;
   }
-}
+  __device__ void group(unsigned b, unsigned k, unsigned d) const {
+    const size_t bk = (size_t)b * Tk + k;
+    const int t = idx[bk];
+    if (t < 0 || t >= (int)T) return;
+    float *g = big + ((size_t)b * T + t) * D + d, *s = sub + bk * D + d;
+    if (mode == 0) {
+      st8(s, ld8(g));
+    } else if (mode == 1) {
+      V8 v = ld8(g);
+      const V8 a = ld8(s);
+#pragma unroll
+      for (int j = 0; j < 8; j++) v.v[j] += a.v[j];
+      st8(g, v);
+    } else {
+      st8(g, ld8(s));
+    }
+  }
+};
 
-// listed (B, T) = 1 at the rows idx: one thread per (b, k), grid-stride (duplicate indices
-// store the same byte).
-__global__ void mark_listed_kernel(unsigned char *listed, const int32_t *idx, int T, int Tk,
-                                   size_t n) {
-  GRID_STRIDE(i, n) {
-    size_t b = i / Tk;
-    int t = idx[i];
-    if (t >= 0 && t < T) listed[b * T + t] = 1;
+// listed (B, T) = 1 at the rows idx: row (0, b) of Tk indices (duplicates store the same
+// byte).
+struct MarkListedOp {
+  unsigned char *listed;
+  const int32_t *idx;
+  unsigned T, Tk;
+  __device__ void elem(unsigned, unsigned b, unsigned k) const {
+    const int t = idx[(size_t)b * Tk + k];
+    if (t >= 0 && t < (int)T) listed[(size_t)b * T + t] = 1;
   }
-}
+  __device__ void group(unsigned, unsigned, unsigned) const {}  // (scalar only)
+};
 
-// dbase (B, T, D) += dout on the rows not listed: one thread per element, grid-stride.
-__global__ void add_unlisted_kernel(float *dbase, const float *dout,
-                                    const unsigned char *listed, int D, size_t n) {
-  GRID_STRIDE(i, n) {
-    if (!listed[i / D]) dbase[i] += dout[i];
+// dbase (B, T, D) += dout on the rows not listed: rows (0, r), r = b T + t.
+struct AddUnlistedOp {
+  float *dbase;
+  const float *dout;
+  const unsigned char *listed;
+  unsigned D;
+  __device__ void elem(unsigned, unsigned r, unsigned d) const {
+    if (!listed[r]) dbase[(size_t)r * D + d] += dout[(size_t)r * D + d];
   }
-}
+  __device__ void group(unsigned, unsigned r, unsigned d) const {
+    if (listed[r]) return;
+    float *o = dbase + (size_t)r * D + d;
+    V8 v = ld8(o);
+    const V8 g = ld8(dout + (size_t)r * D + d);
+#pragma unroll
+    for (int k = 0; k < 8; k++) v.v[k] += g.v[k];
+    st8(o, v);
+  }
+};
 
 }  // namespace
 
@@ -136,11 +193,9 @@ __global__ void add_unlisted_kernel(float *dbase, const float *dout,
 void sd_cuda_patchify(sd_backend *be, float *patches, const float *x, int B, int C, int H,
                       int W, int p) {
   const int T = (H / p) * (W / p), F = C * p * p;
-  size_t n = (size_t)B * T * F;
-  if (n == 0) return;
-  patchify_kernel<<<sd_cuda_blocks(n, kThreads), kThreads, 0, sd_cuda_st(be)->stream>>>(
-      patches, x, C, H, W, p, T, F, n);
-  SD_CUDA_LAUNCHED("patchify_kernel");
+  const PatchifyOp op{patches, x, (unsigned)C, (unsigned)H, (unsigned)W, (unsigned)p,
+                      (unsigned)T, (unsigned)F};
+  launch_rows(sd_cuda_st(be)->stream, op, (size_t)B, (size_t)T, (size_t)F, false, "patchify");
 }
 
 void sd_cuda_unpatchify_fwd(sd_backend *be, float *img, const float *tok, const int32_t *idx,
@@ -150,34 +205,29 @@ void sd_cuda_unpatchify_fwd(sd_backend *be, float *img, const float *tok, const 
   // positions not listed are 0: clear, then scatter (with idx NULL every position is written)
   if (idx)
     SD_CUDA_CHECK(cudaMemsetAsync(img, 0, (size_t)B * C * H * W * sizeof(float), st));
-  size_t n = (size_t)B * Tk * F;
-  if (n == 0) return;
-  unpatchify_kernel<<<sd_cuda_blocks(n, kThreads), kThreads, 0, st>>>(
-      img, (float *)tok, idx, Tk, C, H, W, p, T, F, n, 1);
-  SD_CUDA_LAUNCHED("unpatchify_kernel");
+  const UnpatchifyOp op{img, (float *)tok, idx, (unsigned)Tk, (unsigned)C, (unsigned)H,
+                        (unsigned)W, (unsigned)p, (unsigned)T, (unsigned)F, 1};
+  launch_rows(st, op, (size_t)B, (size_t)Tk, (size_t)F, false, "unpatchify_fwd");
 }
 
 void sd_cuda_unpatchify_bwd(sd_backend *be, float *dtok, const float *dimg, const int32_t *idx,
                             int Tk, int B, int C, int H, int W, int p) {
   const int T = (H / p) * (W / p), F = C * p * p;
-  size_t n = (size_t)B * Tk * F;
-  if (n == 0) return;
-  unpatchify_kernel<<<sd_cuda_blocks(n, kThreads), kThreads, 0, sd_cuda_st(be)->stream>>>(
-      (float *)dimg, dtok, idx, Tk, C, H, W, p, T, F, n, 0);
-  SD_CUDA_LAUNCHED("unpatchify_kernel");
+  const UnpatchifyOp op{(float *)dimg, dtok, idx, (unsigned)Tk, (unsigned)C, (unsigned)H,
+                        (unsigned)W, (unsigned)p, (unsigned)T, (unsigned)F, 0};
+  launch_rows(sd_cuda_st(be)->stream, op, (size_t)B, (size_t)Tk, (size_t)F, false,
+              "unpatchify_bwd");
 }
 
 void sd_cuda_embed_rows_fwd(sd_backend *be, float *out, const float *table, const int32_t *y,
                             int B, int D, int rows) {
   if (B <= 0) return;
-  cudaStream_t st = sd_cuda_st(be)->stream;
   // Labels are checked on the device (label_check.cu): the lookup reads them clamped, and a
   // bad one stops the program at the next synchronisation, with no read back here.
   y = sd_cuda_checked_labels(be, y, B, rows);
-  size_t n = (size_t)B * D;
-  if (n == 0) return;
-  embed_rows_fwd_kernel<<<sd_cuda_blocks(n, kThreads), kThreads, 0, st>>>(out, table, y, D, n);
-  SD_CUDA_LAUNCHED("embed_rows_fwd_kernel");
+  if (D <= 0) return;
+  launch_rows(sd_cuda_st(be)->stream, EmbedRowsOp{out, table, y, (unsigned)D}, 1, (size_t)B,
+              (size_t)D, is_aligned16(out) && is_aligned16(table), "embed_rows_fwd");
 }
 
 void sd_cuda_embed_rows_bwd(sd_backend *be, float *dtable, const float *dout, const int32_t *y,
@@ -188,22 +238,25 @@ void sd_cuda_embed_rows_bwd(sd_backend *be, float *dtable, const float *dout, co
   SD_CUDA_LAUNCHED("embed_rows_bwd_kernel");
 }
 
+namespace {
+// big (B, T, D), sub (B, Tk, D): 16-byte groups when D % 8 == 0 and both are aligned.
+void token_rows(cudaStream_t st, float *big, float *sub, const int32_t *idx, int B, int T,
+                int Tk, int D, int mode, const char *name) {
+  if (B <= 0 || Tk <= 0 || D <= 0) return;
+  const TokenRowsOp op{big, sub, idx, (unsigned)T, (unsigned)Tk, (unsigned)D, mode};
+  launch_rows(st, op, (size_t)B, (size_t)Tk, (size_t)D, is_aligned16(big) && is_aligned16(sub), name);
+}
+}  // namespace
+
 void sd_cuda_gather_tokens(sd_backend *be, float *out, const float *x, const int32_t *idx,
                            int B, int T, int Tk, int D) {
-  size_t n = (size_t)B * Tk * D;
-  if (n == 0) return;
-  token_rows_kernel<<<sd_cuda_blocks(n, kThreads), kThreads, 0, sd_cuda_st(be)->stream>>>(
-      (float *)x, out, idx, T, Tk, D, n, 0);
-  SD_CUDA_LAUNCHED("token_rows_kernel(gather)");
+  token_rows(sd_cuda_st(be)->stream, (float *)x, out, idx, B, T, Tk, D, 0, "gather_tokens");
 }
 
 void sd_cuda_scatter_add_tokens(sd_backend *be, float *x, const float *sub, const int32_t *idx,
                                 int B, int T, int Tk, int D) {
-  size_t n = (size_t)B * Tk * D;
-  if (n == 0) return;
-  token_rows_kernel<<<sd_cuda_blocks(n, kThreads), kThreads, 0, sd_cuda_st(be)->stream>>>(
-      x, (float *)sub, idx, T, Tk, D, n, 1);
-  SD_CUDA_LAUNCHED("token_rows_kernel(scatter_add)");
+  token_rows(sd_cuda_st(be)->stream, x, (float *)sub, idx, B, T, Tk, D, 1,
+             "scatter_add_tokens");
 }
 
 void sd_cuda_merge_tokens_fwd(sd_backend *be, float *out, const float *base, const float *sub,
@@ -212,35 +265,23 @@ void sd_cuda_merge_tokens_fwd(sd_backend *be, float *out, const float *base, con
   if (out != base)
     SD_CUDA_CHECK(cudaMemcpyAsync(out, base, (size_t)B * T * D * sizeof(float),
                                   cudaMemcpyDeviceToDevice, st));
-  size_t n = (size_t)B * Tk * D;
-  if (n == 0) return;
-  token_rows_kernel<<<sd_cuda_blocks(n, kThreads), kThreads, 0, st>>>(out, (float *)sub, idx, T,
-                                                                      Tk, D, n, 2);
-  SD_CUDA_LAUNCHED("token_rows_kernel(merge)");
+  token_rows(st, out, (float *)sub, idx, B, T, Tk, D, 2, "merge_tokens_fwd");
 }
 
 void sd_cuda_merge_tokens_bwd(sd_backend *be, float *dbase, float *dsub, const float *dout,
                               const int32_t *idx, int B, int T, int Tk, int D) {
   cudaStream_t st = sd_cuda_st(be)->stream;
   size_t nsub = (size_t)B * Tk * D, nbase = (size_t)B * T * D;
-  if (dsub && nsub) {
-    token_rows_kernel<<<sd_cuda_blocks(nsub, kThreads), kThreads, 0, st>>>(
-        (float *)dout, dsub, idx, T, Tk, D, nsub, 0);
-    SD_CUDA_LAUNCHED("token_rows_kernel(merge_bwd)");
-  }
+  if (dsub && nsub) token_rows(st, (float *)dout, dsub, idx, B, T, Tk, D, 0, "merge_tokens_bwd");
   if (dbase && nbase) {
     size_t rows = (size_t)B * T;
     unsigned char *listed = (unsigned char *)sd_cuda_scratch(be, rows);
     SD_CUDA_CHECK(cudaMemsetAsync(listed, 0, rows, st));
-    size_t nk = (size_t)B * Tk;
-    if (nk) {
-      mark_listed_kernel<<<sd_cuda_blocks(nk, kThreads), kThreads, 0, st>>>(listed, idx, T, Tk,
-                                                                            nk);
-      SD_CUDA_LAUNCHED("mark_listed_kernel");
-    }
-    add_unlisted_kernel<<<sd_cuda_blocks(nbase, kThreads), kThreads, 0, st>>>(dbase, dout,
-                                                                              listed, D, nbase);
-    SD_CUDA_LAUNCHED("add_unlisted_kernel");
+    if (Tk > 0)
+      launch_rows(st, MarkListedOp{listed, idx, (unsigned)T, (unsigned)Tk}, 1, (size_t)B,
+                  (size_t)Tk, false, "merge_tokens_bwd(mark)");
+    launch_rows(st, AddUnlistedOp{dbase, dout, listed, (unsigned)D}, 1, rows, (size_t)D,
+                is_aligned16(dbase) && is_aligned16(dout), "merge_tokens_bwd(dbase)");
   }
 }
 

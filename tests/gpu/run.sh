@@ -23,7 +23,9 @@
 #                                    side, two XL/2 steps, is most of the time)
 #   attention              20    90  test_ops_cuda --op attention with SD_CUDA_ATTENTION=cudnn, then
 #                                    =handwritten, then SD_CUDNN_REFUSE=plan (the fallback), and
-#                                    sddit selftest --shapes production with cuDNN forced
+#                                    sddit selftest --shapes production with cuDNN forced; each
+#                                    also runs the op checks' forced paths (attention_*+cudnn,
+#                                    +handwritten, +refused at T and the visible Tk)
 #   bench                  45   120  bench_sddit_cuda --peak --preset XL/2 --batch 32: bf16 GEMM
 #                                    peak, img/s, MFU, memory; beside it the img/s that
 #                                    benchmarks/step_model.py predicts at the measured peak
@@ -223,7 +225,29 @@ echo "--- meson / ninja / cuobjdump / compute-sanitizer"
 ninja --version 2>&1 | head -n 1
 command -v cuobjdump compute-sanitizer
 echo "--- CUDA libraries the loader knows"
-ldconfig -p 2>/dev/null | grep -E "libcuda\.so|libcudart|libcublas|libnccl" | sed "s/^[[:space:]]*//"
+ldconfig -p 2>/dev/null | grep -E "libcuda\.so|libcudart|libcublas|libnccl|libcudnn\.so" | sed "s/^[[:space:]]*//"
+echo "--- cuDNN (the fused attention loads libcudnn.so.9 at run time: the loader path, then the wheels)"
+python3 -c "
+import ctypes, os
+c = [\"libcudnn.so.9\"]
+try:
+    import nvidia
+    c += [os.path.join(p, \"cudnn\", \"lib\", \"libcudnn.so.9\") for p in nvidia.__path__]
+except Exception:
+    pass
+c += [\"/usr/local/cuda/lib64/libcudnn.so.9\"]
+for f in c:
+    try:
+        lib = ctypes.CDLL(f)
+    except OSError:
+        continue
+    lib.cudnnGetVersion.restype = ctypes.c_size_t
+    v = lib.cudnnGetVersion()
+    print(\"cudnn=%d.%d.%d (%s)\" % (v // 10000, v // 100 % 100, v % 100, f))
+    break
+else:
+    print(\"cudnn=none found (the hand-written attention kernels run)\")
+" 2>/dev/null || echo "cudnn=? (no python3)"
 echo "gpu=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -n 1)"
 echo "cuda_driver=$(nvidia-smi 2>/dev/null | sed -n "s/.*CUDA Version: *\([0-9.]*\).*/\1/p" | head -n 1)"
 echo "nvcc_release=$(nvcc --version 2>/dev/null | sed -n "s/.*release \([0-9.]*\).*/\1/p" | head -n 1)"
@@ -232,15 +256,18 @@ run_stage env 5 30 "$env_log" bash -c "$env_script" env "$root"
 gpu=$(sed -n 's/^gpu=//p' "$so" | head -n 1)
 cuda_ver=$(sed -n 's/^cuda_driver=//p' "$so" | head -n 1)
 nvcc_ver=$(sed -n 's/^nvcc_release=//p' "$so" | head -n 1)
+cudnn_ver=$(sed -n 's/^cudnn=//p' "$so" | head -n 1)
+cudnn_short=${cudnn_ver%% (*}
 [ -n "$fake" ] && gpu="fake GPU (SD_GPU_RUN_FAKE)"
 sed -n '/^--- nvidia-smi -L/,/^---/p' "$so" | grep -v '^---' | sed 's/^/    /'
 echo "    driver/memory: ${gpu:-no nvidia-smi}; CUDA (driver) ${cuda_ver:-?}; nvcc ${nvcc_ver:-none}"
+echo "    cuDNN: ${cudnn_ver:-?}"
 if [ -n "$gpu" ]; then env_st=ok
 elif [ ${#sim[@]} -gt 0 ]; then env_st=SKIP
 else env_st="FAIL(no GPU)"
 fi
 [ "$rc" = 0 ] || env_st=$(status_of $rc)
-record_stage env 1 "${gpu:-nvidia-smi found no GPU}; CUDA ${cuda_ver:-?}; nvcc ${nvcc_ver:-none}" "$env_st"
+record_stage env 1 "${gpu:-nvidia-smi found no GPU}; CUDA ${cuda_ver:-?}; nvcc ${nvcc_ver:-none}; cuDNN ${cudnn_short:-?}" "$env_st"
 
 # ---- configure and build, or the bundle -----------------------------------------------------
 build_log=$out/build.log
