@@ -891,6 +891,26 @@ static void add_norm_attention(const shape *s) {
   out_f(c, "dqkv", 3 * BTkD, LIM(GPU_NMSE_ATTENTION_BWD));
 }
 
+// The gated residual forward and backward with a bf16-stored branch output y (the MLP's gate
+// rows of a (B, 6D) modulation buffer), as the bf16-activation checks of a shape add them.
+static void add_gated_residual_act(const char *tag, int B, int T, int D) {
+  const size_t BTD = (size_t)B * T * D;
+  check *c = act_check("gated_residual_fwd", call_gres_fwd, "gated_residual_fwd", tag, "mlp");
+  c->iv[0] = B, c->iv[1] = T, c->iv[2] = D, c->iv[3] = 6 * D, c->iv[4] = 5 * D, c->iv[5] = 0;
+  in_f(c, "x", BTD, F_NORMAL, 1.0f, 0.0f);
+  mark_act(c, in_f(c, "y", BTD, F_NORMAL, 1.0f, 0.0f));
+  in_f(c, "mod", (size_t)B * 6 * D, F_NORMAL, 0.5f, 0.0f);
+  out_f(c, "out", BTD, LIM(GPU_NMSE_GATED_RESIDUAL_FWD));
+  c = act_check("gated_residual_bwd", call_gres_bwd, "gated_residual_bwd", tag, "mlp");
+  c->iv[0] = B, c->iv[1] = T, c->iv[2] = D, c->iv[3] = 6 * D, c->iv[4] = 5 * D;
+  in_f(c, "dout", BTD, F_NORMAL, 1.0f, 0.0f);
+  mark_act(c, in_f(c, "y", BTD, F_NORMAL, 1.0f, 0.0f));
+  in_f(c, "mod", (size_t)B * 6 * D, F_NORMAL, 0.5f, 0.0f);
+  out_f(c, "dy", BTD, LIM(GPU_NMSE_GATED_RESIDUAL_BWD));
+  acc_f(c, "dmod", (size_t)B * 6 * D, F_NORMAL, 1.0f, 0.0f, LIM(GPU_NMSE_GATED_RESIDUAL_BWD),
+        LIM(GPU_NMSE_GATED_RESIDUAL_BWD));
+}
+
 // The ops whose activation arguments the DiT stores in bf16 at precision bf16 (ops.h), with
 // those arguments in bf16: the shapes of the DiT's block and final layer (the MLP's GELU forms
 // are in add_matmul_gelu).
@@ -949,20 +969,7 @@ static void add_act_storage(const shape *s) {
   in_f(c, "lse", (size_t)B * NH * T, F_CUSTOM, 0, 0);
   out_f(c, "dqkv", 3 * BTD, LIM(GPU_NMSE_ATTENTION_BWD));
   // gated residual with a bf16 branch output y
-  c = act_check("gated_residual_fwd", call_gres_fwd, "gated_residual_fwd", s->tag, "mlp");
-  c->iv[0] = B, c->iv[1] = T, c->iv[2] = D, c->iv[3] = 6 * D, c->iv[4] = 5 * D, c->iv[5] = 0;
-  in_f(c, "x", BTD, F_NORMAL, 1.0f, 0.0f);
-  mark_act(c, in_f(c, "y", BTD, F_NORMAL, 1.0f, 0.0f));
-  in_f(c, "mod", (size_t)B * 6 * D, F_NORMAL, 0.5f, 0.0f);
-  out_f(c, "out", BTD, LIM(GPU_NMSE_GATED_RESIDUAL_FWD));
-  c = act_check("gated_residual_bwd", call_gres_bwd, "gated_residual_bwd", s->tag, "mlp");
-  c->iv[0] = B, c->iv[1] = T, c->iv[2] = D, c->iv[3] = 6 * D, c->iv[4] = 5 * D;
-  in_f(c, "dout", BTD, F_NORMAL, 1.0f, 0.0f);
-  mark_act(c, in_f(c, "y", BTD, F_NORMAL, 1.0f, 0.0f));
-  in_f(c, "mod", (size_t)B * 6 * D, F_NORMAL, 0.5f, 0.0f);
-  out_f(c, "dy", BTD, LIM(GPU_NMSE_GATED_RESIDUAL_BWD));
-  acc_f(c, "dmod", (size_t)B * 6 * D, F_NORMAL, 1.0f, 0.0f, LIM(GPU_NMSE_GATED_RESIDUAL_BWD),
-        LIM(GPU_NMSE_GATED_RESIDUAL_BWD));
+  add_gated_residual_act(s->tag, B, T, D);
 }
 
 // bf16 attention on each path the CUDA backend has (kernels/cuda/attention_cudnn.cu), forced
@@ -1411,20 +1418,7 @@ static void add_lnmod_residual(const shape *s) {
   acc_f(c, "dx", BTD, F_NORMAL, 1.0f, 0.0f, LIM(GPU_NMSE_LNMOD_BWD), LIM(GPU_NMSE_LNMOD_BWD));
   acc_f(c, "dmod", (size_t)B * 6 * D, F_NORMAL, 1.0f, 0.0f, LIM(GPU_NMSE_LNMOD_BWD),
         LIM(GPU_NMSE_LNMOD_BWD));
-  c = act_check("gated_residual_fwd", call_gres_fwd, "gated_residual_fwd", s->tag, "mlp");
-  c->iv[0] = B, c->iv[1] = T, c->iv[2] = D, c->iv[3] = 6 * D, c->iv[4] = 5 * D, c->iv[5] = 0;
-  in_f(c, "x", BTD, F_NORMAL, 1.0f, 0.0f);
-  mark_act(c, in_f(c, "y", BTD, F_NORMAL, 1.0f, 0.0f));
-  in_f(c, "mod", (size_t)B * 6 * D, F_NORMAL, 0.5f, 0.0f);
-  out_f(c, "out", BTD, LIM(GPU_NMSE_GATED_RESIDUAL_FWD));
-  c = act_check("gated_residual_bwd", call_gres_bwd, "gated_residual_bwd", s->tag, "mlp");
-  c->iv[0] = B, c->iv[1] = T, c->iv[2] = D, c->iv[3] = 6 * D, c->iv[4] = 5 * D;
-  in_f(c, "dout", BTD, F_NORMAL, 1.0f, 0.0f);
-  mark_act(c, in_f(c, "y", BTD, F_NORMAL, 1.0f, 0.0f));
-  in_f(c, "mod", (size_t)B * 6 * D, F_NORMAL, 0.5f, 0.0f);
-  out_f(c, "dy", BTD, LIM(GPU_NMSE_GATED_RESIDUAL_BWD));
-  acc_f(c, "dmod", (size_t)B * 6 * D, F_NORMAL, 1.0f, 0.0f, LIM(GPU_NMSE_GATED_RESIDUAL_BWD),
-        LIM(GPU_NMSE_GATED_RESIDUAL_BWD));
+  add_gated_residual_act(s->tag, B, T, D);
 }
 
 // The element-wise, row, layer-norm, token and loss ops (norm_act.cu, lnmod_fast.cu,
