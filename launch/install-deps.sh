@@ -20,10 +20,11 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # build: compiler, meson/ninja; numerics: OpenBLAS (CPU matmul); I/O: HDF5 (datasets,
-# checkpoints, fixtures); distribution: Open MPI; config: inih (INI parser).
+# checkpoints, fixtures); distribution: Open MPI; config: inih (INI parser); zlib (the PNG
+# previews written during training).
 pkgs=(build-essential pkg-config meson ninja-build
       libopenblas-openmp-dev libhdf5-dev hdf5-tools
-      libopenmpi-dev openmpi-bin libinih-dev)
+      libopenmpi-dev openmpi-bin libinih-dev zlib1g-dev)
 # reference, fixtures, data preparation and benchmarks (system python3)
 if [ "$want_python" = 1 ]; then
   pkgs+=(python3 python3-numpy python3-torch python3-h5py python3-sklearn

@@ -42,6 +42,7 @@ static const char *const k_validate[] = {"full", "quick", NULL};
 static const char *const k_backends[] = {"cpu", "cuda", NULL};
 static const char *const k_precisions[] = {"bf16", "fp32", NULL};
 static const char *const k_grad_dtypes[] = {"fp32", "bf16", NULL};
+static const char *const k_lr_schedules[] = {"constant", "cosine", NULL};
 
 static const char *const k_sections[] = {"model", "sddit", "diffusion", "optim", "data",
                                          "train", "dist", "ckpt", "log"};
@@ -107,6 +108,11 @@ static const key_desc k_keys[] = {
      0},
     {"optim", "grad_clip", KEY_FLOAT, offsetof(sd_config, grad_clip), RANGE_NONNEG, NULL, 0},
     {"optim", "ema_decay", KEY_FLOAT, offsetof(sd_config, ema_decay), RANGE_UNIT, NULL, 0},
+    {"optim", "warmup_steps", KEY_LONG, offsetof(sd_config, warmup_steps), RANGE_NONNEG, NULL,
+     0},
+    {"optim", "lr_schedule", KEY_STRING, offsetof(sd_config, lr_schedule), RANGE_ANY,
+     k_lr_schedules, sizeof(((sd_config *)0)->lr_schedule)},
+    {"optim", "lr_min", KEY_FLOAT, offsetof(sd_config, lr_min), RANGE_NONNEG, NULL, 0},
 
     {"data", "source", KEY_STRING, offsetof(sd_config, source), RANGE_ANY, k_sources,
      sizeof(((sd_config *)0)->source)},
@@ -132,6 +138,8 @@ static const key_desc k_keys[] = {
      sizeof(((sd_config *)0)->metrics)},
     {"train", "max_bad_steps", KEY_INT, offsetof(sd_config, max_bad_steps), RANGE_AT_LEAST_1,
      NULL, 0},
+    {"train", "accum_steps", KEY_INT, offsetof(sd_config, accum_steps), RANGE_AT_LEAST_1, NULL,
+     0},
     {"train", "stop_at", KEY_LONG, offsetof(sd_config, stop_at), RANGE_NONNEG, NULL, 0},
     {"train", "backend", KEY_STRING, offsetof(sd_config, backend), RANGE_ANY, k_backends,
      sizeof(((sd_config *)0)->backend)},
@@ -154,6 +162,17 @@ static const key_desc k_keys[] = {
     {"ckpt", "keep", KEY_INT, offsetof(sd_config, ckpt_keep), RANGE_NONNEG, NULL, 0},
     {"ckpt", "resume", KEY_STRING, offsetof(sd_config, resume), RANGE_ANY, NULL,
      sizeof(((sd_config *)0)->resume)},
+
+    {"log", "preview_every", KEY_LONG, offsetof(sd_config, preview_every), RANGE_NONNEG, NULL,
+     0},
+    {"log", "preview_classes", KEY_INT, offsetof(sd_config, preview_classes), RANGE_AT_LEAST_1,
+     NULL, 0},
+    {"log", "preview_per_class", KEY_INT, offsetof(sd_config, preview_per_class),
+     RANGE_AT_LEAST_1, NULL, 0},
+    {"log", "preview_steps", KEY_INT, offsetof(sd_config, preview_steps), RANGE_AT_LEAST_1, NULL,
+     0},
+    {"log", "preview_guidance", KEY_FLOAT, offsetof(sd_config, preview_guidance), RANGE_NONNEG,
+     NULL, 0},
 };
 #define N_KEYS (sizeof k_keys / sizeof k_keys[0])
 
@@ -486,6 +505,9 @@ void sd_config_defaults(sd_config *c, const char *preset) {
   c->weight_decay = 0.0f;
   c->grad_clip = 0.0f;
   c->ema_decay = 0.9999f;
+  c->warmup_steps = 0;
+  snprintf(c->lr_schedule, sizeof c->lr_schedule, "constant");
+  c->lr_min = 0.0f;
 
   snprintf(c->source, sizeof c->source, "synthetic");
   c->synthetic_size = 1024;
@@ -504,6 +526,7 @@ void sd_config_defaults(sd_config *c, const char *preset) {
   snprintf(c->backend, sizeof c->backend, "cpu");
   snprintf(c->precision, sizeof c->precision, "bf16");
   c->selftest = 1;
+  c->accum_steps = 1;
 
   c->dist_timeout = 300.0f;
   c->teacher_sync_every = 1;
@@ -514,6 +537,12 @@ void sd_config_defaults(sd_config *c, const char *preset) {
   c->ckpt_every = 1000;
   c->ckpt_keep = 3;
   snprintf(c->resume, sizeof c->resume, "none");
+
+  c->preview_every = 0;
+  c->preview_classes = 10;
+  c->preview_per_class = 8;
+  c->preview_steps = 18;
+  c->preview_guidance = 1.5f;
 }
 
 int sd_config_set(sd_config *c, const char *section, const char *key, const char *value,
@@ -841,6 +870,21 @@ int sd_config_validate(const sd_config *c, char *err, size_t errlen) {
   }
   if (c->out_dir[0] == '\0') {
     snprintf(err, errlen, "train.out_dir: must not be empty");
+    return -1;
+  }
+  if (c->global_batch % c->accum_steps != 0) {
+    snprintf(err, errlen,
+             "train.global_batch (%d) is not a multiple of train.accum_steps (%d): every "
+             "micro-batch must hold the same number of samples",
+             c->global_batch, c->accum_steps);
+    return -1;
+  }
+  if (c->lr_min > c->lr && strcmp(c->lr_schedule, "cosine") == 0) {
+    char lo[32], hi[32];
+    format_float(c->lr_min, lo, sizeof lo);
+    format_float(c->lr, hi, sizeof hi);
+    snprintf(err, errlen, "optim.lr_min (%s) is above optim.lr (%s): the cosine schedule "
+             "decays from lr to lr_min", lo, hi);
     return -1;
   }
   return 0;

@@ -38,6 +38,10 @@ typedef struct sd_config {
                                                                          // 0.002, 80, 0.1
   // [optim]: 1e-4, 0.9, 0.999, 1e-8, 0, 0 (no clipping), 0.9999
   float lr, beta1, beta2, eps, weight_decay, grad_clip, ema_decay;
+  long warmup_steps;        // linear learning-rate warm-up over the first steps (0: none)
+  char lr_schedule[16];     // after the warm-up: "constant" (default) or "cosine" (to lr_min
+                            // at train.steps)
+  float lr_min;             // the cosine schedule's final learning rate (0)
   // [data]
   char source[16];     // "synthetic" (default) or "hdf5"
   char path[512];      // HDF5 file (required when source = hdf5)
@@ -60,6 +64,8 @@ typedef struct sd_config {
   char precision[8];        // cuda matmul inputs: "bf16" (default; fp32 accumulation) or "fp32"
   int selftest;             // cuda: check every op at this model's shapes against the CPU
                             // before training (true; sddit selftest --quick)
+  int accum_steps;          // gradient accumulation: each step's global batch in this many
+                            // micro-batches per rank (1; memory of one micro-batch)
   long stop_at;             // 0 (off): end this run after that step with a checkpoint, as a
                             // preempted job would; --resume auto continues the same schedule
   // [dist]
@@ -75,6 +81,15 @@ typedef struct sd_config {
   long ckpt_every;          // steps between checkpoints (1000; 0 = only at the end)
   int ckpt_keep;            // newest checkpoints kept (3; 0 = all)
   char resume[512];         // "none" (default), "auto" (newest that verifies) or a file
+  // [log]: progress previews, rank 0, every preview_every steps (0 = off) and at the end:
+  // <out_dir>/progress/samples-<step>.png (the generation EMA sampled for preview_classes
+  // classes x preview_per_class, preview_steps Heun steps, guidance preview_guidance, the
+  // same noise every time) and <out_dir>/progress/loss.png (the losses so far)
+  long preview_every;       // 0
+  int preview_classes;      // 10 (at most model.num_classes; spread evenly over them)
+  int preview_per_class;    // 8
+  int preview_steps;        // 18
+  float preview_guidance;   // 1.5
 } sd_config;
 
 // Every default for a model preset (NULL = "S/2"). An unknown preset is a fatal error: pass

@@ -77,6 +77,7 @@ void sd_sddit_create(sd_sddit *s, const sd_dit_config *dcfg, const sd_head_confi
   s->dh_s = balloc(be, (size_t)B * Tv * D);
   s->ht_vis = balloc(be, (size_t)B * Tv * D);
   s->zt_mean = balloc(be, (size_t)s->hcfg.prototypes);
+  s->zt_part = balloc(be, (size_t)s->hcfg.prototypes);
   float **per_sample[] = {&s->c_skip, &s->c_out, &s->c_in, &s->c_noise, &s->weight, &s->c_in_t,
                           &s->c_noise_t};
   for (size_t i = 0; i < sizeof per_sample / sizeof per_sample[0]; i++)
@@ -105,7 +106,7 @@ void sd_sddit_destroy(sd_sddit *s) {
   sd_dit_destroy(&s->tdit);
   float *bufs[] = {s->params, s->grads, s->adam_m, s->adam_v, s->teacher, s->ema, s->center,
                    s->x_s, s->x_t, s->x_in, s->D, s->dF, s->mask, s->h_s, s->dh_s, s->ht_vis,
-                   s->zt_mean, s->c_skip, s->c_out, s->c_in, s->c_noise, s->weight, s->c_in_t,
+                   s->zt_mean, s->zt_part, s->c_skip, s->c_out, s->c_in, s->c_noise, s->weight, s->c_in_t,
                    s->c_noise_t, s->scalars, s->ones};
   for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
     if (bufs[i]) be->ops->free(be, bufs[i]);
@@ -137,6 +138,31 @@ float sd_sddit_tau_t(const sd_sddit_opts *o, long step) {
   double f = o->teacher_temp_warmup > 0 ? (double)step / o->teacher_temp_warmup : 1.0;
   if (f > 1.0) f = 1.0;
   return (float)(o->tau_t_start + (o->tau_t_end - o->tau_t_start) * f);
+}
+
+// Linear warm-up to lr over warmup_steps (step k gets lr (k + 1) / warmup_steps), then
+// constant, or a cosine from lr down to lr_min at total_steps (half a period over the steps
+// after the warm-up). In double, rounded to float.
+float sd_sddit_lr(const sd_sddit_opts *o, long step) {
+  if (step < o->warmup_steps) return (float)((double)o->lr * (step + 1) / o->warmup_steps);
+  if (!o->lr_cosine) return o->lr;
+  const long span = o->total_steps - o->warmup_steps;
+  double f = span > 0 ? (double)(step - o->warmup_steps) / span : 1.0;
+  if (f > 1.0) f = 1.0;
+  return (float)(o->lr_min + ((double)o->lr - o->lr_min) * (cos(M_PI * f) + 1.0) / 2.0);
+}
+
+void sd_lr_describe(const sd_sddit_opts *o, char *buf, size_t len) {
+  int k = 0;
+  if (o->warmup_steps > 0)
+    k = snprintf(buf, len, "linear warm-up over %ld steps to %g, then ", o->warmup_steps,
+                 (double)o->lr);
+  if (k < 0 || (size_t)k >= len) k = 0;
+  if (o->lr_cosine)
+    snprintf(buf + k, len - (size_t)k, "cosine %sto %g at step %ld (optim.lr_schedule)",
+             o->warmup_steps > 0 ? "" : "from the start ", (double)o->lr_min, o->total_steps);
+  else
+    snprintf(buf + k, len - (size_t)k, "constant %g (optim.lr_schedule)", (double)o->lr);
 }
 
 float sd_sddit_teacher_momentum(const sd_sddit_opts *o, long step) {
@@ -182,6 +208,11 @@ static void grads_final(sd_sddit *s, size_t begin, size_t end) {
 
 void sd_sddit_forward_backward(sd_sddit *s, const sd_step_inputs *in, int B, long step,
                                sd_step_stats *st) {
+  sd_sddit_forward_backward_micro(s, in, B, step, 0, 1, st);
+}
+
+void sd_sddit_forward_backward_micro(sd_sddit *s, const sd_step_inputs *in, int B, long step,
+                                     int micro, int micros, sd_step_stats *st) {
   sd_backend *be = s->be;
   const sd_ops *op = be->ops;
   const sd_dit_config *c = &s->dcfg;
@@ -189,6 +220,10 @@ void sd_sddit_forward_backward(sd_sddit *s, const sd_step_inputs *in, int B, lon
   const int P = s->hcfg.prototypes, L = c->depth, E = s->opt.encoder_depth, N = B * Tv;
   const size_t n = (size_t)c->in_channels * c->input_size * c->input_size;
   if (B > s->B) SD_FATAL("batch %d exceeds the capacity %d", B, s->B);
+  if (micros < 1 || micro < 0 || micro >= micros)
+    SD_FATAL("micro-batch %d of %d: expected 0 <= micro < micros", micro, micros);
+  const int first = micro == 0, last = micro == micros - 1;
+  const float wm = 1.0f / (float)micros;  // each micro-batch's weight in the step's mean
   memset(st, 0, sizeof *st);
   st->tau_t = sd_sddit_tau_t(&s->opt, step);
   st->teacher_m = sd_sddit_teacher_momentum(&s->opt, step);
@@ -240,43 +275,55 @@ void sd_sddit_forward_backward(sd_sddit *s, const sd_step_inputs *in, int B, lon
     sd_dit_blocks_forward(&s->tdit, ta, B, 0, E);
     op->gather_tokens(be, s->ht_vis, ta->x[E], in->vis, B, T, Tv, D);  // (B, Tv, D)
     sd_head_forward(be, &s->hcfg, &s->tw, &s->th, s->ht_vis, N);      // z_t (N, P)
-    op->sum_rows(be, s->zt_mean, s->th.z, N, P);  // for the center update, (P)
+    // for the center update: the row sums over the step's micro-batches, (P)
+    if (first) {
+      op->sum_rows(be, s->zt_mean, s->th.z, N, P);
+    } else {
+      op->sum_rows(be, s->zt_part, s->th.z, N, P);
+      op->axpy(be, s->zt_mean, s->zt_part, (size_t)P, 1.0f);
+    }
     op->dino_loss_fwd(be, s->scalars, s->th.z, s->sh.z, s->th.z, s->center, s->opt.tau_s,
                       st->tau_t, N, P);  // the teacher probabilities overwrite its logits
   } else {
     op->memset(be, s->scalars, 0, sizeof(float));
   }
-  // the losses stay on the backend (scalars 0, 1) until sd_sddit_read_stats
+  // the step's losses, the mean over its micro-batches, stay on the backend (scalars 6, 7)
+  // until sd_sddit_read_stats
+  if (first) op->memset(be, s->scalars + SD_SC_LOSSES, 0, 2 * sizeof(float));
+  op->axpy(be, s->scalars + SD_SC_LOSSES, s->scalars, 2, wm);
 
-  // backward: decoder, merge, head, encoder, embeddings, conditioning
-  op->memset(be, s->grads, 0, sizeof(float) * s->total);
-  op->edm_loss_bwd(be, s->dF, s->D, in->x0, s->c_out, s->weight, mask, B, n, 1.0f);
+  // backward: decoder, merge, head, encoder, embeddings, conditioning; the gradient ranges go
+  // to the comm hooks (reduction over ranks) with the last micro-batch only
+  if (first) op->memset(be, s->grads, 0, sizeof(float) * s->total);
+  op->edm_loss_bwd(be, s->dF, s->D, in->x0, s->c_out, s->weight, mask, B, n, wm);
   sd_dit_final_backward(&s->student, sa, B, L, s->dF);
-  grads_final(s, s->block_start[L], s->dit_total);
+  if (last) grads_final(s, s->block_start[L], s->dit_total);
   for (int l = L - 1; l >= E; l--) {  // decoder blocks, one reduction range each
     sd_dit_blocks_backward(&s->student, sa, B, l, l + 1);  // dres = d merged (B, T, D)
-    grads_final(s, s->block_start[l], s->block_start[l + 1]);
+    if (last) grads_final(s, s->block_start[l], s->block_start[l + 1]);
   }
   op->memset(be, sa->dtok, 0, sizeof(float) * (size_t)B * T * D);
   op->merge_tokens_bwd(be, sa->dtok, s->dh_s, sa->dres, in->vis, B, T, Tv, D);
   if (dis) {
     float *dz = s->sh.z;  // the student logits are not needed after this point
-    op->dino_loss_bwd(be, dz, s->sh.z, s->th.z, s->opt.tau_s, N, P, s->opt.lambda_dis);
+    op->dino_loss_bwd(be, dz, s->sh.z, s->th.z, s->opt.tau_s, N, P, s->opt.lambda_dis * wm);
     sd_head_backward(be, &s->hcfg, &s->hw, &s->hg, &s->sh, s->h_s, dz, s->dh_s, N);
   }
-  grads_final(s, s->dit_total, s->total);  // the head
+  if (last) grads_final(s, s->dit_total, s->total);  // the head
   op->copy(be, sa->dres, s->dh_s, sizeof(float) * (size_t)N * D);
   sa->Tk = Tv;
   for (int l = E - 1; l >= 0; l--) {  // encoder blocks
     sd_dit_blocks_backward(&s->student, sa, B, l, l + 1);  // dres = d x[l] (B, Tv, D)
-    grads_final(s, s->block_start[l], s->block_start[l + 1]);
+    if (last) grads_final(s, s->block_start[l], s->block_start[l + 1]);
   }
   op->scatter_add_tokens(be, sa->dtok, sa->dres, in->vis, B, T, Tv, D);
   sd_dit_embed_backward(&s->student, sa, B, sa->dtok);
   sd_dit_cond_backward(&s->student, sa, B, in->y);
   // A non-finite local loss makes the first embedder gradient NaN before that range is
-  // reduced, so that it reaches every rank's gradient norm and every rank skips the step.
+  // reduced, so that it reaches every rank's gradient norm and every rank skips the step
+  // (checked on every micro-batch: the NaN stays in the accumulated gradient).
   op->poison_nonfinite(be, s->grads, s->scalars, 2);
+  if (!last) return;  // the next micro-batch adds to these gradients
   grads_final(s, 0, s->block_start[0]);  // embedders (their gradients gather from every block)
   if (s->comm.grad_wait) s->comm.grad_wait(s->comm.ctx);
 
@@ -290,7 +337,7 @@ void sd_sddit_forward_backward(sd_sddit *s, const sd_step_inputs *in, int B, lon
 void sd_sddit_read_stats(sd_sddit *s, sd_step_stats *st) {
   float h[SD_SC_COUNT + 3];
   s->be->ops->to_host(s->be, h, s->scalars, sizeof h);
-  float l2[2] = {h[1], h[0]};  // L_gen, L_dis of this rank
+  float l2[2] = {h[SD_SC_LOSSES + 1], h[SD_SC_LOSSES]};  // L_gen, L_dis of this rank
   if (s->comm.sum_host) {      // the mean over ranks
     l2[0] /= (float)s->comm.world;
     l2[1] /= (float)s->comm.world;
@@ -346,13 +393,14 @@ void sd_sddit_update(sd_sddit *s, int B, long step, sd_step_stats *st) {
   // the embedders + encoder blocks [0, block_start[E]) teacher + generation, the decoder and
   // final layer [block_start[E], dit_total) generation, the head teacher.
   const size_t e = s->block_start[o->encoder_depth], d = s->dit_total;
-  op->adamw_ema(be, s->params, s->grads, s->adam_m, s->adam_v, e, o->lr, o->beta1, o->beta2,
+  const float lr = sd_sddit_lr(o, step);
+  op->adamw_ema(be, s->params, s->grads, s->adam_m, s->adam_v, e, lr, o->beta1, o->beta2,
                 o->adam_eps, o->weight_decay, step + 1, 1.0f, tea, tm, gen, gd, gate);
-  op->adamw_ema(be, s->params + e, s->grads + e, s->adam_m + e, s->adam_v + e, d - e, o->lr,
+  op->adamw_ema(be, s->params + e, s->grads + e, s->adam_m + e, s->adam_v + e, d - e, lr,
                 o->beta1, o->beta2, o->adam_eps, o->weight_decay, step + 1, 1.0f, NULL, 0.0f,
                 gen ? gen + e : NULL, gd, gate);
   op->adamw_ema(be, s->params + d, s->grads + d, s->adam_m + d, s->adam_v + d, s->head_total,
-                o->lr, o->beta1, o->beta2, o->adam_eps, o->weight_decay, step + 1, 1.0f,
+                lr, o->beta1, o->beta2, o->adam_eps, o->weight_decay, step + 1, 1.0f,
                 tea ? tea + d : NULL, tm, NULL, 0.0f, gate);
   if (!dis) return;
   // center <- m_c center + (1 - m_c) mean(z_t) over the global batch (zt_mean: row sums)

@@ -22,6 +22,9 @@ typedef struct sd_sddit_opts {
   float teacher_momentum; // m0 of the cosine schedule to 1
   long total_steps;       // length of the run, for the cosine schedule
   float lr, beta1, beta2, adam_eps, weight_decay, grad_clip;  // grad_clip 0: off
+  long warmup_steps;      // the learning rate rises linearly over these steps (0: none)
+  int lr_cosine;          // 1: then a cosine from lr to lr_min at total_steps; 0: constant
+  float lr_min;
   float ema_decay;        // generation EMA
 } sd_sddit_opts;
 
@@ -49,10 +52,11 @@ typedef struct sd_step_stats {
   long skipped_total, skipped_in_a_row, last_skipped;
 } sd_step_stats;
 
-// Where a step keeps its scalars in s->scalars (16 floats of backend memory): the losses
-// (0: L_dis, 1: L_gen), the squared gradient norm, the update gate (gate factor, norm) and
+// Where a step keeps its scalars in s->scalars (16 floats of backend memory): the losses of
+// the last micro-batch (0: L_dis, 1: L_gen), the squared gradient norm, the update gate (gate
+// factor, norm), the step's losses (the mean over its micro-batches: 6: L_dis, 7: L_gen) and
 // the skip counters (total, in a row, last step) of ops.h's step_gate.
-enum { SD_SC_SUMSQ = 2, SD_SC_GATE = 4, SD_SC_COUNT = 10 };
+enum { SD_SC_SUMSQ = 2, SD_SC_GATE = 4, SD_SC_LOSSES = 6, SD_SC_COUNT = 10 };
 
 // Data-parallel hooks, all optional (zeroed = one rank). The trainer fills them from the
 // distributed layer; the model stays free of MPI.
@@ -96,7 +100,8 @@ typedef struct sd_sddit {
   sd_head_acts sh, th;    // student and teacher head activations
   float *x_s, *x_t, *x_in, *D, *dF, *mask;  // (B, n) each
   float *h_s, *dh_s, *ht_vis;               // (B, Tv, D) each
-  float *zt_mean;                           // (P)
+  float *zt_mean;                           // (P) teacher logits summed over the step's rows
+  float *zt_part;                           // (P) the same for one later micro-batch
   float *c_skip, *c_out, *c_in, *c_noise, *weight, *c_in_t, *c_noise_t;  // (B) each
   float *scalars;                           // backend scratch for reductions
   sd_sddit_comm comm;                       // zeroed: one rank
@@ -118,8 +123,11 @@ void sd_sddit_destroy(sd_sddit *s);
 void sd_sddit_init(sd_sddit *s, uint64_t seed);
 // Copies the student into the teacher and the generation EMA; zeroes center and moments.
 void sd_sddit_reset_copies(sd_sddit *s);
-// Teacher temperature and momentum at a step.
+// Teacher temperature, momentum and the learning rate at a step (0-based).
 float sd_sddit_tau_t(const sd_sddit_opts *o, long step);
+float sd_sddit_lr(const sd_sddit_opts *o, long step);
+// The learning-rate schedule in words, for the training header.
+void sd_lr_describe(const sd_sddit_opts *o, char *buf, size_t len);
 float sd_sddit_teacher_momentum(const sd_sddit_opts *o, long step);
 // Forward and backward of L = L_gen + lambda_dis L_dis for B samples (this rank's share);
 // gradients in s->grads (overwritten), then the update gate (ops.h step_gate) from the global
@@ -129,12 +137,22 @@ float sd_sddit_teacher_momentum(const sd_sddit_opts *o, long step);
 // as sd_sddit_read_stats gives it.
 void sd_sddit_forward_backward(sd_sddit *s, const sd_step_inputs *in, int B, long step,
                                sd_step_stats *st);
+// Gradient accumulation: micro-batch `micro` of `micros` (0-based, each of B samples, in
+// order) of one step. The gradients are those of the mean loss over the step's micros * B
+// samples: the first micro-batch overwrites s->grads, the others add to them, each weighted
+// 1 / micros; the comm hooks, the non-finite check's effect on every rank and the update gate
+// come with the last. sd_sddit_update then takes B * micros as the batch (the center's mean).
+// forward_backward is micro-batch 0 of 1.
+void sd_sddit_forward_backward_micro(sd_sddit *s, const sd_step_inputs *in, int B, long step,
+                                     int micro, int micros, sd_step_stats *st);
 // The last step's losses (the mean over ranks: with comm hooks every rank must call this at
 // the same steps), gradient norm, skip decision and skip counters, read from backend memory
 // (a stream synchronisation). tau_t and teacher_m are left as they are.
 void sd_sddit_read_stats(sd_sddit *s, sd_step_stats *st);
-// AdamW (nothing is written on a skipped step: the backend's gate), then center (batch mean over all ranks), teacher EMA
-// (rank 0 broadcasts it every teacher_sync_every steps) and generation EMA (rank 0 only).
+// AdamW at the step's learning rate (sd_sddit_lr; nothing is written on a skipped step: the
+// backend's gate), then center (batch mean over all ranks; B = this rank's samples in the
+// step, all micro-batches together), teacher EMA (rank 0 broadcasts it every
+// teacher_sync_every steps) and generation EMA (rank 0 only).
 // The broadcast is left in flight: the next forward waits for it only after the student's
 // forward, just before the teacher's, so the two overlap.
 void sd_sddit_update(sd_sddit *s, int B, long step, sd_step_stats *st);

@@ -18,6 +18,9 @@ void sd_sddit_opts_from_config(const sd_config *c, sd_sddit_opts *o) {
   o->teacher_momentum = c->teacher_momentum;
   o->total_steps = c->steps;
   o->lr = c->lr;
+  o->warmup_steps = c->warmup_steps;
+  o->lr_cosine = strcmp(c->lr_schedule, "cosine") == 0;
+  o->lr_min = c->lr_min;
   o->beta1 = c->beta1;
   o->beta2 = c->beta2;
   o->adam_eps = c->eps;

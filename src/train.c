@@ -17,6 +17,7 @@
 #include "step_random.h"
 #include "train_dist.h"
 #include "nccl_comm.h"
+#include "preview.h"
 #include "watchdog.h"
 #include "sd_git_rev.h"
 
@@ -85,9 +86,16 @@ static long config_text_steps(const char *text) {
 static void warn_steps_change(const char *then, const sd_config *cfg, const sd_sddit *s,
                               long step) {
   const long old_steps = config_text_steps(then);
-  if (old_steps < 0 || old_steps == cfg->steps || cfg->lambda_dis == 0.0f) return;
+  if (old_steps < 0 || old_steps == cfg->steps) return;
   sd_sddit_opts before = s->opt;
   before.total_steps = old_steps;
+  if (s->opt.lr_cosine)
+    fprintf(stderr,
+            "warning: train.steps changed from %ld (the checkpoint's) to %ld: the cosine "
+            "learning-rate schedule changes from step %ld on (there %.6g instead of %.6g)\n",
+            old_steps, cfg->steps, step, (double)sd_sddit_lr(&s->opt, step),
+            (double)sd_sddit_lr(&before, step));
+  if (cfg->lambda_dis == 0.0f) return;
   fprintf(stderr,
           "warning: train.steps changed from %ld (the checkpoint's) to %ld: the teacher "
           "momentum schedule (cosine from sddit.teacher_momentum = %g to 1 over train.steps) "
@@ -291,10 +299,18 @@ int sd_cmd_train(int argc, char **argv) {
   sd_sddit_opts_from_config(&cfg, &o);
   sd_head_config hc;
   sd_head_config_from_config(&cfg, &hc);
+  // B: this rank's samples per step; Bm: per micro-batch (train.accum_steps of them), the
+  // model's capacity
   const int G = cfg.global_batch, B = src.Bl, T = sd_dit_tokens(&cfg.model);
-  const int Tv = o.visible_tokens;
+  const int Tv = o.visible_tokens, micros = cfg.accum_steps;
+  if (B % micros != 0)
+    SD_FATAL_HINT("choose train.global_batch as a multiple of ranks x train.accum_steps",
+                  "train.global_batch %d over %d rank%s gives %d samples per rank, not a "
+                  "multiple of train.accum_steps = %d", G, world, world == 1 ? "" : "s", B,
+                  micros);
+  const int Bm = B / micros;
   sd_sddit s;
-  sd_sddit_create(&s, &cfg.model, &hc, &o, &be, B);
+  sd_sddit_create(&s, &cfg.model, &hc, &o, &be, Bm);
   sd_sddit_init(&s, cfg.seed);
   sd_train_comm tcomm;
   sd_train_comm_bind(&tcomm, &dist, &cfg, &s);
@@ -329,8 +345,13 @@ int sd_cmd_train(int argc, char **argv) {
     sd_batch_source_describe(&src, desc, sizeof desc);
     printf("# data: %s\n", desc);
     printf("# model %s: %zu DiT + %zu head parameters, %d tokens (%d visible), global batch %d "
-           "= %d rank%s x %d, %d threads per rank\n", cfg.model.preset, s.dit_total,
-           s.head_total, T, Tv, G, world, world == 1 ? "" : "s", B, be.num_threads);
+           "= %d rank%s x %d", cfg.model.preset, s.dit_total, s.head_total, T, Tv, G, world,
+           world == 1 ? "" : "s", B);
+    if (micros > 1) printf(" (%d micro-batches of %d accumulated)", micros, Bm);
+    printf(", %d threads per rank\n", be.num_threads);
+    char sched[160];
+    sd_lr_describe(&o, sched, sizeof sched);
+    printf("# learning rate: %s\n", sched);
     if (strcmp(be.name, "cpu") != 0) {  // the device, and the kernels each op class chose
       char dev[4096];
       sd_gpu_describe(&be, dev, sizeof dev);
@@ -348,6 +369,13 @@ int sd_cmd_train(int argc, char **argv) {
              cfg.steps);
     goto done;
   }
+  sd_loss_history hist = {0};  // rank 0's progress lines, for the loss plot
+  char preview_dir[1100] = "";
+  if (lead && cfg.preview_every > 0) {
+    snprintf(preview_dir, sizeof preview_dir, "%s/progress", cfg.out_dir);
+    if (sd_make_dirs(preview_dir, err, sizeof err) != 0) SD_FATAL("%s", err);
+    if (start > 0) sd_loss_history_load(&hist, mpath, start);  // the lines before the resume
+  }
   if (lead) {
     mf = fopen(mpath, start > 0 ? "a" : "w");  // a resumed run continues the file
     if (!mf) SD_FATAL("cannot write the metrics file '%s': %s", mpath, strerror(errno));
@@ -357,12 +385,12 @@ int sd_cmd_train(int argc, char **argv) {
   device_inputs dev = {0};  // copies in backend memory when the backend is not the CPU
   if (strcmp(be.name, "cpu") != 0) {
     const size_t fb = sizeof(float);
-    dev.x0 = be.ops->alloc(&be, fb * (size_t)B * n);
-    dev.eps = be.ops->alloc(&be, fb * (size_t)B * n);
-    dev.ss = be.ops->alloc(&be, fb * (size_t)B);
-    dev.st = be.ops->alloc(&be, fb * (size_t)B);
-    dev.y = be.ops->alloc(&be, sizeof(int32_t) * (size_t)B);
-    dev.vis = be.ops->alloc(&be, sizeof(int32_t) * (size_t)B * Tv);
+    dev.x0 = be.ops->alloc(&be, fb * (size_t)Bm * n);  // one micro-batch
+    dev.eps = be.ops->alloc(&be, fb * (size_t)Bm * n);
+    dev.ss = be.ops->alloc(&be, fb * (size_t)Bm);
+    dev.st = be.ops->alloc(&be, fb * (size_t)Bm);
+    dev.y = be.ops->alloc(&be, sizeof(int32_t) * (size_t)Bm);
+    dev.vis = be.ops->alloc(&be, sizeof(int32_t) * (size_t)Bm * Tv);
   }
   float *x0 = sd_xmalloc(sizeof(float) * (size_t)B * n, "x0");
   float *eps = sd_xmalloc(sizeof(float) * (size_t)B * n, "eps");
@@ -393,10 +421,14 @@ int sd_cmd_train(int argc, char **argv) {
       x0[0] = NAN;  // SD_FAULT_NAN: a test of the non-finite path on one rank
     const long first = step * (long)G + (long)rank * B;  // this rank's stream positions
     sd_step_random(&ro, step, first, B, eps, ss, st, vis, y);
-    sd_step_inputs in = {x0, eps, ss, st, y, vis, ss, st};
-    if (dev.x0) in = upload_inputs(&be, &dev, &in, B, n, Tv, cfg.model.num_classes, step);
     sd_step_stats stats;
-    sd_sddit_forward_backward(&s, &in, B, step, &stats);
+    for (int m = 0; m < micros; m++) {  // micro-batch m: this rank's samples [m Bm, (m+1) Bm)
+      const size_t o1 = (size_t)m * Bm;
+      sd_step_inputs in = {x0 + o1 * n, eps + o1 * n, ss + o1, st + o1, y + o1,
+                           vis + o1 * Tv, ss + o1, st + o1};
+      if (dev.x0) in = upload_inputs(&be, &dev, &in, Bm, n, Tv, cfg.model.num_classes, step);
+      sd_sddit_forward_backward_micro(&s, &in, Bm, step, m, micros, &stats);
+    }
     const double t2 = sd_now_s();
     tt.compute += span_less(t2 - t1, take_comm(&tcomm, &tt));
     sd_sddit_update(&s, B, step, &stats);
@@ -426,6 +458,7 @@ int sd_cmd_train(int argc, char **argv) {
                 stats.last_skipped);
     }
     if (lead && log_now) {
+      const double lr_now = sd_sddit_lr(&s.opt, step);
       double now = sd_now_s();
       const double k = (double)(step + 1 - last_log_step);
       const double ms = 1e3 / k, t_all = now - t_log;
@@ -437,7 +470,7 @@ int sd_cmd_train(int argc, char **argv) {
       printf("step %6ld/%ld | L_gen %.4f L_dis %.4f | grad %.3g | lr %.1e | %.1f img/s | "
              "ms/step %.1f = data %.2f + compute %.1f + comm %.1f + opt %.1f + other %.1f | "
              "ETA %s%s\n", step + 1, cfg.steps, stats.L_gen, stats.L_dis, stats.grad_norm,
-             cfg.lr, ips, ms * t_all, ms * tt.data, ms * tt.compute, ms * tt.comm,
+             lr_now, ips, ms * t_all, ms * tt.data, ms * tt.compute, ms * tt.comm,
              ms * tt.optim, ms * other, etab, skipped_total ? " | skipped steps" : "");
       fflush(stdout);
       fprintf(mf, "{\"step\": %ld, \"L_gen\": %.9g, \"L_dis\": %.9g, \"L\": %.9g, "
@@ -446,14 +479,22 @@ int sd_cmd_train(int argc, char **argv) {
                   "\"ms_compute\": %.6g, \"ms_comm_exposed\": %.6g, \"ms_comm_total\": %.6g, "
                   "\"ms_optim\": %.6g, \"ms_other\": %.6g, \"ranks\": %d, "
                   "\"skipped_total\": %ld, \"elapsed_s\": %.3f}\n",
-              step + 1, stats.L_gen, stats.L_dis, stats.L, stats.grad_norm, cfg.lr, stats.tau_t,
+              step + 1, stats.L_gen, stats.L_dis, stats.L, stats.grad_norm, lr_now, stats.tau_t,
               stats.teacher_m, ips, ms * t_all, ms * tt.data, ms * tt.compute, ms * tt.comm,
               ms * tt.comm_total, ms * tt.optim, ms * other, world, skipped_total,
               now - t_start);
       fflush(mf);
+      sd_loss_history_add(&hist, step + 1, stats.L_gen, stats.L_dis);
       t_log = now;
       memset(&tt, 0, sizeof tt);
       last_log_step = step + 1;
+    }
+    if (lead && preview_dir[0] &&
+        ((step + 1) % cfg.preview_every == 0 || step + 1 == cfg.steps)) {
+      sd_sddit_teacher_wait(&s);  // nothing may be in flight while the preview samples
+      if (sd_preview_write(&cfg, &s, &hist, preview_dir, step + 1, err, sizeof err) != 0)
+        fprintf(stderr, "warning: preview at step %ld not written (training goes on): %s\n",
+                step + 1, err);
     }
     const double t_agree = sd_now_s();
     const int sig = sd_train_stop_agreed(&dist);  // every rank, every step boundary
@@ -480,6 +521,7 @@ int sd_cmd_train(int argc, char **argv) {
     }
   }
   sd_sddit_teacher_wait(&s);  // every rank: no broadcast left in flight
+  sd_loss_history_free(&hist);
   if (lead) {
     fclose(mf);
     printf("# done: steps %ld..%ld in %.1f s\n", start, end, sd_now_s() - t_start);

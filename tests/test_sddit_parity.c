@@ -1,7 +1,13 @@
 // PyTorch parity of the whole SD-DiT objective: loads tests/fixtures/sddit_tiny.h5 (written by
 // tests/reference/make_sddit_fixture.py with explicit randomness), runs 5 training steps on
-// the CPU backend, and compares both losses every step, every student gradient at step 0,
-// and after 5 steps the student, teacher, generation EMA, center and Adam moments.
+// the CPU backend, and compares both losses and the learning rate every step, every student
+// gradient at step 0, and after 5 steps the student, teacher, generation EMA, center and Adam
+// moments.
+//   test_sddit_parity [FIXTURE.h5 [MICROS]]
+// MICROS > 1 runs every step as that many accumulated micro-batches (the fixture's batch
+// split in order); the reference computed the full batch at once. sddit_tiny_sched.h5 has a
+// learning-rate warm-up and cosine schedule (attributes warmup_steps, lr_cosine, lr_min;
+// absent: constant).
 #include "check.h"
 #include "error.h"
 #include "fixture.h"
@@ -16,6 +22,11 @@
 
 static int ai(hid_t f, const char *k) { return (int)sd_h5_attr_int(f, "/config", k); }
 static float af(hid_t f, const char *k) { return (float)sd_h5_attr_double(f, "/config", k); }
+// An optional attribute of /config (def when the fixture predates it).
+static double aopt(hid_t f, const char *k, double def) {
+  return H5Aexists_by_name(f, "/config", k, H5P_DEFAULT) > 0 ? sd_h5_attr_double(f, "/config", k)
+                                                            : def;
+}
 
 static void compare_scalar(const char *what, double got, double want, double tol) {
   double e = fabs(got - want) / fmax(fabs(want), 1e-30);
@@ -56,6 +67,7 @@ int main(int argc, char **argv) {
   char path[512];
   if (argc > 1) snprintf(path, sizeof path, "%s", argv[1]);
   else fixture_path("sddit_tiny.h5", path, sizeof path);
+  const int micros = argc > 2 ? atoi(argv[2]) : 1;
   hid_t f = sd_h5_open_read(path);
   sd_dit_config dc;
   fixture_read_dit_config(f, &dc);
@@ -70,12 +82,19 @@ int main(int argc, char **argv) {
       .center_momentum = af(f, "center_momentum"), .teacher_momentum = af(f, "teacher_momentum"),
       .total_steps = ai(f, "total_steps"), .lr = af(f, "lr"), .beta1 = af(f, "beta1"),
       .beta2 = af(f, "beta2"), .adam_eps = af(f, "adam_eps"),
-      .weight_decay = af(f, "weight_decay"), .grad_clip = 0.0f, .ema_decay = af(f, "ema_decay")};
+      .weight_decay = af(f, "weight_decay"), .grad_clip = 0.0f, .ema_decay = af(f, "ema_decay"),
+      .warmup_steps = (long)aopt(f, "warmup_steps", 0), .lr_cosine = (int)aopt(f, "lr_cosine", 0),
+      .lr_min = (float)aopt(f, "lr_min", 0)};
   const int B = ai(f, "batch"), steps = ai(f, "steps"), Tv = o.visible_tokens;
+  if (micros < 1 || B % micros != 0)
+    SD_FATAL("micro-batch count %d must divide the fixture's batch %d", micros, B);
+  const int Bm = B / micros;
+  printf("# %s: batch %d as %d micro-batch%s of %d; learning rate: warm-up %ld, %s\n", path, B,
+         micros, micros == 1 ? "" : "es", Bm, o.warmup_steps, o.lr_cosine ? "cosine" : "constant");
   sd_backend be;
   sd_backend_cpu_init(&be, 0);
   sd_sddit s;
-  sd_sddit_create(&s, &dc, &hc, &o, &be, B);
+  sd_sddit_create(&s, &dc, &hc, &o, &be, Bm);
   char p[256];
   for (int i = 0; i < s.table.count; i++) {
     snprintf(p, sizeof p, "/init/params/%s", s.table.items[i].name);
@@ -98,14 +117,23 @@ int main(int argc, char **argv) {
     snprintf(p, sizeof p, "/steps/%d/y", k);       y = sd_h5_read_i32(f, p, NULL);
     snprintf(p, sizeof p, "/steps/%d/vis", k);     vis = sd_h5_read_i32(f, p, &sh);
     if (sh.numel != (size_t)B * Tv) SD_FATAL("%s has %zu elements, want %d", p, sh.numel, B * Tv);
-    in = (sd_step_inputs){x0, eps, ss, st_, y, vis, NULL, NULL};  // sigmas read back
     sd_step_stats stats;
-    sd_sddit_forward_backward(&s, &in, B, k, &stats);
+    for (int m = 0; m < micros; m++) {  // samples [m Bm, (m+1) Bm) of the step
+      const size_t o1 = (size_t)m * Bm;
+      in = (sd_step_inputs){x0 + o1 * n, eps + o1 * n, ss + o1, st_ + o1, y + o1,
+                            vis + o1 * Tv, NULL, NULL};  // sigmas read back
+      sd_sddit_forward_backward_micro(&s, &in, Bm, k, m, micros, &stats);
+    }
     char what[64];
-    const char *names[] = {"L_gen", "L_dis", "L", "tau_t", "teacher_momentum"};
-    float got[] = {stats.L_gen, stats.L_dis, stats.L, stats.tau_t, stats.teacher_m};
-    for (int q = 0; q < 5; q++) {
+    const char *names[] = {"L_gen", "L_dis", "L", "tau_t", "teacher_momentum", "lr"};
+    float got[] = {stats.L_gen, stats.L_dis, stats.L, stats.tau_t, stats.teacher_m,
+                   sd_sddit_lr(&o, k)};
+    for (int q = 0; q < 6; q++) {
       snprintf(p, sizeof p, "/steps/%d/%s", k, names[q]);
+      if (H5Lexists(f, p, H5P_DEFAULT) <= 0 && q == 5) {  // older fixtures: constant lr
+        compare_scalar("lr (constant)", got[q], o.lr, PARITY_LOSS_RTOL);
+        continue;
+      }
       snprintf(what, sizeof what, "step %d %s", k, names[q]);
       compare_scalar(what, got[q], sd_h5_read_f64_scalar(f, p), PARITY_LOSS_RTOL);
     }

@@ -1,9 +1,13 @@
 # Writes tests/fixtures/sddit_tiny.h5: initial parameters, explicit per-step randomness,
 # losses, step-0 gradients and the final student / teacher / EMA / center / Adam state of
 # 5 SD-DiT training steps computed in float64 by sddit_reference.py, for the C tests.
+# --schedule writes tests/fixtures/sddit_tiny_sched.h5 instead: the same steps with a 2-step
+# linear learning-rate warm-up and a cosine decay to lr_min (the C test also runs it with
+# gradient accumulation, 2 micro-batches of 2: the same full-batch mean in exact arithmetic).
 # Deterministic (fixed seeds, no HDF5 timestamps). Run with the system python:
-#   /usr/bin/python3 tests/reference/make_sddit_fixture.py [--out PATH] [--gradcheck]
+#   /usr/bin/python3 tests/reference/make_sddit_fixture.py [--schedule] [--out PATH] [--gradcheck]
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -19,6 +23,7 @@ import sddit_reference as sref  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(HERE))
 DEFAULT_OUT = os.path.join(REPO, "tests", "fixtures", "sddit_tiny.h5")
+SCHED_OUT = os.path.join(REPO, "tests", "fixtures", "sddit_tiny_sched.h5")
 SEED = 20240612
 BATCH = 4
 TV = 12
@@ -111,9 +116,11 @@ def gradcheck(scfg, names=GRADCHECK_PARAMS):
     return ok
 
 
-def write(path):
+SCHED_CFG = dataclasses.replace(SCFG, warmup_steps=2, lr_schedule="cosine", lr_min=1e-4)
+
+
+def write(path, scfg=SCFG):
     t0 = time.time()
-    scfg = SCFG
     cfg = scfg.dit
     student, batches = make_all(scfg)
     nulls = sum(int((b["y"] == cfg.num_classes).sum()) for b in batches)
@@ -203,9 +210,10 @@ def write(path):
                      ("decoder_depth", scfg.decoder_depth), ("head_hidden", scfg.head_hidden),
                      ("head_bottleneck", scfg.head_bottleneck), ("head_prototypes", scfg.head_prototypes),
                      ("batch", BATCH), ("visible_tokens", TV), ("steps", STEPS),
-                     ("total_steps", scfg.total_steps), ("teacher_temp_warmup", scfg.teacher_temp_warmup)):
+                     ("total_steps", scfg.total_steps), ("teacher_temp_warmup", scfg.teacher_temp_warmup),
+                     ("warmup_steps", scfg.warmup_steps), ("lr_cosine", int(scfg.lr_schedule == "cosine"))):
             g.attrs[k] = np.int64(v)
-        for k in ("sigma_data", "lr", "beta1", "beta2", "adam_eps", "weight_decay", "teacher_momentum",
+        for k in ("sigma_data", "lr", "lr_min", "beta1", "beta2", "adam_eps", "weight_decay", "teacher_momentum",
                   "ema_decay", "center_momentum", "lambda_dis", "tau_s", "tau_t_start", "tau_t_end"):
             g.attrs[k] = np.float64(getattr(scfg, k))
         g_init = tensors(group(f, "init"), "params", init)
@@ -218,7 +226,7 @@ def write(path):
             ds(g, "sigma_s", b["sigma_s"].numpy().astype(np.float32))
             ds(g, "sigma_t", b["sigma_t"].numpy().astype(np.float32))
             ds(g, "vis", b["vis"].numpy().astype(np.int32))
-            for key in ("L_gen", "L_dis", "L", "tau_t", "teacher_momentum"):
+            for key in ("L_gen", "L_dis", "L", "tau_t", "teacher_momentum", "lr"):
                 scalar(g, key, d[key])
             if k == 0:
                 for key in ("grads", "grads_gen", "grads_dis"):
@@ -239,11 +247,15 @@ def write(path):
 
 def main():
     ap = argparse.ArgumentParser(description="write tests/fixtures/sddit_tiny.h5")
-    ap.add_argument("--out", default=DEFAULT_OUT)
+    ap.add_argument("--out", default=None, help="default: tests/fixtures/sddit_tiny.h5 "
+                    "(--schedule: sddit_tiny_sched.h5)")
+    ap.add_argument("--schedule", action="store_true",
+                    help="2-step warm-up and a cosine learning rate (sddit_tiny_sched.h5)")
     ap.add_argument("--gradcheck", action="store_true",
                     help="also gradcheck step 0's loss w.r.t. a few student tensors")
     a = ap.parse_args()
-    write(a.out)
+    scfg = SCHED_CFG if a.schedule else SCFG
+    write(a.out or (SCHED_OUT if a.schedule else DEFAULT_OUT), scfg)
     if a.gradcheck:
         assert gradcheck(SCFG)
 

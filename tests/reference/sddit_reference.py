@@ -34,6 +34,11 @@ class SDDiTConfig:
     adam_eps: float = 1e-6
     weight_decay: float = 0.0
     clip: float = 0.0               # global-norm gradient clip; <= 0 means off
+    # learning-rate schedule: linear warm-up over warmup_steps, then constant or a cosine
+    # from lr to lr_min at total_steps
+    warmup_steps: int = 0
+    lr_schedule: str = "constant"
+    lr_min: float = 0.0
     # self-distillation
     teacher_momentum: float = 0.9   # m0 of the cosine teacher-EMA schedule
     total_steps: int = 10
@@ -71,6 +76,20 @@ def teacher_temp(step, scfg):
     """tau_t(step) = t0 + (t1 - t0) * min(step / warmup, 1), step counted from 0."""
     frac = min(step / scfg.teacher_temp_warmup, 1.0) if scfg.teacher_temp_warmup > 0 else 1.0
     return scfg.tau_t_start + (scfg.tau_t_end - scfg.tau_t_start) * frac
+
+
+def learning_rate(step, scfg):
+    """lr(step), step counted from 0: lr * (step + 1) / warmup during the warm-up, then lr
+    (constant) or lr_min + (lr - lr_min) * (cos(pi * f) + 1) / 2 with f = (step - warmup) /
+    (total_steps - warmup) clamped to [0, 1] (cosine)."""
+    if step < scfg.warmup_steps:
+        return scfg.lr * (step + 1) / scfg.warmup_steps
+    if scfg.lr_schedule == "constant":
+        return scfg.lr
+    assert scfg.lr_schedule == "cosine", scfg.lr_schedule
+    span = scfg.total_steps - scfg.warmup_steps
+    f = min((step - scfg.warmup_steps) / span, 1.0) if span > 0 else 1.0
+    return scfg.lr_min + (scfg.lr - scfg.lr_min) * (math.cos(math.pi * f) + 1.0) / 2.0
 
 
 def teacher_momentum(step, scfg):
@@ -227,7 +246,9 @@ def clip_grad_norm(grads, max_norm):
 
 @torch.no_grad()
 def adamw_update(params, grads, m, v, t, scfg):
-    """Hand-written AdamW, t = step + 1 (in-place on params, m, v; all dicts by name)."""
+    """Hand-written AdamW, t = step + 1, at learning_rate(t - 1) (in-place on params, m, v;
+    all dicts by name)."""
+    lr = learning_rate(t - 1, scfg)
     b1, b2 = scfg.beta1, scfg.beta2
     bc1, bc2 = 1.0 - b1 ** t, 1.0 - b2 ** t
     for n, p in params.items():
@@ -235,7 +256,7 @@ def adamw_update(params, grads, m, v, t, scfg):
         m[n].mul_(b1).add_((1.0 - b1) * g)
         v[n].mul_(b2).add_((1.0 - b2) * g * g)
         mhat, vhat = m[n] / bc1, v[n] / bc2
-        p.sub_(scfg.lr * (mhat / (torch.sqrt(vhat) + scfg.adam_eps) + scfg.weight_decay * p))
+        p.sub_(lr * (mhat / (torch.sqrt(vhat) + scfg.adam_eps) + scfg.weight_decay * p))
 
 
 class SDDiTState:
@@ -264,7 +285,8 @@ class SDDiTState:
         names = [n for n, _ in st.named_parameters()]
         params = dict(st.named_parameters())
         out = sddit_loss(st, self.teacher, batch, self.center, tau_t)
-        diag = {"tau_t": tau_t, "teacher_momentum": mom, "L": out["L"].item(),
+        diag = {"tau_t": tau_t, "teacher_momentum": mom, "lr": learning_rate(step, scfg),
+                "L": out["L"].item(),
                 "L_gen": out["L_gen"].item(), "L_dis": out["L_dis"].item(),
                 "z_t": out["z_t"].detach(), "z_s": out["z_s"].detach(), "D": out["D"].detach()}
         plist = [params[n] for n in names]
