@@ -1,22 +1,30 @@
 #!/usr/bin/python3
-"""Evaluate generated 8x8 digits (from `sddit sample`) against the real digits.
+"""Evaluate generated digits (from `sddit sample`) against the real digits.
 
   data-prep/eval_digits.py --real data/digits.h5 --samples SAMPLES.h5 [MORE.h5 ...] --out DIR
 
-A small classifier is trained on the real digits (the format-1 file written by digits.py):
-scikit-learn's MLPClassifier, one hidden layer of 64 ReLU units, fixed random_state, on the 64
-pixels v / 16 in [0, 1] (v = (x + 1) * 8 in 0..16), with 25% of every class held out by a
-fixed permutation (numpy default_rng(--split-seed)). It reports
+The real digits are a format-1 pixel-space file with 10 classes: data-prep/digits.py's 8x8
+digits or data-prep/mnist.py's 28x28 MNIST digits (any S x S, one channel; the samples must
+have the same size). Three independent classifiers are trained on them, on the S*S pixels
+(x + 1) / 2 in [0, 1], with 25% of every class held out by a fixed permutation (numpy
+default_rng(--split-seed)): scikit-learn's MLPClassifier (one hidden layer of 64 ReLU units,
+fixed random_state), an RBF support-vector machine (SVC, its defaults) and 5 nearest
+neighbours. It reports
 
-  - its accuracy on the held-out real digits (a sanity check: about 97%);
-  - (a) the accuracy with which it recognises each generated sample as its conditioning
-    class, overall and per class, and the confusion matrix;
+  - their accuracy on the held-out real digits (a sanity check: about 97-99%);
+  - (a) the accuracy with which each recognises the generated samples as their conditioning
+    class, overall (and, for the MLP, per class with the confusion matrix); the goal line
+    uses the lowest of the three;
   - (b) the Frechet distance between the real digits (all of them) and the generated ones in
     the classifier's feature space (its 64 hidden-layer activations): |mu1 - mu2|^2 +
     Tr(S1 + S2 - 2 sqrt(S1 S2)); and, as a reference floor, the same distance between the
     held-out real digits and the training ones, also scaled to the sizes of the comparison
     (FD's estimation bias grows like 1/N1 + 1/N2, so small sample sets score higher even when
-    they are perfect: 200 real digits score about 1.8 times the held-out floor).
+    they are perfect: 200 real digits score about 1.8 times the held-out floor);
+  - (c) the same Frechet distance and floors in pixel space (the S*S grey levels (x + 1) * 8,
+    so 8x8 digits are on their original 0..16 scale), which depends on no classifier;
+  - a goal line: every classifier's accuracy >= 95% and both FDs <= 2x their floor at these
+    sizes (--goal-accuracy, --goal-fd-ratio).
 
 Generated pixels are clipped to [-1, 1] first (the fraction clipped is reported). Writes
 DIR/metrics.json (every number) and DIR/samples_grid.png (row c = class c, up to --per-class
@@ -40,6 +48,8 @@ PROG = "eval_digits.py"
 SAMPLES_FORMAT = "sddit-samples"
 DATA_FORMAT = "sddit-latents"
 HIDDEN = 64
+NEIGHBOURS = 5
+PIXEL_SCALE = 8.0  # pixel-space FD on (x + 1) * 8: the 8x8 digits' original 0..16
 SEPARATOR = 128  # grey of the grid's separators and empty cells
 
 
@@ -82,7 +92,8 @@ def _check_labels(path, y, n, num_classes, null_ok=False):
 
 
 def load_real(path):
-    """(x (N, 8, 8) float64 in [-1, 1], labels (N,) int64) from digits.py's format-1 file."""
+    """(x (N, S, S) float64 in [-1, 1], labels (N,) int64) from digits.py's or mnist.py's
+    format-1 file."""
     with _open(path) as f:
         fmt = attr_value(f.attrs.get("format"))
         if fmt != DATA_FORMAT:
@@ -95,17 +106,17 @@ def load_real(path):
                             % path)
         x = f["latents"][...]
         y = f["labels"][...]
-    if x.ndim != 4 or x.shape[1:] != (1, 8, 8):
-        raise EvalError("%s: /latents has shape %s, expected (N, 1, 8, 8) (8x8 digits in pixel "
-                        "space)" % (path, x.shape))
+    if x.ndim != 4 or x.shape[1] != 1 or x.shape[2] != x.shape[3] or x.shape[2] < 2:
+        raise EvalError("%s: /latents has shape %s, expected (N, 1, S, S) (digits in pixel "
+                        "space, e.g. 8x8 or 28x28)" % (path, x.shape))
     _check_labels(path, y, x.shape[0], 10)
     if np.unique(y).size != 10:
         raise EvalError("%s: not every digit 0..9 is present" % path)
     return x[:, 0].astype(np.float64), y.astype(np.int64)
 
 
-def load_samples(paths):
-    """(x (N, 8, 8) float64, labels (N,) int64, attrs of the first file)."""
+def load_samples(paths, size):
+    """(x (N, size, size) float64, labels (N,) int64, attrs of the first file)."""
     xs, ys, attrs = [], [], None
     for path in paths:
         with _open(path) as f:
@@ -124,9 +135,10 @@ def load_samples(paths):
             x = f["samples"][...]
             y = f["labels"][...]
             a = {k: _jsonable(v) for k, v in f.attrs.items()}
-        if x.ndim != 4 or x.shape[1:] != (1, 8, 8):
-            raise EvalError("%s: /samples has shape %s, expected (N, 1, 8, 8) (8x8 digits in "
-                            "pixel space; is this a sample of a digits model?)" % (path, x.shape))
+        if x.ndim != 4 or x.shape[1:] != (1, size, size):
+            raise EvalError("%s: /samples has shape %s, expected (N, 1, %d, %d) like the real "
+                            "digits (is this a sample of a model of that dataset?)" % (
+                                path, x.shape, size, size))
         if x.shape[0] == 0:
             raise EvalError("%s: /samples is empty" % path)
         nc = a.get("num_classes")
@@ -158,8 +170,8 @@ def split(labels, seed, frac=0.25):
 
 
 def features_in(x):
-    """Classifier input: clipped pixels as v / 16 in [0, 1], flattened to 64 values."""
-    return ((np.clip(x, -1.0, 1.0) + 1.0) * 0.5).reshape(len(x), 64)
+    """Classifier input: clipped pixels as (x + 1) / 2 in [0, 1], flattened to S*S values."""
+    return ((np.clip(x, -1.0, 1.0) + 1.0) * 0.5).reshape(len(x), -1)
 
 
 def train_classifier(X, y, seed):
@@ -171,6 +183,13 @@ def train_classifier(X, y, seed):
         warnings.simplefilter("ignore", ConvergenceWarning)
         clf.fit(X, y)
     return clf
+
+
+def train_others(X, y):
+    """The two classifiers that share nothing with the MLP: an RBF SVC and 5-NN."""
+    from sklearn.svm import SVC
+    from sklearn.neighbors import KNeighborsClassifier
+    return {"svc": SVC().fit(X, y), "knn": KNeighborsClassifier(NEIGHBOURS).fit(X, y)}
 
 
 def hidden(clf, X):
@@ -242,7 +261,8 @@ def grid_png(x, y, path, per_class, scale):
     counts = np.bincount(y, minlength=11)
     rows = 11 if counts[10] else 10
     cols = int(max(1, min(per_class, counts.max())))
-    cell = 8 * scale
+    size = x.shape[1]
+    cell = size * scale
     w = cols * cell + cols + 1
     h = rows * cell + rows + 1
     img = np.full((h, w), SEPARATOR, dtype=np.uint8)
@@ -257,30 +277,39 @@ def grid_png(x, y, path, per_class, scale):
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
-    p.add_argument("--real", required=True, help="the real digits (data-prep/digits.py)")
+    p.add_argument("--real", required=True,
+                   help="the real digits (data-prep/digits.py or data-prep/mnist.py)")
     p.add_argument("--samples", required=True, nargs="+",
-                   help="`sddit sample` output(s): /samples (N, 1, 8, 8), /labels")
+                   help="`sddit sample` output(s): /samples (N, 1, S, S), /labels")
     p.add_argument("--out", required=True, help="directory for metrics.json, samples_grid.png")
     p.add_argument("--seed", type=int, default=0, help="the classifier's random_state (0)")
     p.add_argument("--split-seed", type=int, default=0,
                    help="seed of the held-out split's permutation (0)")
     p.add_argument("--per-class", type=int, default=10, help="grid columns per class (10)")
-    p.add_argument("--scale", type=int, default=4, help="grid upscaling factor (4)")
+    p.add_argument("--scale", type=int, default=None,
+                   help="grid upscaling factor (default: 4 for 8x8, 1 from 28x28 on)")
+    p.add_argument("--goal-accuracy", type=float, default=0.95,
+                   help="the goal line's accuracy for every classifier (0.95)")
+    p.add_argument("--goal-fd-ratio", type=float, default=2.0,
+                   help="the goal line's FD limit, as a multiple of the floor (2)")
     a = p.parse_args(argv)
-    if a.per_class < 1 or a.scale < 1:
+    if a.per_class < 1 or (a.scale is not None and a.scale < 1):
         p.error("--per-class and --scale must be at least 1")
     return a
 
 
 def run(args):
     xr, yr = load_real(args.real)
-    xs, ys, sattrs = load_samples(args.samples)
+    size = xr.shape[1]
+    xs, ys, sattrs = load_samples(args.samples, size)
+    scale = args.scale if args.scale is not None else max(1, 32 // size)
     if ys.size < 2:
         raise EvalError("%d sample: the FD needs at least 2" % ys.size)
     tr, ho = split(yr, args.split_seed)
     Xr, Xs = features_in(xr), features_in(xs)
     clf = train_classifier(Xr[tr], yr[tr], args.seed)
     held_acc = float((clf.predict(Xr[ho]) == yr[ho]).mean())
+    others = train_others(Xr[tr], yr[tr])
 
     pred = clf.predict(Xs)
     cond = ys < 10  # label 10: the null class (unconditional samples): no accuracy, FD only
@@ -292,6 +321,13 @@ def run(args):
                  for c in range(10)}
     conf = np.zeros((10, 10), dtype=np.int64)
     np.add.at(conf, (ys[cond], pred[cond]), 1)
+    # every classifier: held-out real accuracy, accuracy on the (conditional) samples
+    accs = {"mlp": {"held_out_accuracy": held_acc, "accuracy": acc}}
+    for name, c in others.items():
+        accs[name] = {"held_out_accuracy": float((c.predict(Xr[ho]) == yr[ho]).mean()),
+                      "accuracy": (float((c.predict(Xs[cond]) == ys[cond]).mean())
+                                   if cond.any() else None)}
+    acc_min = min(v["accuracy"] for v in accs.values()) if cond.any() else None
 
     hr, hs = hidden(clf, Xr), hidden(clf, Xs)
     fd, how = frechet(hr, hs)
@@ -303,12 +339,29 @@ def run(args):
     # FD's estimation bias grows like 1/N1 + 1/N2 (exactly so for the mean term): the floor
     # that real digits would reach at the sizes of this comparison, to first order
     fd_ref_n = fd_ref * (1.0 / ys.size + 1.0 / yr.size) / (1.0 / ho.size + 1.0 / tr.size)
+    # pixel space: the grey levels (x + 1) * 8 projected on the real digits' first 64 principal
+    # components (an orthogonal rotation of all pixels when S*S <= 64: the plain pixel FD)
+    pr, ps = (np.clip(xr, -1, 1) + 1).reshape(len(xr), -1) * PIXEL_SCALE, \
+        (np.clip(xs, -1, 1) + 1).reshape(len(xs), -1) * PIXEL_SCALE
+    mu = pr.mean(0)
+    basis = np.linalg.svd(pr - mu, full_matrices=False)[2][:64].T  # (S*S, <= 64)
+    qr, qs = (pr - mu) @ basis, (ps - mu) @ basis
+    fd_pix, _ = frechet(qr, qs)
+    fd_pix_ref, _ = frechet(qr[tr], qr[ho])
+    fd_pix_ref_n = fd_pix_ref * (1.0 / ys.size + 1.0 / yr.size) / (1.0 / ho.size + 1.0 / tr.size)
+    goal = {"accuracy_min": acc_min, "fd_ratio": fd / fd_ref_n if fd_ref_n > 0 else None,
+            "fd_pixels_ratio": fd_pix / fd_pix_ref_n if fd_pix_ref_n > 0 else None,
+            "goal_accuracy": args.goal_accuracy, "goal_fd_ratio": args.goal_fd_ratio}
+    goal["met"] = bool(acc_min is not None and acc_min >= args.goal_accuracy and
+                       goal["fd_ratio"] is not None and goal["fd_ratio"] <= args.goal_fd_ratio
+                       and goal["fd_pixels_ratio"] is not None
+                       and goal["fd_pixels_ratio"] <= args.goal_fd_ratio)
     clipped = float((np.abs(xs) > 1.0).mean())
     far = float((np.abs(xs) > 1.0 + 1.0 / 16).mean())  # by more than half a level of v
 
     os.makedirs(args.out, exist_ok=True)
     grid = os.path.join(args.out, "samples_grid.png")
-    gw, gh = grid_png(xs, ys, grid, args.per_class, args.scale)
+    gw, gh = grid_png(xs, ys, grid, args.per_class, scale)
     m = {
         "real": os.path.abspath(args.real),
         "samples": [os.path.abspath(s) for s in args.samples],
@@ -320,7 +373,7 @@ def run(args):
             "model": "sklearn MLPClassifier(hidden_layer_sizes=(%d,), activation='relu', "
                      "solver='adam', alpha=1e-4, max_iter=2000, random_state=%d)"
                      % (HIDDEN, args.seed),
-            "input": "v / 16 with v = (clip(x, -1, 1) + 1) * 8, 64 pixels",
+            "input": "(clip(x, -1, 1) + 1) / 2, %d pixels" % (size * size),
             "split": "per class, 25%% held out by numpy default_rng(%d).permutation"
                      % args.split_seed,
             "train_size": int(tr.size), "held_out_size": int(ho.size),
@@ -328,6 +381,9 @@ def run(args):
             "iterations": int(clf.n_iter_),
         },
         "accuracy": acc,
+        "accuracy_by_classifier": accs,
+        "classifiers": {"mlp": "the classifier above", "svc": "sklearn SVC() (RBF, C=1, "
+                        "gamma='scale')", "knn": "sklearn KNeighborsClassifier(%d)" % NEIGHBOURS},
         "accuracy_per_class": per_class,
         "confusion": {"rows": "conditioning class", "columns": "predicted class",
                       "matrix": conf.tolist()},
@@ -335,6 +391,13 @@ def run(args):
         "fd_reference": fd_ref,
         "fd_reference_at_n": fd_ref_n,
         "fd_by_kind": fd_kind,
+        "fd_pixels": fd_pix,
+        "fd_pixels_reference": fd_pix_ref,
+        "fd_pixels_reference_at_n": fd_pix_ref_n,
+        "fd_pixels_details": "grey levels (clip(x, -1, 1) + 1) * %g on the real digits' first "
+                             "%d principal components; floors as for fd" % (PIXEL_SCALE,
+                                                                           basis.shape[1]),
+        "goal": goal,
         "fd_details": {
             "features": "the classifier's %d hidden-layer activations" % HIDDEN,
             "fd": "all %d real digits vs the %d samples (conditional and unconditional "
@@ -350,7 +413,7 @@ def run(args):
                           "mean": float(xs.mean()), "fraction_clipped": clipped,
                           "fraction_clipped_by_half_a_level": far},
         "grid": {"path": os.path.abspath(grid), "width": gw, "height": gh,
-                 "per_class": args.per_class, "scale": args.scale},
+                 "per_class": args.per_class, "scale": scale},
     }
     mpath = os.path.join(args.out, "metrics.json")
     with open(mpath + ".tmp", "w") as f:
@@ -365,11 +428,16 @@ def run(args):
     pct = ["-" if v is None else "%.1f" % (100 * v)
            for v in [per_class[str(c)] for c in range(10)] + [acc]]
     print("  acc %  " + " ".join("%6s" % v for v in pct))
+    print("  accuracy by classifier (held-out real in brackets): " + ", ".join(
+        "%s %s (%.1f%%)" % (k, "-" if v["accuracy"] is None else "%.1f%%" % (100 * v["accuracy"]),
+                           100 * v["held_out_accuracy"]) for k, v in accs.items()))
     if n_null:
         print("  %d unconditional (null-class) samples: in the FD and the grid's last row, not in "
               "the accuracy" % n_null)
     print("  FD (classifier features): samples vs real %.4g; real vs real: held-out vs train "
           "%.4g, scaled to %d samples %.4g" % (fd, fd_ref, ys.size, fd_ref_n))
+    print("  FD (pixels, %d principal components): samples vs real %.4g; real vs real scaled to "
+          "%d samples %.4g" % (basis.shape[1], fd_pix, ys.size, fd_pix_ref_n))
     if fd_kind:
         print("  FD of the conditional samples alone %s, of the unconditional ones %s" % tuple(
             "-" if v is None else "%.4g" % v for v in (fd_kind["conditional"],
@@ -378,6 +446,12 @@ def run(args):
         print("  %.2f%% of the generated pixels were outside [-1, 1] and clipped (%.2f%% by more "
               "than half a grey level, 1/16)" % (100 * clipped, 100 * far))
     print("  wrote %s and %s (%d x %d)" % (mpath, grid, gw, gh))
+    fmt = lambda v: "-" if v is None else "%.2f" % v  # noqa: E731
+    print("  goal (every classifier >= %.0f%%, both FDs <= %gx their floor): %s | lowest "
+          "accuracy %s%%, FD %sx floor, pixel FD %sx floor" % (
+              100 * args.goal_accuracy, args.goal_fd_ratio, "MET" if goal["met"] else "not met",
+              "-" if acc_min is None else "%.1f" % (100 * acc_min), fmt(goal["fd_ratio"]),
+              fmt(goal["fd_pixels_ratio"])))
     return 0
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Smoke test of experiments/digits_study.py: its --smoke mode (2 variants, 1 seed, 60 steps,
+# Smoke test of experiments/study.py: its --smoke mode (2 variants, 1 seed, 60 steps,
 # checkpoints every 30, 10 samples per class) into a temp dir with the given build's sddit;
 # checks results.json (2 variants, finite accuracy and fd), curves.png and results.md.
 # Usage: experiments/study_smoke.sh SDDIT_EXE|BUILD_DIR SOURCE_ROOT   (exit 77: skipped)
@@ -14,7 +14,7 @@ if ! /usr/bin/python3 -c 'import numpy, h5py, PIL, sklearn' 2>/dev/null; then
 fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-/usr/bin/python3 "$src/experiments/digits_study.py" --smoke --sddit "$sddit" --out "$tmp/study"
+/usr/bin/python3 "$src/experiments/study.py" --smoke --sddit "$sddit" --out "$tmp/study"
 /usr/bin/python3 - "$tmp/study" <<'PY'
 import json, math, os, sys
 d = sys.argv[1]
@@ -34,6 +34,6 @@ assert "smoke run: not a result" in md and "| baseline |" in md and "| sddit |" 
 print("study_smoke: ok: %d rows, variants %s" % (len(rows), ", ".join(vs)))
 PY
 # Resumable: a second run skips both runs.
-/usr/bin/python3 "$src/experiments/digits_study.py" --smoke --sddit "$sddit" --out "$tmp/study" \
+/usr/bin/python3 "$src/experiments/study.py" --smoke --sddit "$sddit" --out "$tmp/study" \
   | grep -c 'result exists, skipped' | grep -qx 2
 echo "study_smoke: resume skipped both runs"

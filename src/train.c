@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 
@@ -373,8 +374,21 @@ int sd_cmd_train(int argc, char **argv) {
   char preview_dir[1100] = "";
   if (lead && cfg.preview_every > 0) {
     snprintf(preview_dir, sizeof preview_dir, "%s/progress", cfg.out_dir);
-    if (sd_make_dirs(preview_dir, err, sizeof err) != 0) SD_FATAL("%s", err);
-    if (start > 0) sd_loss_history_load(&hist, mpath, start);  // the lines before the resume
+    struct stat pst;
+    int no_dir = sd_make_dirs(preview_dir, err, sizeof err) != 0;
+    if (!no_dir &&
+        (stat(preview_dir, &pst) != 0 || !S_ISDIR(pst.st_mode) || access(preview_dir, W_OK) != 0)) {
+      snprintf(err, sizeof err, "'%s' is not a writable directory", preview_dir);
+      no_dir = 1;
+    }
+    if (no_dir) {  // previews are not worth a run
+      fprintf(stderr, "warning: no previews (log.preview_every): %s\n", err);
+      preview_dir[0] = '\0';
+    } else {
+      printf("# previews every %ld steps and at the end into %s/ (samples-<step>.png, "
+             "loss.png)\n", cfg.preview_every, preview_dir);
+      if (start > 0) sd_loss_history_load(&hist, mpath, start);  // the lines before the resume
+    }
   }
   if (lead) {
     mf = fopen(mpath, start > 0 ? "a" : "w");  // a resumed run continues the file

@@ -5,6 +5,8 @@
 #     bitwise the same weights after every step and every teacher broadcast equals the local EMA
 #     (the trainer aborts otherwise);
 #     a NaN in one rank's batch is skipped by every rank, and a persistent one stops the run;
+#     gradient accumulation (train.accum_steps) on 1 and 2 ranks gives the same losses and
+#     weights as one rank with the whole batch;
 #  2. the overlapped gradient all-reduce gives bitwise the run without overlap; the bf16
 #     all-reduce (dist.grad_dtype = bf16) keeps replicas bitwise equal and tracks the fp32 run
 #     within DP_BF16_LOSS_RTOL / DP_BF16_WEIGHT_RTOL, without being equal to it;
@@ -37,17 +39,9 @@ mpi() {  # mpi N ARGS...: sddit on N ranks (SD_FAULT_NAN passed on when set)
   timeout 300 mpirun -n "$n" "${x[@]}" "$sddit" "$@"
 }
 
-# ---- 1. world sizes 1, 2, 4 ----
-common=(train --train.steps=5 --train.log_every=1 --train.global_batch=8 --ckpt.every=0
-        --dist.check_replicas=true --dist.timeout=60)
-"$sddit" "${common[@]}" --train.out_dir="$tmp/w1" >"$tmp/w1.log" 2>&1 || bad "1 rank failed: $(tail -2 "$tmp/w1.log")"
-for n in 2 4; do
-  if mpi "$n" "${common[@]}" --train.out_dir="$tmp/w$n" >"$tmp/w$n.log" 2>&1; then
-    ok "$n ranks: 5 steps with the replica check after every step (bitwise equal weights, teacher broadcast = local EMA)"
-  else
-    bad "$n ranks failed: $(grep -E 'error' "$tmp/w$n.log" | head -3)"
-  fi
-  out=$(/usr/bin/python3 - "$tmp/w1" "$tmp/w$n" "$loss_tol" "$weight_tol" <<'PY'
+compare_runs() {  # compare_runs DIR_A DIR_B LABEL: the same losses and final weights
+  local out rc
+  out=$(/usr/bin/python3 - "$1" "$2" "$loss_tol" "$weight_tol" <<'PY'
 import json, sys
 import h5py, numpy as np
 a, b, ltol, wtol = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
@@ -69,9 +63,42 @@ for k in ["/student/params", "/student/adam_m", "/student/adam_v", "/teacher", "
 sys.exit(0 if ok else 1)
 PY
   ); rc=$?
-  echo "$out" | sed "s/^/  [1 vs $n ranks] /"
-  [ $rc -eq 0 ] && ok "1 vs $n ranks: same losses and weights" || bad "1 vs $n ranks differ"
+  echo "$out" | sed "s/^/  [$3] /"
+  [ $rc -eq 0 ] && ok "$3: same losses and weights" || bad "$3: differ"
+}
+
+# ---- 1. world sizes 1, 2, 4 ----
+common=(train --train.steps=5 --train.log_every=1 --train.global_batch=8 --ckpt.every=0
+        --dist.check_replicas=true --dist.timeout=60)
+"$sddit" "${common[@]}" --train.out_dir="$tmp/w1" >"$tmp/w1.log" 2>&1 || bad "1 rank failed: $(tail -2 "$tmp/w1.log")"
+for n in 2 4; do
+  if mpi "$n" "${common[@]}" --train.out_dir="$tmp/w$n" >"$tmp/w$n.log" 2>&1; then
+    ok "$n ranks: 5 steps with the replica check after every step (bitwise equal weights, teacher broadcast = local EMA)"
+  else
+    bad "$n ranks failed: $(grep -E 'error' "$tmp/w$n.log" | head -3)"
+  fi
+  compare_runs "$tmp/w1" "$tmp/w$n" "1 vs $n ranks"
 done
+
+# ---- gradient accumulation: the same global batch in micro-batches ----
+# (1 rank, 2 micro-batches of 4), (2 ranks, 2 of 2 each), (1 rank, 8 of 1): the same losses and
+# weights as one rank with the whole batch, within the data-parallel tolerances
+for v in "1 2" "2 2" "1 8"; do
+  set -- $v
+  d="$tmp/acc$1x$2"
+  if [ "$1" = 1 ]; then "$sddit" "${common[@]}" --train.accum_steps="$2" --train.out_dir="$d" >"$d.log" 2>&1
+  else mpi "$1" "${common[@]}" --train.accum_steps="$2" --train.out_dir="$d" >"$d.log" 2>&1; fi \
+    || bad "$1 rank(s) x $2 micro-batches failed: $(grep -E 'error' "$d.log" | head -3)"
+  grep -q "($2 micro-batches of $((8 / $1 / $2)) accumulated)" "$d.log" \
+    && ok "$1 rank(s) x $2 micro-batches: the header says so" || bad "no micro-batch line in $d.log"
+  compare_runs "$tmp/w1" "$d" "1 rank vs $1 rank(s) x $2 micro-batches"
+done
+"$sddit" "${common[@]}" --train.accum_steps=3 --train.out_dir="$tmp/acc3" >"$tmp/acc3.log" 2>&1
+if [ $? -ne 0 ] && grep -q "not a multiple of train.accum_steps" "$tmp/acc3.log" && [ ! -e "$tmp/acc3" ]; then
+  ok "global batch 8 with 3 micro-batches: refused before anything is written"
+else
+  bad "accum_steps=3 with global batch 8: $(tail -2 "$tmp/acc3.log")"
+fi
 
 # ---- non-finite values on one rank ----
 SD_FAULT_NAN=1:2 mpi 2 "${common[@]}" --train.out_dir="$tmp/nan" >"$tmp/nan.log" 2>&1; rc=$?

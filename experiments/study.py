@@ -1,19 +1,25 @@
 #!/usr/bin/python3
-"""Ablation study of SD-DiT on the embedded digits (issue 9, first part).
+"""Does SD-DiT help? SD-DiT against plain DiT (EDM) and ablations on a real dataset.
 
-  experiments/digits_study.py [--variants a,b] [--seeds 0,1,2] [--steps N] [--every K]
-                              [--per-class P] [--guidance G] [--fd-target F] [--out DIR]
-                              [--threads T] [--sddit PATH] [--smoke]
+  experiments/study.py [--dataset digits|mnist] [--variants a,b] [--seeds 0,1,2] [--steps N]
+                       [--every K] [--per-class P] [--guidance G] [--fd-target F] [--out DIR]
+                       [--threads T] [--sddit PATH] [--smoke]
 
-For every variant x seed it trains `sddit train --config launch/configs/digits.ini` plus the
-variant's overrides (checkpoints every K steps, all kept), then samples every checkpoint
-(`sddit sample --per-class P --guidance G --seed 0`) and evaluates it with
-data-prep/eval_digits.py (class accuracy, Frechet distance). Writes into DIR:
+For every variant x seed it trains `sddit train --config launch/configs/<dataset>.ini` with
+the study's protocol (PROTOCOL: constant learning rate, no previews) and the variant's
+overrides (checkpoints every K steps, all kept), then samples every checkpoint (`sddit
+sample --per-class P --guidance G --seed 0`) and evaluates it with data-prep/eval_digits.py
+(class accuracy of three classifiers, Frechet distance in classifier features and in
+pixels). The datasets: digits (8x8, 16 tokens, data-prep/digits.py) and mnist (28x28 at
+patch 4, 49 tokens, data-prep/mnist.py). Writes into DIR (default runs/study-<dataset>):
   runs/<variant>-s<seed>/      the training run, its samples and evaluations
   runs/<variant>-s<seed>/result.json   that run's rows (resumable: a run with one is skipped)
-  results.json                 every run x checkpoint: step, wall time, accuracy, fd
-  curves.png                   FD and accuracy vs steps and vs wall time, mean over seeds
-  results.md                   command, machine, date, tables (final metrics, steps to --fd-target)
+  results.json                 every run x checkpoint: step, wall time, accuracy (the MLP's and
+                               the lowest of the three), fd, fd_pixels
+  curves.png                   FD and accuracy vs steps and vs wall time, mean over seeds,
+                               error bars +- one standard deviation over seeds
+  results.md                   command, machine, date, tables: final checkpoint (equal steps),
+                               equal wall time, every checkpoint, steps to --fd-target
 
 Wall time of a checkpoint = its file's modification time minus the start of its training
 process (training time only; sampling and evaluation excluded).
@@ -32,12 +38,22 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = "/usr/bin/python3"
 
+# dataset -> (config, data file, data-prep script, default steps, default every)
+DATASETS = {
+    "digits": ("launch/configs/digits.ini", "data/digits.h5", "data-prep/digits.py", 1500, 250),
+    "mnist": ("launch/configs/mnist.ini", "data/mnist.h5", "data-prep/mnist.py", 1500, 250),
+}
+# The study's protocol on top of each dataset's config, whatever the main job's schedule: a
+# constant learning rate of 3e-4 (convergence curves, comparable checkpoints), no previews.
+PROTOCOL = ["--optim.lr=3e-4", "--optim.lr_schedule=constant", "--optim.warmup_steps=0",
+            "--log.preview_every=0"]
+
 # name -> (description, overrides). Encoder + decoder depth sum to 6 (model.depth).
 # Every variant spells out the settings it is about, so that it does not change meaning when
 # digits.ini's defaults change. SD-DiT as in the paper: mask 0.2, teacher sigma fixed at the
 # minimum, lambda_dis 1, encoder 4 + decoder 2 of the 6 blocks.
 SDDIT = ["--sddit.mask_ratio=0.2", "--sddit.teacher_sigma_mode=fixed", "--sddit.lambda_dis=1",
-         "--model.encoder_depth=4", "--model.decoder_depth=2"]
+         "--sddit.gen_loss_tokens=all", "--model.encoder_depth=4", "--model.decoder_depth=2"]
 
 
 def sddit_with(*changes):
@@ -56,11 +72,15 @@ VARIANTS = {
     "lambda0.1": ("SD-DiT, lambda_dis 0.1", sddit_with("--sddit.lambda_dis=0.1")),
     "dec1": ("SD-DiT, encoder 5 + decoder 1",
              sddit_with("--model.encoder_depth=5", "--model.decoder_depth=1")),
+    "genvis": ("SD-DiT, L_gen on the visible tokens only",
+               sddit_with("--sddit.gen_loss_tokens=visible")),
 }
 # Aliases so that every variant in the brief can be named; they share the run of the
 # identical configuration (digits.ini defaults: mask 0.2, fixed sigma, lambda 1, decoder 2).
-ALIASES = {"mask0.2": "sddit", "sigma_fixed": "sddit", "lambda1": "sddit", "dec2": "sddit"}
-DEFAULT_VARIANTS = ["baseline", "sddit", "mask0", "mask0.5", "sigma_logu", "lambda0.1", "dec1"]
+ALIASES = {"mask0.2": "sddit", "sigma_fixed": "sddit", "lambda1": "sddit", "dec2": "sddit",
+           "genall": "sddit"}
+DEFAULT_VARIANTS = ["baseline", "sddit", "mask0", "mask0.5", "sigma_logu", "lambda0.1", "dec1",
+                    "genvis"]
 
 # Measured on 2 cores, one process with 2 threads: SD-DiT training ~430 img/s at batch 64 (the
 # plain-DiT baseline is faster: no teacher or head), sampling (Heun 40 steps, guidance 1)
@@ -89,11 +109,11 @@ def run(cmd, logf, env):
         r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     if r.returncode != 0:
         tail = open(logf).read()[-2000:]
-        sys.exit("digits_study: command failed (%d): %s\n--- %s (tail)\n%s" % (
+        sys.exit("study: command failed (%d): %s\n--- %s (tail)\n%s" % (
             r.returncode, " ".join(cmd), logf, tail))
 
 
-def do_run(a, variant, seed, sddit, data, env):
+def do_run(a, variant, seed, sddit, data, env, config):
     name = "%s-s%d" % (variant, seed)
     rdir = os.path.join(a.out, "runs", name)
     res = os.path.join(rdir, "result.json")
@@ -106,7 +126,7 @@ def do_run(a, variant, seed, sddit, data, env):
     os.makedirs(rdir)
     logf = os.path.join(rdir, "log.txt")
     ckdir = os.path.join(rdir, "checkpoints")
-    cmd = [sddit, "train", "--config", os.path.join(ROOT, "launch/configs/digits.ini"),
+    cmd = [sddit, "train", "--config", os.path.join(ROOT, config)] + PROTOCOL + [
            "--resume", "none", "--data.path=" + data, "--train.out_dir=" + rdir,
            "--train.steps=%d" % a.steps, "--train.seed=%d" % seed,
            "--train.threads=%d" % a.threads, "--train.log_every=%d" % max(1, min(100, a.every)),
@@ -136,7 +156,10 @@ def do_run(a, variant, seed, sddit, data, env):
             m = json.load(f)
         row = {"variant": variant, "seed": seed, "step": step,
                "wall_s": round(os.path.getmtime(ck) - t0, 3),
-               "accuracy": float(m["accuracy"]), "fd": float(m["fd"])}
+               "accuracy": float(m["accuracy"]), "fd": float(m["fd"]),
+               "accuracy_min": float(m["goal"]["accuracy_min"]),
+               "fd_pixels": float(m["fd_pixels"]),
+               "fd_floor": float(m["fd_reference_at_n"])}
         rows.append(row)
         log("%s: step %d  wall %.0f s  accuracy %.3f  fd %.3f" % (
             name, step, row["wall_s"], row["accuracy"], row["fd"]))
@@ -147,7 +170,7 @@ def do_run(a, variant, seed, sddit, data, env):
 
 
 def mean_curves(rows, variants):
-    """variant -> sorted [(step, mean wall, mean acc, mean fd, n seeds)]."""
+    """variant -> sorted [(step, mean wall, mean acc, mean fd, n seeds, std acc, std fd)]."""
     out = {}
     for v in variants:
         by = {}
@@ -157,11 +180,24 @@ def mean_curves(rows, variants):
         pts = []
         for s in sorted(by):
             rs = by[s]
-            n = len(rs)
-            pts.append((s, sum(r["wall_s"] for r in rs) / n, sum(r["accuracy"] for r in rs) / n,
-                        sum(r["fd"] for r in rs) / n, n))
+            acc_m, acc_s = mean_std([r["accuracy"] for r in rs])
+            fd_m, fd_s = mean_std([r["fd"] for r in rs])
+            pts.append((s, sum(r["wall_s"] for r in rs) / len(rs), acc_m, fd_m, len(rs), acc_s,
+                        fd_s))
         out[v] = pts
     return out
+
+
+def at_time(pts, t):
+    """The mean curve's (accuracy, fd) at wall time t, linear between checkpoints; None when t
+    lies beyond the curve's last checkpoint (or before its first)."""
+    for p0, p1 in zip(pts, pts[1:]):
+        if p0[1] <= t <= p1[1]:
+            f = (t - p0[1]) / (p1[1] - p0[1]) if p1[1] > p0[1] else 1.0
+            return p0[2] + f * (p1[2] - p0[2]), p0[3] + f * (p1[3] - p0[3])
+    if pts and abs(pts[-1][1] - t) < 1e-9:
+        return pts[-1][2], pts[-1][3]
+    return None
 
 
 COLORS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
@@ -217,6 +253,14 @@ def draw_curves(curves, path, fd_target):
                  if math.isfinite(p[yi]) and (yi != 3 or p[yi] > 0)]
             if len(P) > 1:
                 d.line(P, fill=c, width=2)
+            si = 6 if yi == 3 else 5  # error bars: +- one standard deviation over seeds
+            for p_ in pts:
+                if p_[4] > 1 and math.isfinite(p_[yi]) and p_[si] > 0:
+                    lo_, hi_ = p_[yi] - p_[si], p_[yi] + p_[si]
+                    if yi == 3:
+                        lo_ = max(lo_, p_[yi] / 10)  # the log axis cannot show <= 0
+                    xx = X(p_[xi])
+                    d.line([xx, Y(tf(lo_)), xx, Y(tf(hi_))], fill=c, width=1)
             for px, py in P:
                 d.ellipse([px - 2, py - 2, px + 2, py + 2], fill=c)
     ly = 2 * H + 5
@@ -226,7 +270,8 @@ def draw_curves(curves, path, fd_target):
         y = ly + 16 * (ci // 3)
         d.rectangle([x, y + 3, x + 14, y + 9], fill=c)
         d.text((x + 20, y), v, fill="black")
-    d.text((10, img.height - 14), "mean over seeds; dashed grey: FD target", fill="black")
+    d.text((10, img.height - 14), "mean over seeds, bars +- 1 std; dashed grey: FD target",
+           fill="black")
     img.save(path)
 
 
@@ -239,14 +284,16 @@ def mean_std(xs):
 
 
 def first_reach(pts, target):
-    for s, w, acc, fd, n in pts:
-        if fd <= target:
-            return s, w
+    for p_ in pts:
+        if p_[3] <= target:
+            return p_[0], p_[1]
     return None
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--dataset", default="digits", choices=sorted(DATASETS),
+                   help="digits (8x8, 16 tokens; default) or mnist (28x28, 49 tokens)")
     p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
                    help="comma list of: %s (aliases %s)" % (
                        ", ".join(VARIANTS), ", ".join("%s=%s" % kv for kv in ALIASES.items())))
@@ -259,8 +306,8 @@ def main():
                    help="seeds of the other variants (default 0; 'same' = --seeds)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="a config override for every run (repeatable), e.g. sddit.tau_s=0.1")
-    p.add_argument("--steps", type=int, default=1500)
-    p.add_argument("--every", type=int, default=250)
+    p.add_argument("--steps", type=int, default=None, help="1500")
+    p.add_argument("--every", type=int, default=None, help="250")
     p.add_argument("--per-class", type=int, default=20)
     p.add_argument("--guidance", type=float, default=1.0,
                    help="sampling guidance of the evaluation (1: none, the paper's "
@@ -269,12 +316,16 @@ def main():
                    help="generation EMA of the runs (digits.ini has 0.999, which averages "
                         "over ~1000 steps: too long for a 1500-step curve)")
     p.add_argument("--fd-target", type=float, default=1.5)
-    p.add_argument("--out", default="runs/study")
+    p.add_argument("--out", default=None, help="runs/study-<dataset>")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--sddit", default=os.path.join(ROOT, "build/src/sddit"))
     p.add_argument("--smoke", action="store_true",
                    help="~2 minutes: baseline,sddit; seed 0; 60 steps; every 30; 10 per class")
     a = p.parse_args()
+    config, data_rel, prep, steps0, every0 = DATASETS[a.dataset]
+    a.steps = steps0 if a.steps is None else a.steps
+    a.every = every0 if a.every is None else a.every
+    a.out = a.out or os.path.join("runs", "study-" + a.dataset)
     if a.smoke:
         a.variants, a.seeds, a.steps, a.every, a.per_class = "baseline,sddit", "0", 60, 30, 10
         a.ablation_seeds = "0"
@@ -301,15 +352,15 @@ def main():
         p.error("--steps, --every and --per-class must be positive")
     sddit = os.path.abspath(a.sddit)
     if not os.access(sddit, os.X_OK):
-        sys.exit("digits_study: no sddit binary at %s (build it: meson setup build && ninja -C "
+        sys.exit("study: no sddit binary at %s (build it: meson setup build && ninja -C "
                  "build, or pass --sddit PATH)" % sddit)
     a.out = os.path.abspath(a.out)
     os.makedirs(a.out, exist_ok=True)
-    data = os.path.join(ROOT, "data/digits.h5")
+    data = os.path.join(ROOT, data_rel)
     if not os.path.isfile(data):
         log("preparing %s" % data)
         os.makedirs(os.path.dirname(data), exist_ok=True)
-        subprocess.run([PY, os.path.join(ROOT, "data-prep/digits.py"), "--out", data], check=True)
+        subprocess.run([PY, os.path.join(ROOT, prep), "--out", data], check=True)
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -329,11 +380,12 @@ def main():
         for s in seeds_of(v):
             k += 1
             log("run %d/%d: %s seed %d (%.0f s elapsed)" % (k, n_runs, v, s, time.time() - t_start))
-            rows += do_run(a, v, s, sddit, data, env)
+            rows += do_run(a, v, s, sddit, data, env, config)
 
     cmdline = " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
     with open(os.path.join(a.out, "results.json"), "w") as f:
-        json.dump({"command": cmdline, "smoke": a.smoke, "steps": a.steps, "every": a.every,
+        json.dump({"command": cmdline, "dataset": a.dataset, "config": config,
+                   "protocol": PROTOCOL, "smoke": a.smoke, "steps": a.steps, "every": a.every,
                    "ema_decay": a.ema_decay,
                    "per_class": a.per_class, "guidance": a.guidance, "fd_target": a.fd_target,
                    "seeds": seeds, "main_variants": main_variants,
@@ -344,41 +396,73 @@ def main():
     curves = mean_curves(rows, variants)
     draw_curves(curves, os.path.join(a.out, "curves.png"), a.fd_target)
 
-    md = ["# Digits study%s" % (" (smoke)" if a.smoke else ""), "",
+    md = ["# Study on %s%s" % (a.dataset, " (smoke)" if a.smoke else ""), "",
           "- command: `%s`" % cmdline,
           "- machine: %s, %s, %d cores, %d threads per run" % (
               platform.node(), platform.machine(), os.cpu_count() or 0, a.threads),
           "- date: %s" % datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
-          "- steps %d, checkpoint every %d, %d samples per class, guidance %g, generation EMA "
-          "decay %g" % (a.steps, a.every, a.per_class, a.guidance, a.ema_decay),
+          "- %s with %s; steps %d, checkpoint every %d, %d samples per class, guidance %g, "
+          "generation EMA decay %g" % (config, " ".join(PROTOCOL), a.steps, a.every, a.per_class,
+                                       a.guidance, a.ema_decay),
           "- seeds %s (%s), %s (the other variants); overrides on every run: %s" % (
               ",".join(map(str, seeds)), ", ".join(main_variants),
               ",".join(map(str, abl_seeds)), " ".join(a.set) or "none"),
           "- study wall time: %.0f s" % (time.time() - t_start), "",
-          "## Final checkpoint (mean +- std over seeds)", "",
-          "| variant | overrides | seeds | step | accuracy | FD | train s |",
-          "|---|---|---|---|---|---|---|"]
+          "## Equal steps: the final checkpoint (mean +- std over seeds)", "",
+          "accuracy: the MLP classifier's; lowest: the lowest of MLP, SVC and 5-NN; FD in the "
+          "MLP's features (its real-vs-real floor at these sizes: %s); pixel FD on 64 principal "
+          "components." % ("%.3f" % (sum(r["fd_floor"] for r in rows) / len(rows))
+                           if rows and "fd_floor" in rows[0] else "-"), "",
+          "| variant | overrides | seeds | step | accuracy | lowest | FD | pixel FD | train s |",
+          "|---|---|---|---|---|---|---|---|---|"]
     for v in variants:
         if not curves[v]:
             continue
         last = curves[v][-1][0]
         fin = [r for r in rows if r["variant"] == v and r["step"] == last]
         acc_m, acc_s = mean_std([r["accuracy"] for r in fin])
+        lo_m, lo_s = mean_std([r.get("accuracy_min", float("nan")) for r in fin])
         fd_m, fd_s = mean_std([r["fd"] for r in fin])
+        fp_m, fp_s = mean_std([r.get("fd_pixels", float("nan")) for r in fin])
         w_m, _ = mean_std([r["wall_s"] for r in fin])
-        md.append("| %s | %s | %d | %d | %.3f +- %.3f | %.3f +- %.3f | %.0f |" % (
-            v, " ".join(o.lstrip("-") for o in VARIANTS[v][1]
-                        if v in ("baseline", "sddit") or o not in SDDIT), len(fin),
-            last, acc_m, acc_s, fd_m, fd_s, w_m))
+        md.append("| %s | %s | %d | %d | %.3f +- %.3f | %.3f +- %.3f | %.3f +- %.3f | %.1f +- %.1f "
+                  "| %.0f |" % (
+                      v, " ".join(o.lstrip("-") for o in VARIANTS[v][1]
+                                  if v in ("baseline", "sddit") or o not in SDDIT), len(fin),
+                      last, acc_m, acc_s, lo_m, lo_s, fd_m, fd_s, fp_m, fp_s, w_m))
+    # equal wall time: every variant at the training time of the fastest variant's last
+    # checkpoint (linear between checkpoints of the mean curve)
+    ends = [curves[v][-1][1] for v in variants if curves[v]]
+    if ends:
+        t_eq = min(ends)
+        md += ["", "## Equal wall time: every variant after %.0f s of training" % t_eq, "",
+               "The training time of the fastest variant's last checkpoint; the others' mean "
+               "curves interpolated there (wall times come from checkpoint file times: noisy "
+               "when other work shares the machine).", "",
+               "| variant | steps done by then | accuracy | FD |", "|---|---|---|---|"]
+        for v in variants:
+            pts = curves[v]
+            r = at_time(pts, t_eq)
+            steps_by = None
+            for p0, p1 in zip(pts, pts[1:]):
+                if p0[1] <= t_eq <= p1[1]:
+                    f = (t_eq - p0[1]) / (p1[1] - p0[1]) if p1[1] > p0[1] else 1.0
+                    steps_by = p0[0] + f * (p1[0] - p0[0])
+            if steps_by is None and pts and abs(pts[-1][1] - t_eq) < 1e-9:
+                steps_by = pts[-1][0]
+            md.append("| %s | %s | %s | %s |" % (
+                v, "%.0f" % steps_by if steps_by is not None else "-",
+                "%.3f" % r[0] if r else "-", "%.3f" % r[1] if r else "-"))
     steps_all = sorted({r["step"] for r in rows})
     for title, col, fmt in (("FD", 3, "%.2f"), ("Accuracy", 2, "%.3f")):  # curve columns
-        md += ["", "## %s at every checkpoint (mean over seeds)" % title, "",
+        md += ["", "## %s at every checkpoint (mean +- std over seeds)" % title, "",
                "| variant | " + " | ".join(str(x) for x in steps_all) + " |",
                "|---|" + "---|" * len(steps_all)]
         for v in variants:
-            by = {p_[0]: p_[col] for p_ in curves[v]}
+            by = {p_[0]: (p_[col], p_[col + 3], p_[4]) for p_ in curves[v]}
             md.append("| %s | " % v + " | ".join(
-                fmt % by[x] if x in by else "-" for x in steps_all) + " |")
+                (fmt % by[x][0] + (" +- " + fmt % by[x][1] if by[x][2] > 1 else ""))
+                if x in by else "-" for x in steps_all) + " |")
     md += ["", "## Steps to reach FD <= %g" % a.fd_target, "",
            "Mean curve over seeds, and each seed's own first checkpoint at or below the target.",
            "", "| variant | steps (mean curve) | wall time (s) | per seed |", "|---|---|---|---|"]
@@ -386,7 +470,7 @@ def main():
         r = first_reach(curves[v], a.fd_target)
         per = []
         for sd in seeds_of(v):
-            pts = [(x["step"], x["wall_s"], x["accuracy"], x["fd"], 1)
+            pts = [(x["step"], x["wall_s"], x["accuracy"], x["fd"], 1, 0.0, 0.0)
                    for x in sorted(rows, key=lambda x: x["step"])
                    if x["variant"] == v and x["seed"] == sd]
             rr = first_reach(pts, a.fd_target)
@@ -395,8 +479,8 @@ def main():
                                               "%.0f" % r[1] if r else "-", ", ".join(per)))
     md += ["", "## What the data shows", ""]
     md.append("smoke run: not a result" if a.smoke else
-              "The committed reading of the default study is experiments/RESULTS-digits.md; "
-              "a different run needs its own, from these tables.")
+              "The committed readings are experiments/RESULTS-digits.md and "
+              "experiments/RESULTS-mnist.md; a different run needs its own, from these tables.")
     md += ["", "Curves: curves.png. Every run x checkpoint: results.json."]
     with open(os.path.join(a.out, "results.md"), "w") as f:
         f.write("\n".join(md) + "\n")
