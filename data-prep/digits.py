@@ -41,16 +41,7 @@ def main(argv):
                   "original order",
         "flipped": 0,
     }
-    w = sddit_h5.open_writer(args.out, n=n, sample_shape=x.shape[1:], dtype="float32",
-                             kind="latents", attrs=attrs, resume=False,
-                             config={"tool": "digits", "n": n})
-    try:
-        w.write(0, x, labels)
-        w.set_completed(n)
-        info = w.finish(scan_values=True)
-    except BaseException:
-        w.discard()
-        raise
+    info = sddit_h5.write_whole(args.out, x, labels, attrs, {"tool": "digits", "n": n})
     print("digits.py: wrote %s" % sddit_h5.describe(info))
     return 0
 

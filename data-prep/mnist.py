@@ -121,16 +121,7 @@ def main(argv):
                   % (MEMBER, SHA256),
         "flipped": 0,
     }
-    w = sddit_h5.open_writer(args.out, n=n, sample_shape=x.shape[1:], dtype="float32",
-                             kind="latents", attrs=attrs, resume=False,
-                             config={"tool": "mnist", "n": n})
-    try:
-        w.write(0, x, labels)
-        w.set_completed(n)
-        info = w.finish(scan_values=True)
-    except BaseException:
-        w.discard()
-        raise
+    info = sddit_h5.write_whole(args.out, x, labels, attrs, {"tool": "mnist", "n": n})
     print("%s: wrote %s (from %s)" % (PROG, sddit_h5.describe(info), where))
     return 0
 

@@ -270,6 +270,22 @@ def open_writer(path, *, n, sample_shape, dtype, kind, attrs, config, resume,
     return Writer(path, f, kind, shape[0], num_classes, 0)
 
 
+def write_whole(path, x, labels, attrs, config):
+    """Writes a whole in-memory dataset (x (N, C, H, W) float32, labels (N,) int32) as a
+    format-1 latents file in one go (atomically, as open_writer does) and returns finish()'s
+    summary; a failure leaves no partial file."""
+    n = x.shape[0]
+    w = open_writer(path, n=n, sample_shape=x.shape[1:], dtype="float32", kind="latents",
+                    attrs=attrs, resume=False, config=config)
+    try:
+        w.write(0, x, labels)
+        w.set_completed(n)
+        return w.finish(scan_values=True)
+    except BaseException:
+        w.discard()
+        raise
+
+
 def validate(path, scan_values=True, block_bytes=64 << 20):
     """Checks a file against format version 1 and returns a summary dict; raises FormatError
     naming the path, the object and (for values) the first bad index."""
