@@ -73,4 +73,5 @@ echo "  checkpoints/        the newest checkpoints (sddit inspect $out_dir/check
 echo "  samples.h5          500 generated digits with their classes (sddit sample)"
 echo "  eval/samples_grid.png  the samples, one row per class"
 echo "  eval/metrics.json   class accuracy (3 classifiers), Frechet distances, the goal (data-prep/eval_digits.py)"
-echo "Run launch/quickstart.sh --train.steps=5000 to continue training from the last checkpoint."
+echo "Another seed: launch/quickstart.sh --train.seed=1 --train.out_dir=runs/digits-s1. A longer run"
+echo "starts afresh (the cosine learning rate spans train.steps), e.g. --train.steps=5000 --train.out_dir=runs/digits-5k."

