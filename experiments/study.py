@@ -14,15 +14,17 @@ pixels). The datasets: digits (8x8, 16 tokens, data-prep/digits.py) and mnist (2
 patch 4, 49 tokens, data-prep/mnist.py). Writes into DIR (default runs/study-<dataset>):
   runs/<variant>-s<seed>/      the training run, its samples and evaluations
   runs/<variant>-s<seed>/result.json   that run's rows (resumable: a run with one is skipped)
-  results.json                 every run x checkpoint: step, wall time, accuracy (the MLP's and
-                               the lowest of the three), fd, fd_pixels
-  curves.png                   FD and accuracy vs steps and vs wall time, mean over seeds,
+  step_costs.json, cost/       each variant's training cost per step, measured back to back
+  results.json                 every run x checkpoint: step, wall_s, accuracy (the MLP's and
+                               the lowest of the three), fd, fd_pixels; the step costs
+  curves.png                   FD and accuracy vs steps and vs training time, mean over seeds,
                                error bars +- one standard deviation over seeds
   results.md                   command, machine, date, tables: final checkpoint (equal steps),
-                               equal wall time, every checkpoint, steps to --fd-target
+                               equal training time, every checkpoint, steps to --fd-target
 
-Wall time of a checkpoint = its file's modification time minus the start of its training
-process (training time only; sampling and evaluation excluded).
+Training time = steps x the variant's cost per step (measure_costs): one measurement per
+variant in the same sitting, so that reused runs and a busy machine do not skew the
+comparison. wall_s (the checkpoint file's time minus the start of its run) stays in the rows.
 """
 import argparse
 import datetime
@@ -41,16 +43,20 @@ PY = "/usr/bin/python3"
 # dataset -> (config, data file, data-prep script, default steps, default every, protocol).
 # The protocol goes on top of the dataset's config, whatever the main job's schedule: a
 # constant learning rate (convergence curves with comparable checkpoints), no previews.
-# Digits keep the 3e-4 of the committed study (its rows stay valid); MNIST, with fewer steps
-# for more work per step, takes 1e-3 after a 100-step warm-up (the rate that made the digits
-# main job, experiments/RESULTS-digits.md).
+# Digits keep the 3e-4 of the committed study (its rows stay valid); MNIST, whose steps cost
+# three times as much, takes the schedule that made the digits main job (1e-3 after a 100-step
+# warm-up, cosine to 0; experiments/RESULTS-digits.md): at a constant 1e-3 its samples were
+# still unrecognisable (10% accuracy, chance) after 1000 steps. Under a cosine the checkpoints
+# before the last are not converged states, so comparisons use the final ones, and equal
+# training time comes from a baseline run over as many steps as SD-DiT's time buys
+# (--equal-time), not from interpolating curves.
 DATASETS = {
     "digits": ("launch/configs/digits.ini", "data/digits.h5", "data-prep/digits.py", 1500, 250,
                ["--optim.lr=3e-4", "--optim.lr_schedule=constant", "--optim.warmup_steps=0",
                 "--log.preview_every=0"]),
-    "mnist": ("launch/configs/mnist.ini", "data/mnist.h5", "data-prep/mnist.py", 1000, 250,
-              ["--optim.lr=1e-3", "--optim.lr_schedule=constant", "--optim.warmup_steps=100",
-               "--log.preview_every=0"]),
+    "mnist": ("launch/configs/mnist.ini", "data/mnist.h5", "data-prep/mnist.py", 1500, 500,
+              ["--optim.lr=1e-3", "--optim.lr_schedule=cosine", "--optim.warmup_steps=100",
+               "--optim.lr_min=0", "--log.preview_every=0"]),
 }
 
 # name -> (description, overrides). Encoder + decoder depth sum to 6 (model.depth).
@@ -119,6 +125,7 @@ def run(cmd, logf, env):
 
 
 def do_run(a, variant, seed, sddit, data, env, config, protocol):
+    steps = a.variant_steps.get(variant, a.steps)
     name = "%s-s%d" % (variant, seed)
     rdir = os.path.join(a.out, "runs", name)
     res = os.path.join(rdir, "result.json")
@@ -133,13 +140,13 @@ def do_run(a, variant, seed, sddit, data, env, config, protocol):
     ckdir = os.path.join(rdir, "checkpoints")
     cmd = [sddit, "train", "--config", os.path.join(ROOT, config)] + protocol + [
            "--resume", "none", "--data.path=" + data, "--train.out_dir=" + rdir,
-           "--train.steps=%d" % a.steps, "--train.seed=%d" % seed,
+           "--train.steps=%d" % steps, "--train.seed=%d" % seed,
            "--train.threads=%d" % a.threads, "--train.log_every=%d" % max(1, min(100, a.every)),
            "--ckpt.every=%d" % a.every, "--ckpt.keep=0", "--ckpt.dir=" + ckdir,
            "--optim.ema_decay=%g" % a.ema_decay]
     cmd += ["--" + kv for kv in a.set]
     cmd += VARIANTS[variant][1]
-    log("%s: training %d steps" % (name, a.steps))
+    log("%s: training %d steps" % (name, steps))
     t0 = time.time()
     run(cmd, logf, env)
     ttrain = time.time() - t0
@@ -205,8 +212,48 @@ def reuse_rows(a, variants, seeds_of):
     log("--reuse: %d runs taken from %s" % (n, a.reuse))
 
 
-def mean_curves(rows, variants):
-    """variant -> sorted [(step, mean wall, mean acc, mean fd, n seeds, std acc, std fd)]."""
+def measure_costs(a, variants, sddit, data, env, config, protocol):
+    """variant -> seconds per training step, measured in this sitting one variant after the
+    other (--cost-steps steps each; the second half's ms_step from metrics.jsonl, so start-up
+    and the first steps are left out). Cached in step_costs.json for the same settings. The
+    wall-time axes and the equal-wall-time table use steps x this cost: checkpoint file times
+    would mix sittings (reused runs) and whatever else shared the machine."""
+    path = os.path.join(a.out, "step_costs.json")
+    key = {"threads": a.threads, "cost_steps": a.cost_steps, "set": a.set, "protocol": protocol}
+    costs = {}
+    if os.path.isfile(path):
+        with open(path) as f:
+            old = json.load(f)
+        if old.get("key") == key:
+            costs = old["costs"]
+    half = max(1, a.cost_steps // 2)
+    for v in variants:
+        if v in costs:
+            continue
+        rdir = os.path.join(a.out, "cost", v)
+        if os.path.isdir(rdir):
+            shutil.rmtree(rdir)
+        os.makedirs(rdir)
+        cmd = [sddit, "train", "--config", os.path.join(ROOT, config)] + protocol + [
+            "--resume", "none", "--data.path=" + data, "--train.out_dir=" + rdir,
+            "--train.steps=%d" % (2 * half), "--train.seed=0", "--train.threads=%d" % a.threads,
+            "--train.log_every=%d" % half, "--ckpt.every=0", "--ckpt.keep=1"]
+        cmd += ["--" + kv for kv in a.set] + VARIANTS[v][1]
+        log("%s: measuring the cost of a step (%d steps)" % (v, 2 * half))
+        run(cmd, os.path.join(rdir, "log.txt"), env)
+        with open(os.path.join(rdir, "metrics.jsonl")) as f:
+            lines = [json.loads(x) for x in f if x.strip()]
+        costs[v] = lines[-1]["ms_step"] / 1000.0
+        log("%s: %.1f ms per step" % (v, 1000 * costs[v]))
+        with open(path + ".tmp", "w") as f:
+            json.dump({"key": key, "costs": costs}, f, indent=1)
+        os.replace(path + ".tmp", path)
+    return costs
+
+
+def mean_curves(rows, variants, costs):
+    """variant -> sorted [(step, training time (step x the variant's cost), mean acc, mean fd,
+    n seeds, std acc, std fd)]."""
     out = {}
     for v in variants:
         by = {}
@@ -218,8 +265,7 @@ def mean_curves(rows, variants):
             rs = by[s]
             acc_m, acc_s = mean_std([r["accuracy"] for r in rs])
             fd_m, fd_s = mean_std([r["fd"] for r in rs])
-            pts.append((s, sum(r["wall_s"] for r in rs) / len(rs), acc_m, fd_m, len(rs), acc_s,
-                        fd_s))
+            pts.append((s, s * costs[v], acc_m, fd_m, len(rs), acc_s, fd_s))
         out[v] = pts
     return out
 
@@ -245,8 +291,8 @@ def draw_curves(curves, path, fd_target):
     W, H, M = 420, 300, 50
     img = Image.new("RGB", (2 * W, 2 * H + 30 + 16 * ((len(curves) + 2) // 3)), "white")
     d = ImageDraw.Draw(img)
-    panels = [(0, 0, 0, 3, "FD (log scale) vs steps"), (W, 0, 1, 3, "FD (log scale) vs wall time (s)"),
-              (0, H, 0, 2, "accuracy vs steps"), (W, H, 1, 2, "accuracy vs wall time (s)")]
+    panels = [(0, 0, 0, 3, "FD (log scale) vs steps"), (W, 0, 1, 3, "FD (log scale) vs training time (s): steps x cost"),
+              (0, H, 0, 2, "accuracy vs steps"), (W, H, 1, 2, "accuracy vs training time (s): steps x cost")]
     for ox, oy, xi, yi, title in panels:
         # FD spans two decades (30 at the first checkpoint, < 1 at the end): log10 axis
         tf = (lambda v: math.log10(v)) if yi == 3 else (lambda v: v)
@@ -362,6 +408,13 @@ def main():
     p.add_argument("--fd-target", type=float, default=1.5)
     p.add_argument("--out", default=None, help="runs/study-<dataset>")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--equal-time", action="store_true",
+                   help="also train plain DiT (variant baseline_T, the baseline's seeds) for as "
+                        "many steps as SD-DiT's --steps take at the measured costs: equal "
+                        "training time with each run's full learning-rate schedule")
+    p.add_argument("--cost-steps", type=int, default=200,
+                   help="steps of the per-variant cost measurement behind the wall-time "
+                        "columns (200)")
     p.add_argument("--reuse", default=None, metavar="RESULTS.json",
                    help="take the rows of runs (variant x seed) found in an earlier study's "
                         "results.json instead of running them, when that study had the same "
@@ -377,6 +430,7 @@ def main():
     a.out = a.out or os.path.join("runs", "study-" + a.dataset)
     if a.smoke:
         a.variants, a.seeds, a.steps, a.every, a.per_class = "baseline,sddit", "0", 60, 30, 10
+        a.cost_steps = 20
         a.ablation_seeds = "0"
         a.main_variants = "baseline,sddit"
     variants = []
@@ -413,6 +467,22 @@ def main():
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+    a.variant_steps = {}
+    costs = None
+    if a.equal_time:
+        for v in ("baseline", "sddit"):
+            if v not in variants:
+                p.error("--equal-time needs the variants baseline and sddit")
+        costs = measure_costs(a, variants, sddit, data, env, config, protocol)
+        n_eq = int(round(a.steps * costs["sddit"] / costs["baseline"]))
+        VARIANTS["baseline_T"] = ("plain DiT for %d steps: the training time of SD-DiT's %d"
+                                  % (n_eq, a.steps), VARIANTS["baseline"][1])
+        a.variant_steps["baseline_T"] = n_eq
+        variants.append("baseline_T")
+        if "baseline" in main_variants:
+            main_variants.append("baseline_T")
+        log("--equal-time: SD-DiT %.1f ms/step, plain DiT %.1f ms/step: baseline_T trains %d "
+            "steps" % (1000 * costs["sddit"], 1000 * costs["baseline"], n_eq))
     if a.reuse:
         reuse_rows(a, variants, seeds_of)
     n_runs = sum(len(seeds_of(v)) for v in variants)
@@ -433,6 +503,10 @@ def main():
             log("run %d/%d: %s seed %d (%.0f s elapsed)" % (k, n_runs, v, s, time.time() - t_start))
             rows += do_run(a, v, s, sddit, data, env, config, protocol)
 
+    costs = measure_costs(a, [v for v in variants if v != "baseline_T"], sddit, data, env,
+                          config, protocol)
+    if "baseline_T" in variants:
+        costs["baseline_T"] = costs["baseline"]
     cmdline = " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
     with open(os.path.join(a.out, "results.json"), "w") as f:
         json.dump({"command": cmdline, "dataset": a.dataset, "config": config,
@@ -440,11 +514,11 @@ def main():
                    "ema_decay": a.ema_decay,
                    "per_class": a.per_class, "guidance": a.guidance, "fd_target": a.fd_target,
                    "seeds": seeds, "main_variants": main_variants,
-                   "ablation_seeds": abl_seeds, "set": a.set,
+                   "ablation_seeds": abl_seeds, "set": a.set, "step_cost_s": costs,
                    "variants": {v: {"description": VARIANTS[v][0], "overrides": VARIANTS[v][1]}
                                 for v in variants},
                    "rows": rows}, f, indent=1)
-    curves = mean_curves(rows, variants)
+    curves = mean_curves(rows, variants, costs)
     draw_curves(curves, os.path.join(a.out, "curves.png"), a.fd_target)
 
     md = ["# Study on %s%s" % (a.dataset, " (smoke)" if a.smoke else ""), "",
@@ -462,9 +536,11 @@ def main():
           "## Equal steps: the final checkpoint (mean +- std over seeds)", "",
           "accuracy: the MLP classifier's; lowest: the lowest of MLP, SVC and 5-NN; FD in the "
           "MLP's features (its real-vs-real floor at these sizes: %s); pixel FD on 64 principal "
-          "components." % ("%.3f" % (sum(r["fd_floor"] for r in rows) / len(rows))
-                           if rows and "fd_floor" in rows[0] else "-"), "",
-          "| variant | overrides | seeds | step | accuracy | lowest | FD | pixel FD | train s |",
+          "components; `-`: rows from a reused earlier study that lack the metric (the means "
+          "of lowest and pixel FD then cover the other seeds only)." % (
+              "%.3f" % mean_std([r.get("fd_floor") for r in rows])[0]
+              if any("fd_floor" in r for r in rows) else "-"), "",
+          "| variant | overrides | seeds | step | accuracy | lowest | FD | pixel FD | ms/step |",
           "|---|---|---|---|---|---|---|---|---|"]
     for v in variants:
         if not curves[v]:
@@ -475,21 +551,43 @@ def main():
         lo_m, lo_s = mean_std([r.get("accuracy_min", float("nan")) for r in fin])
         fd_m, fd_s = mean_std([r["fd"] for r in fin])
         fp_m, fp_s = mean_std([r.get("fd_pixels", float("nan")) for r in fin])
-        w_m, _ = mean_std([r["wall_s"] for r in fin])
+        w_m = 1000 * costs[v]
         md.append("| %s | %s | %d | %d | %s | %s | %s | %s | %.0f |" % (
             v, " ".join(o.lstrip("-") for o in VARIANTS[v][1]
                         if v in ("baseline", "sddit") or o not in SDDIT), len(fin), last,
             pm(acc_m, acc_s, "%.3f"), pm(lo_m, lo_s, "%.3f"), pm(fd_m, fd_s, "%.3f"),
             pm(fp_m, fp_s, "%.1f"), w_m))
+    # equal training time, full schedules: SD-DiT's final checkpoint against plain DiT trained
+    # for as long (--equal-time)
+    if "baseline_T" in variants:
+        md += ["", "## Equal training time, full schedules", "",
+               "Each run's final checkpoint; baseline_T is plain DiT trained for %d steps, the "
+               "time SD-DiT's %d steps take at the measured costs (%.1f and %.1f ms/step)." % (
+                   a.variant_steps["baseline_T"], a.steps, 1000 * costs["sddit"],
+                   1000 * costs["baseline"]), "",
+               "| variant | steps | training time (s) | seeds | accuracy | lowest | FD | pixel FD |",
+               "|---|---|---|---|---|---|---|---|"]
+        for v in ("baseline", "sddit", "baseline_T"):
+            if not curves[v]:
+                continue
+            last = curves[v][-1][0]
+            fin = [r for r in rows if r["variant"] == v and r["step"] == last]
+            md.append("| %s | %d | %.0f | %d | %s | %s | %s | %s |" % (
+                v, last, last * costs[v], len(fin),
+                pm(*mean_std([r["accuracy"] for r in fin]), "%.3f"),
+                pm(*mean_std([r.get("accuracy_min") for r in fin]), "%.3f"),
+                pm(*mean_std([r["fd"] for r in fin]), "%.3f"),
+                pm(*mean_std([r.get("fd_pixels") for r in fin]), "%.1f")))
     # equal wall time: every variant at the training time of the fastest variant's last
-    # checkpoint (linear between checkpoints of the mean curve)
+    # checkpoint (linear between checkpoints of the mean curve); only meaningful when the
+    # learning rate is constant (a cosine's middle checkpoints are not converged states)
     ends = [curves[v][-1][1] for v in variants if curves[v]]
-    if ends:
+    if ends and "--optim.lr_schedule=cosine" not in protocol:
         t_eq = min(ends)
         md += ["", "## Equal wall time: every variant after %.0f s of training" % t_eq, "",
-               "The training time of the fastest variant's last checkpoint; the others' mean "
-               "curves interpolated there (wall times come from checkpoint file times: noisy "
-               "when other work shares the machine).", "",
+               "The training time of the fastest variant's last checkpoint, as steps x each "
+               "variant's cost per step (ms/step above, measured back to back in this "
+               "sitting: step_costs.json); the others' mean curves interpolated there.", "",
                "| variant | steps done by then | accuracy | FD |", "|---|---|---|---|"]
         for v in variants:
             pts = curves[v]
@@ -516,12 +614,12 @@ def main():
                 if x in by else "-" for x in steps_all) + " |")
     md += ["", "## Steps to reach FD <= %g" % a.fd_target, "",
            "Mean curve over seeds, and each seed's own first checkpoint at or below the target.",
-           "", "| variant | steps (mean curve) | wall time (s) | per seed |", "|---|---|---|---|"]
+           "", "| variant | steps (mean curve) | training time (s) | per seed |", "|---|---|---|---|"]
     for v in variants:
         r = first_reach(curves[v], a.fd_target)
         per = []
         for sd in seeds_of(v):
-            pts = [(x["step"], x["wall_s"], x["accuracy"], x["fd"], 1, 0.0, 0.0)
+            pts = [(x["step"], x["step"] * costs[v], x["accuracy"], x["fd"], 1, 0.0, 0.0)
                    for x in sorted(rows, key=lambda x: x["step"])
                    if x["variant"] == v and x["seed"] == sd]
             rr = first_reach(pts, a.fd_target)
