@@ -375,7 +375,11 @@ static void test_overrides(void) {
   expect_override_error(&c, "--data.path=a ;b", "contains ';' or a control character");
   expect_override_error(&c, "--dist.world=4", "dist.world: unknown key (known: timeout");
   expect_override_error(&c, "--log.every=4",
-                        "log.every: unknown key (the [log] section has no keys yet)");
+                        "log.every: unknown key (known: preview_every, preview_classes");
+  expect_override_error(&c, "--optim.lr_schedule=linear",
+                        "optim.lr_schedule: 'linear' is not one of: constant, cosine");
+  expect_override_error(&c, "--train.accum_steps=0", "train.accum_steps: '0' is out of range");
+  expect_override_error(&c, "--optim.warmup_steps=-5", "optim.warmup_steps: '-5' is out of range");
 }
 
 // ---- error messages from files ----
@@ -411,8 +415,8 @@ static void test_file_errors(void) {
                     "unknown_key.ini:3: optim.lrr: unknown key (known: lr, beta1");
   expect_load_error("unknown_model_key.ini", "[model]\nhiddn = 4\n",
                     "unknown_model_key.ini:2: model.hiddn: unknown key");
-  expect_load_error("reserved_key.ini", "[log]\nevery = 4\n",
-                    "reserved_key.ini:2: log.every: unknown key (the [log] section has no keys");
+  expect_load_error("log_key.ini", "[log]\nevery = 4\n",
+                    "log_key.ini:2: log.every: unknown key (known: preview_every");
   expect_load_error("bad_bool.ini", "[data]\nhflip = maybe\n",
                     "bad_bool.ini:2: data.hflip: 'maybe' is not a boolean (true or false)");
   expect_load_error("bad_number.ini",
@@ -458,6 +462,10 @@ static void test_file_errors(void) {
   rc = sd_config_load_ini(&c, g_dir, err, sizeof err);
   check_true(rc == -1 && strstr(err, g_dir), "%-20s %s", "(a directory)", err);
 
+  expect_invalid("accum.ini", "[train]\nglobal_batch = 8\naccum_steps = 3\n",
+                 "train.global_batch (8) is not a multiple of train.accum_steps (3)");
+  expect_invalid("lr_min.ini", "[optim]\nlr = 1e-4\nlr_schedule = cosine\nlr_min = 1e-3\n",
+                 "optim.lr_min (0.001) is above optim.lr (0.0001)");
   expect_invalid("depths.ini", "[model]\npreset = S/2\ndecoder_depth = 4\n",
                  "model.encoder_depth (10) + model.decoder_depth (4) = 14, but model.depth is "
                  "12: set model.encoder_depth = 8");

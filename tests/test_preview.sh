@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Progress previews during training (log.preview_every), checked with an independent PNG
 # decoder (PIL) against `sddit sample`:
-#  - 20 steps on the digits (generation EMA 0.9, so that it moves) with previews every 10: samples-00000010.png, samples-00000020.png
+#  - 20 steps on the digits (constant learning rate and generation EMA 0.9, so that the EMA
+#    moves within 20 steps) with previews every 10: samples-00000010.png, samples-00000020.png
 #    and loss.png appear, with the sizes the layout implies (10 classes x 3, 8x8 cells upscaled
 #    4x, 1-px separators: 100 x 331; the plot 900 x 360);
 #  - the step-20 grid equals `sddit sample --classes 0,..,9 --per-class 3 --steps 4
@@ -27,7 +28,8 @@ bad() { echo "FAIL $*"; fail=$((fail+1)); }
 common=(train --config "$root/launch/configs/digits.ini" --data.path="$tmp/digits.h5"
         --train.steps=20 --train.log_every=5 --ckpt.every=10 --ckpt.keep=0
         --log.preview_every=10 --log.preview_per_class=3 --log.preview_steps=4
-        --log.preview_guidance=1.5 --optim.ema_decay=0.9)
+        --log.preview_guidance=1.5 --optim.ema_decay=0.9 --optim.warmup_steps=0
+        --optim.lr_schedule=constant)
 "$sddit" "${common[@]}" --train.out_dir="$tmp/r" >"$tmp/r.log" 2>&1 || bad "training failed: $(tail -3 "$tmp/r.log")"
 grep -q "# preview: .*samples-00000020.png (10 x 3 samples, 4 Heun steps, guidance 1.5)" "$tmp/r.log" \
   && ok "the progress says where the previews went" || bad "no preview line: $(grep preview "$tmp/r.log")"
