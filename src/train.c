@@ -456,6 +456,9 @@ int sd_cmd_train(int argc, char **argv) {
     const int log_now = (step + 1) % cfg.log_every == 0 || step + 1 == cfg.steps;
     if (log_now) {
       sd_sddit_read_stats(&s, &stats);
+      // the loss mean over ranks is a collective: its wait belongs to this interval's comm
+      // (taken later, it would land in the next progress line's and could exceed its whole)
+      take_comm(&tcomm, &tt);
       // the same counts on every rank: the gate follows the global gradient norm
       const long fresh = stats.skipped_total - skipped_total;
       skipped_total = stats.skipped_total;
