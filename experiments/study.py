@@ -271,19 +271,15 @@ def mean_curves(rows, variants, costs):
 
 
 def at_time(pts, t):
-    """The mean curve's (accuracy, fd) at wall time t, linear between checkpoints; None when t
-    lies beyond the curve's last checkpoint (or before its first)."""
+    """The mean curve at training time t, linear between checkpoints: (steps, accuracy, fd);
+    None when t lies beyond the curve's last checkpoint (or before its first)."""
     for p0, p1 in zip(pts, pts[1:]):
         if p0[1] <= t <= p1[1]:
             f = (t - p0[1]) / (p1[1] - p0[1]) if p1[1] > p0[1] else 1.0
-            return p0[2] + f * (p1[2] - p0[2]), p0[3] + f * (p1[3] - p0[3])
+            return tuple(p0[i] + f * (p1[i] - p0[i]) for i in (0, 2, 3))
     if pts and abs(pts[-1][1] - t) < 1e-9:
-        return pts[-1][2], pts[-1][3]
+        return pts[-1][0], pts[-1][2], pts[-1][3]
     return None
-
-
-COLORS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-          (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
 
 
 def draw_curves(curves, path, fd_target):
@@ -590,18 +586,10 @@ def main():
                "sitting: step_costs.json); the others' mean curves interpolated there.", "",
                "| variant | steps done by then | accuracy | FD |", "|---|---|---|---|"]
         for v in variants:
-            pts = curves[v]
-            r = at_time(pts, t_eq)
-            steps_by = None
-            for p0, p1 in zip(pts, pts[1:]):
-                if p0[1] <= t_eq <= p1[1]:
-                    f = (t_eq - p0[1]) / (p1[1] - p0[1]) if p1[1] > p0[1] else 1.0
-                    steps_by = p0[0] + f * (p1[0] - p0[0])
-            if steps_by is None and pts and abs(pts[-1][1] - t_eq) < 1e-9:
-                steps_by = pts[-1][0]
+            r = at_time(curves[v], t_eq)
             md.append("| %s | %s | %s | %s |" % (
-                v, "%.0f" % steps_by if steps_by is not None else "-",
-                "%.3f" % r[0] if r else "-", "%.3f" % r[1] if r else "-"))
+                v, "%.0f" % r[0] if r else "-", "%.3f" % r[1] if r else "-",
+                "%.3f" % r[2] if r else "-"))
     steps_all = sorted({r["step"] for r in rows})
     for title, col, fmt in (("FD", 3, "%.2f"), ("Accuracy", 2, "%.3f")):  # curve columns
         md += ["", "## %s at every checkpoint (mean +- std over seeds)" % title, "",

@@ -289,8 +289,12 @@ void sd_sddit_forward_backward_micro(sd_sddit *s, const sd_step_inputs *in, int 
   }
   // the step's losses, the mean over its micro-batches, stay on the backend (scalars 6, 7)
   // until sd_sddit_read_stats
-  if (first) op->memset(be, s->scalars + SD_SC_LOSSES, 0, 2 * sizeof(float));
-  op->axpy(be, s->scalars + SD_SC_LOSSES, s->scalars, 2, wm);
+  // (one micro-batch: slots 0 and 1 are the step's losses, nothing to add on the hot path)
+  if (micros > 1) {
+    if (first) op->memset(be, s->scalars + SD_SC_LOSSES, 0, 2 * sizeof(float));
+    op->axpy(be, s->scalars + SD_SC_LOSSES, s->scalars, 2, wm);
+  }
+  s->loss_slot = micros > 1 ? SD_SC_LOSSES : 0;
 
   // backward: decoder, merge, head, encoder, embeddings, conditioning; the gradient ranges go
   // to the comm hooks (reduction over ranks) with the last micro-batch only
@@ -337,7 +341,7 @@ void sd_sddit_forward_backward_micro(sd_sddit *s, const sd_step_inputs *in, int 
 void sd_sddit_read_stats(sd_sddit *s, sd_step_stats *st) {
   float h[SD_SC_COUNT + 3];
   s->be->ops->to_host(s->be, h, s->scalars, sizeof h);
-  float l2[2] = {h[SD_SC_LOSSES + 1], h[SD_SC_LOSSES]};  // L_gen, L_dis of this rank
+  float l2[2] = {h[s->loss_slot + 1], h[s->loss_slot]};  // L_gen, L_dis of this rank
   if (s->comm.sum_host) {      // the mean over ranks
     l2[0] /= (float)s->comm.world;
     l2[1] /= (float)s->comm.world;

@@ -54,7 +54,8 @@ typedef struct sd_step_stats {
 
 // Where a step keeps its scalars in s->scalars (16 floats of backend memory): the losses of
 // the last micro-batch (0: L_dis, 1: L_gen), the squared gradient norm, the update gate (gate
-// factor, norm), the step's losses (the mean over its micro-batches: 6: L_dis, 7: L_gen) and
+// factor, norm), with more than one micro-batch the step's losses (their mean: 6: L_dis,
+// 7: L_gen), and
 // the skip counters (total, in a row, last step) of ops.h's step_gate.
 enum { SD_SC_SUMSQ = 2, SD_SC_GATE = 4, SD_SC_LOSSES = 6, SD_SC_COUNT = 10 };
 
@@ -114,6 +115,7 @@ typedef struct sd_sddit {
   // its sd_step_stats (one stream synchronisation, and with comm hooks a sum over ranks);
   // 1: they stay in backend memory until sd_sddit_read_stats (the trainer, on log steps).
   int defer_stats;
+  int loss_slot;          // where the last step's losses are: 0, or SD_SC_LOSSES (micro-batches)
 } sd_sddit;
 
 void sd_sddit_create(sd_sddit *s, const sd_dit_config *dcfg, const sd_head_config *hcfg,
