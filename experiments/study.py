@@ -282,6 +282,10 @@ def at_time(pts, t):
     return None
 
 
+COLORS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+          (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+
+
 def draw_curves(curves, path, fd_target):
     from PIL import Image, ImageDraw
     W, H, M = 420, 300, 50
