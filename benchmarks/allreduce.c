@@ -18,8 +18,8 @@
 // sum n(n+1)/2 * k; "wrong" counts the elements that differ (the exit status is 1 if any do).
 // Output on rank 0: a header (ranks, host, date) and one row per size, or with --json one
 // object per size.
-#include "dist.h"
-#include "dist_nccl.h"
+#include "dist/dist.h"
+#include "dist/dist_nccl.h"
 #include "nccl_comm.h"
 
 #include <math.h>

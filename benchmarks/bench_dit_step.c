@@ -2,9 +2,9 @@
 // training step without the optimizer. Prints one greppable line (or JSON with --json):
 //   sddit preset=S/2 batch=8 threads=2 ms_fwd=.. ms_bwd=.. ms_per_step=.. img_per_s=.. gflop_per_s=..
 // FLOPs are analytic: 3 x forward (sd_dit_forward_flops), multiply-add = 2.
-#include "dit.h"
+#include "model/dit.h"
 #include "error.h"
-#include "rng.h"
+#include "util/rng.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -14,10 +14,10 @@
 // Output: a header and one greppable row per measurement, or one JSON object per row (--json).
 // Files this run generates are deleted at the end unless --keep; an existing file of the right
 // shape and layout is reused (and kept).
-#include "dataset.h"
+#include "data/dataset.h"
 #include "error.h"
-#include "loader.h"
-#include "rng.h"
+#include "data/loader.h"
+#include "util/rng.h"
 
 #include <errno.h>
 #include <fcntl.h>

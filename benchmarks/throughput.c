@@ -7,12 +7,12 @@
 // FLOPs are analytic (multiply-add = 2, backward = 2 x forward; see the header line printed
 // at start). MFU is against --peak-gflops, by default the backend's measured matmul peak
 // (a 1024^3 matmul through its matmul op, best of 3).
-#include "config.h"
+#include "config/config.h"
 #include "error.h"
-#include "rng.h"
-#include "sddit.h"
-#include "sddit_config.h"
-#include "step_random.h"
+#include "util/rng.h"
+#include "objective/sddit.h"
+#include "objective/sddit_config.h"
+#include "objective/step_random.h"
 
 #include <stdio.h>
 #include <stdlib.h>

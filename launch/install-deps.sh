@@ -21,10 +21,10 @@ fi
 
 # build: compiler, meson/ninja; numerics: OpenBLAS (CPU matmul); I/O: HDF5 (datasets,
 # checkpoints, fixtures); distribution: Open MPI; config: inih (INI parser); zlib (the PNG
-# previews written during training).
+# previews written during training); cJSON (the JSON header of safetensors files).
 pkgs=(build-essential pkg-config meson ninja-build
       libopenblas-openmp-dev libhdf5-dev hdf5-tools
-      libopenmpi-dev openmpi-bin libinih-dev zlib1g-dev)
+      libopenmpi-dev openmpi-bin libinih-dev zlib1g-dev libcjson-dev)
 # reference, fixtures, data preparation and benchmarks (system python3)
 if [ "$want_python" = 1 ]; then
   pkgs+=(python3 python3-numpy python3-torch python3-h5py python3-sklearn

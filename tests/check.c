@@ -1,6 +1,6 @@
 // Test helpers (see check.h).
 #include "check.h"
-#include "rng.h"
+#include "util/rng.h"
 
 #include <math.h>
 #include <stdarg.h>

@@ -3,7 +3,7 @@
 // span several chunks (SD_DIST_CHUNK makes chunks small). Prints one line per check and exits
 // non-zero on any mismatch, naming the first bad index.
 #include "bf16.h"
-#include "dist.h"
+#include "dist/dist.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -5,7 +5,7 @@
 #ifndef SD_TEST_DIT_CASE_H
 #define SD_TEST_DIT_CASE_H
 
-#include "dit.h"
+#include "model/dit.h"
 
 #include <stddef.h>
 #include <stdint.h>

@@ -1,7 +1,7 @@
 // Loads the PyTorch DiT fixture (see fixture.h).
 #include "fixture.h"
 #include "error.h"
-#include "h5io.h"
+#include "util/h5io.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -3,7 +3,7 @@
 #ifndef SD_FIXTURE_H
 #define SD_FIXTURE_H
 
-#include "dit.h"
+#include "model/dit.h"
 
 #include <hdf5.h>
 

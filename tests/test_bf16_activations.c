@@ -10,7 +10,7 @@
 #include "bf16.h"
 #include "check.h"
 #include "dit_case.h"
-#include "dit.h"
+#include "model/dit.h"
 #include "error.h"
 #include "tolerances.h"
 

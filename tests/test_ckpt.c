@@ -5,9 +5,9 @@
 // and leaves the existing checkpoint byte-for-byte intact; the summary (`sddit inspect`) prints
 // a long git_rev attribute whole.
 #include "check.h"
-#include "ckpt.h"
+#include "ckpt/ckpt.h"
 #include "error.h"
-#include "step_random.h"
+#include "objective/step_random.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,7 +1,7 @@
 // Run configuration: defaults per preset, the launch/configs files, print -> load round trip,
 // command-line overrides, and the message of each error class (written to a temp dir).
 #include "check.h"
-#include "config.h"
+#include "config/config.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -6,8 +6,8 @@
 // and that the summary `sddit inspect` prints holds the encoder and source attributes whole at
 // any length, fixed- or variable-length.
 #include "check.h"
-#include "dataset.h"
-#include "loader.h"
+#include "data/dataset.h"
+#include "data/loader.h"
 #include "tolerances.h"
 
 #include <hdf5.h>

@@ -3,7 +3,7 @@
 // give bitwise the training forward's output in a far smaller arena.
 #include "check.h"
 #include "dit_case.h"
-#include "dit.h"
+#include "model/dit.h"
 #include "error.h"
 
 #include <stdio.h>

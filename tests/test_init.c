@@ -1,7 +1,7 @@
 // DiT initialisation: zeros where adaLN-Zero and DiT put them, xavier-uniform bounds and
 // variance on linears, N(0, 0.02) on the label table and t-MLP; reproducible from the seed.
 #include "check.h"
-#include "dit.h"
+#include "model/dit.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -1,9 +1,9 @@
 // Parameter counts of the DiT presets against the PyTorch reference's counts stored in the
 // fixture (/param_counts), for our 4 output channels and DiT's learned-sigma 8.
 #include "check.h"
-#include "dit_params.h"
+#include "model/dit_params.h"
 #include "fixture.h"
-#include "h5io.h"
+#include "util/h5io.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -1,6 +1,6 @@
 // Known-answer and distribution tests of the keyed Philox4x32-10 generator.
 #include "check.h"
-#include "rng.h"
+#include "util/rng.h"
 #include "tolerances.h"
 
 #include <math.h>

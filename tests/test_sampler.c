@@ -18,14 +18,14 @@
 // loads CKPT with the training code (sd_ckpt_load into an sd_sddit built from CONFIG.ini with
 // mask_ratio 0) and writes the training step's D for IN's /x, /sigma, /labels as OUT's /D.
 #include "check.h"
-#include "ckpt.h"
-#include "config.h"
-#include "denoiser.h"
+#include "ckpt/ckpt.h"
+#include "config/config.h"
+#include "sample/denoiser.h"
 #include "error.h"
-#include "h5io.h"
-#include "sampler.h"
-#include "sddit.h"
-#include "sddit_config.h"
+#include "util/h5io.h"
+#include "sample/sampler.h"
+#include "objective/sddit.h"
+#include "objective/sddit_config.h"
 #include "tolerances.h"
 
 #include <math.h>

@@ -11,8 +11,8 @@
 #include "check.h"
 #include "error.h"
 #include "fixture.h"
-#include "h5io.h"
-#include "sddit.h"
+#include "util/h5io.h"
+#include "objective/sddit.h"
 #include "tolerances.h"
 
 #include <math.h>

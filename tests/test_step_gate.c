@@ -5,11 +5,11 @@
 // row 1, last step), the next finite step updates again and resets the run, and clipping sets
 // the gate to clip / norm.
 #include "check.h"
-#include "config.h"
+#include "config/config.h"
 #include "error.h"
-#include "sddit.h"
-#include "sddit_config.h"
-#include "step_random.h"
+#include "objective/sddit.h"
+#include "objective/sddit_config.h"
+#include "objective/step_random.h"
 
 #include <math.h>
 #include <stdio.h>

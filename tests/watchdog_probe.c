@@ -9,8 +9,8 @@
 //   die    2 ranks, timeout 3 s: rank 1 kills itself (SIGKILL) after 1 s
 //   late   2 ranks, timeout 2 s: rank 1 stays alive but out of the barrier rank 0 waits in
 //          -> rank 0's deadline ends the job, naming rank 1 as alive outside a collective
-#include "dist.h"
-#include "watchdog.h"
+#include "dist/dist.h"
+#include "dist/watchdog.h"
 
 #include <signal.h>
 #include <stdint.h>

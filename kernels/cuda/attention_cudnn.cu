@@ -15,7 +15,7 @@
 // dq, dk, dv are widened into the fp32 dqkv (16-byte vector kernels below).
 #include "cuda_internal.h"
 #include "sd_build_config.h"
-#include "../../src/tolerances_gpu.h"  // GPU_CROSS_CHECK_CUDNN_ATTENTION
+#include "tolerances_gpu.h"  // GPU_CROSS_CHECK_CUDNN_ATTENTION
 
 extern "C" {
 #include "error.h"

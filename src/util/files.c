@@ -1,5 +1,5 @@
 // Small file-system helpers (see files.h).
-#include "files.h"
+#include "util/files.h"
 #include "error.h"
 
 #include <errno.h>

@@ -23,12 +23,12 @@
 //        [--max-batch] [--max-batch-limit 4096] [--simulate matmul]
 // Exits 77 (skip) without a CUDA backend or device; --simulate runs on the CPU stand-in
 // (smoke test of this program).
-#include "clock.h"
+#include "util/clock.h"
 #include "error.h"
 #include "bf16.h"
-#include "gpu_check.h"
+#include "device/gpu_check.h"
 #include "sd_build_config.h"
-#include "sddit.h"
+#include "objective/sddit.h"
 
 #include <math.h>
 #include <stdint.h>

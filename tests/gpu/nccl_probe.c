@@ -5,8 +5,8 @@
 // span several chunks when SD_NCCL_CHUNK is small. Prints one line per check, "passed" on
 // rank 0 at the end, and exits 0; 1 on any failure; 77 (skip) when the build has no NCCL or
 // no CUDA device is visible.
-#include "dist.h"
-#include "dist_nccl.h"
+#include "dist/dist.h"
+#include "dist/dist_nccl.h"
 #include "nccl_comm.h"
 
 #include <math.h>

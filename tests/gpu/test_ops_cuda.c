@@ -16,8 +16,8 @@
 // everything against the CPU stand-in of gpu_check.h instead (for the harness itself and the
 // bf16 limits). The seed is printed; SD_GPU_TEST_SEED sets it too. Before the checks, the CUDA
 // files' own self-tests (sd_cuda_*_selftest) run when the build has them ("unit" lines).
-#include "gpu_check.h"
-#include "op_checks.h"
+#include "device/gpu_check.h"
+#include "device/op_checks.h"
 
 #include <stdio.h>
 #include <stdlib.h>
