@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.join(REPO, "tests", "reference"))
 import dit_reference as dref  # noqa: E402
 import sddit_reference as ref  # noqa: E402
 
-# sd_config_defaults (src/config.c) for the benchmark's presets.
+# sd_config_defaults (src/config/config_defaults.c) for the benchmark's presets.
 MASK_RATIO = 0.2
 P_MEAN, P_STD = -1.2, 1.2
 TEACHER_SIGMA = 0.002

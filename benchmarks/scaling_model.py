@@ -4,7 +4,7 @@
   t(N) = t_compute(B_local) + t_optimizer + exposed_comm(N) [+ exposed teacher broadcast(N)]
 
 exposed_comm: the gradient all-reduce, one bucket per DiT block, one for the projection head,
-one for the final layer and one for the embedders (as src/train_dist.c posts them), float32
+one for the final layer and one for the embedders (as src/train/train_dist.c posts them), float32
 gradients (sd_nccl_allreduce_mean_f32: 4 bytes per parameter; --grad-dtype bf16: 2 bytes, as
 dist.grad_dtype = bf16 sends them). Each bucket's all-reduce starts
 when its gradient is ready and runs on one communication stream, one bucket after the other;
@@ -20,7 +20,7 @@ S/G per GPU on its own NIC, intra-node all-gather):
   2 * [(G-1) a_nv + (G-1)/G * S / busbw_nv] + a_ib0 + 2(n-1) a_ib + 2(n-1)/n * (S/G) / busbw_ib
 Teacher broadcast (rank 0's EMA teacher of the embedders + encoder blocks + head, sent every
 dist.teacher_sync_every steps, default 1). It starts after the optimizer and the next step
-runs the student's forward before it waits for it (src/sddit.c), so only what exceeds the
+runs the student's forward before it waits for it (src/objective/sddit.c), so only what exceeds the
 student forward is exposed (--no-teacher-overlap: all of it, as before that overlap):
   2 * [(G-1) a_nv + (G-1)/G * S / busbw_nv] + a_ib0 + (n-1) a_ib + (S/G) / busbw_ib   (n > 1)
 
@@ -38,7 +38,7 @@ import argparse
 import math
 import sys
 
-# ---- model presets (src/dit_config.c) and SD-DiT defaults (launch/configs/*.ini) ----
+# ---- model presets (src/model/dit_config.c) and SD-DiT defaults (launch/configs/*.ini) ----
 PRESETS = {  # depth, hidden, encoder_depth
     "S/2": (12, 384, 10), "B/2": (12, 768, 10), "L/2": (24, 1024, 20), "XL/2": (28, 1152, 24),
 }

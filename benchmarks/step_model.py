@@ -26,7 +26,7 @@ the fraction each kernel class is expected to reach (RESULTS.md justifies each);
 until tests/gpu/run.sh measures them. The purpose is the ranking: which op class costs what,
 and what each planned change would buy ("predict, change, measure").
 
-The step (src/sddit.c): student embed + encoder on the Tv visible tokens + decoder on all T
+The step (src/objective/sddit.c): student embed + encoder on the Tv visible tokens + decoder on all T
 tokens + final layer + head on Tv rows, forward and backward; teacher (EMA) embed + encoder on
 T tokens + head, forward only; EDM and discriminative losses; AdamW with the teacher and
 generation EMAs and the bf16 weight copies written in the same pass (one pass per region).
@@ -42,7 +42,7 @@ Usage: step_model.py [--preset XL/2] [--batch 256] [--gemm-tflops 650]
 import argparse
 import sys
 
-PRESETS = {  # depth, hidden, heads, encoder_depth (src/dit_config.c, launch/configs/*.ini)
+PRESETS = {  # depth, hidden, heads, encoder_depth (src/model/dit_config.c, launch/configs/*.ini)
     "S/2": (12, 384, 6, 10), "B/2": (12, 768, 12, 10), "L/2": (24, 1024, 16, 20),
     "XL/2": (28, 1152, 16, 24),
 }

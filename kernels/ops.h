@@ -238,7 +238,7 @@ typedef void sd_center_update_fn(sd_backend *be, float *center, const float *sum
 // multiplies in bf16 may keep a bf16 copy of it (the CUDA backend does; the CPU backend does
 // nothing). Results are bitwise those without the copy. The contract:
 //   - the owner of the buffer registers it once, after alloc (the trainer: the student's and
-//     the teacher's flat parameters, src/sddit.c); ops->free of w drops the copy;
+//     the teacher's flat parameters, src/objective/sddit.c); ops->free of w drops the copy;
 //   - adamw and adamw_ema write the copies of p and of the EMA outputs that lie in a region
 //     in the same pass as the fp32 values (a sub-range of a region is fine);
 //   - every other write through the ops (to_device, copy, memset, ema, axpy, and any compute

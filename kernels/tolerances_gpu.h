@@ -3,7 +3,7 @@
 // test-backend-ops. One line per op: `#define GPU_NMSE_<OP> fp32_limit, bf16_limit`, used as
 // `double lim[2] = {GPU_NMSE_<OP>};` (index 0 fp32, 1 bf16). The measure is the normalised
 // mean squared error
-//     nmse = sum_i (a_i - ref_i)^2 / sum_i ref_i^2      (double accumulation, src/gpu_check.c)
+//     nmse = sum_i (a_i - ref_i)^2 / sum_i ref_i^2      (double accumulation, src/device/gpu_check.c)
 // of a whole output tensor against the CPU op on the same random inputs; a NaN or inf that the
 // CPU did not produce fails outright. Accumulating (+=) outputs are also compared on their
 // change alone (out - the random pre-fill): `<OP>_STEP` lines where that needs its own limit,

@@ -1,4 +1,4 @@
-// The host bfloat16 conversion (src/util/bf16.h) used by the bf16 gradient all-reduce: round to
+// The host bfloat16 conversion (kernels/base/bf16.h) used by the bf16 gradient all-reduce: round to
 // nearest with ties to even, NaN kept NaN, overflow to infinity, exact round trips. Expected
 // bit patterns are worked out by hand from the IEEE layouts, not produced by the code.
 #include "bf16.h"

@@ -97,7 +97,7 @@ if [ "$have_py" = 1 ]; then
   refuse "missing tensor" "$tmp/missing.st" "tensor 'blocks\.2\.mlp\.fc1\.weight' \(256, 64\) is missing"
   refuse "mis-shaped tensor" "$tmp/misshape.st" "tensor 'blocks\.1\.attn\.qkv\.weight' has shape \(64, 192\), the model .* needs \(192, 64\)"
   refuse "overlapping offsets" "$tmp/overlap.st" "tensor 'blocks\.0\.attn\.proj\.bias' .* overlaps tensor 'blocks\.0\.attn\.proj\.weight'"
-  refuse "malformed JSON" "$tmp/badjson.st" "header is not valid JSON at byte [0-9]+ .*expected ':' after the key \"shape\""
+  refuse "malformed JSON" "$tmp/badjson.st" "header is not valid JSON at byte [0-9]+ of [0-9]+: unexpected '\\[' \\(after .*\"shape\" \"\\)"
   refuse "no config metadata" "$tmp/nometa.st" "no \"config\" metadata.*" 
   # --config instead of metadata (a file from another tool)
   if "$sddit" import --in "$tmp/nometa.st" --out "$tmp/nometa.h5" --config "$run/config.ini" >/dev/null 2>&1 &&

@@ -1,4 +1,4 @@
-// The EDM sampler and the checkpoint denoiser (src/sampler.c, src/denoiser.c), on the CPU:
+// The EDM sampler and the checkpoint denoiser (src/sample/sampler.c, src/sample/denoiser.c), on the CPU:
 //  1. the sigma schedule equals the EDM formula computed independently (long double), with
 //     sigma_0 = smax, sigma_{N-1} = smin and sigma_N = 0 exactly;
 //  2. with the closed-form ideal denoiser of x0 ~ N(mu, s^2) per element, Heun (40 steps) and

@@ -5,7 +5,7 @@
 //     fatal error naming why not (for the GPU checks: a silent fallback would hide a refusal).
 //   - The first time a shape runs on cuDNN (forward and backward apart), the hand-written
 //     kernels run on the same inputs and the outputs are compared (norm-relative, limit
-//     GPU_CROSS_CHECK_CUDNN_ATTENTION of src/tolerances_gpu.h); a disagreement
+//     GPU_CROSS_CHECK_CUDNN_ATTENTION of kernels/tolerances_gpu.h); a disagreement
 //     sets cuDNN aside for that shape with one warning, so a wrong plan cannot train silently.
 //   - Any refusal (load, graph, plan, execute; SD_CUDNN_REFUSE=<stage> simulates one) sends
 //     that shape to the hand-written kernels, and the reason appears in describe.
@@ -397,7 +397,7 @@ static void unused_helpers() { (void)convert; (void)rel_diff; (void)download; }
 
 #endif
 
-// ---- the op checks' forcing (src/op_checks.c declares these weak) ----
+// ---- the op checks' forcing (src/device/op_checks.c declares these weak) ----
 // path: -1 as SD_CUDA_ATTENTION says, 0 auto, 1 hand-written, 2 cuDNN (a refusal falls back
 // without the fatal error of SD_CUDA_ATTENTION=cudnn: the caller asks last_path), 3 cuDNN with
 // a simulated refusal at plan finalize (the fallback). Returns the previous setting; resets

@@ -2,7 +2,7 @@
 // precision), error checking that names the call site, launch helpers, and the declaration of
 // every CUDA op. Each op has exactly the semantics of the CPU op of the same name in
 // kernels/cpu/ (see ops.h); only the rounding differs, within the limits of
-// src/tolerances_gpu.h.
+// kernels/tolerances_gpu.h.
 #ifndef SD_CUDA_INTERNAL_H
 #define SD_CUDA_INTERNAL_H
 

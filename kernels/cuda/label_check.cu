@@ -3,7 +3,7 @@
 // table) and records the first bad one, with its sample, in mapped pinned host memory. The host
 // looks at that record after each stream synchronisation it makes anyway (to_host, sync) and
 // stops with the same message the CPU op gives. The trainer also checks its labels on the host
-// before uploading them (src/train.c), so there this is the second line.
+// before uploading them (src/train/train.c), so there this is the second line.
 #include "cuda_internal.h"
 
 extern "C" {

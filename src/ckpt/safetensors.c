@@ -1,6 +1,7 @@
-// The safetensors writer and strict reader (see safetensors.h), with a small JSON parser for
-// the header.
+// The safetensors writer and strict reader (see safetensors.h); the JSON header goes through
+// cJSON (safetensors_json.c).
 #include "ckpt/safetensors.h"
+#include "ckpt/safetensors_json.h"
 #include "error.h"
 
 #include <errno.h>
@@ -73,380 +74,6 @@ void sd_st_format_shape(const int64_t *shape, int ndim, char *buf, size_t len) {
   if (k < len) snprintf(buf + k, len - k, ")");
 }
 
-// Length of the valid UTF-8 sequence at p (at most avail bytes), or 0 if it is not one
-// (overlong forms, surrogates and code points above U+10FFFF are refused).
-static size_t utf8_len(const unsigned char *p, size_t avail) {
-  unsigned c = p[0];
-  if (c < 0x80) return 1;
-  size_t n;
-  unsigned cp, min;
-  if ((c & 0xe0) == 0xc0) n = 2, cp = c & 0x1f, min = 0x80;
-  else if ((c & 0xf0) == 0xe0) n = 3, cp = c & 0x0f, min = 0x800;
-  else if ((c & 0xf8) == 0xf0) n = 4, cp = c & 0x07, min = 0x10000;
-  else return 0;
-  if (n > avail) return 0;
-  for (size_t i = 1; i < n; i++) {
-    if ((p[i] & 0xc0) != 0x80) return 0;
-    cp = (cp << 6) | (p[i] & 0x3f);
-  }
-  if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
-  return n;
-}
-
-// ---- JSON ----------------------------------------------------------------------------------
-
-typedef enum { J_NULL, J_FALSE, J_TRUE, J_NUM, J_STR, J_ARR, J_OBJ } jtype;
-
-typedef struct jval {
-  jtype t;
-  size_t pos;          // byte of the header where the value starts
-  char *s;             // J_STR: decoded text (NUL-terminated); J_NUM: the number as written
-  size_t slen;
-  int n;               // J_ARR, J_OBJ: members
-  char **keys;         // J_OBJ
-  struct jval *items;  // n values
-} jval;
-
-typedef struct jparser {
-  const char *p;
-  size_t len, i;
-  int depth;
-  int failed;
-  size_t err_pos;
-  char msg[256];
-} jparser;
-
-static int j_fail(jparser *ps, size_t pos, const char *fmt, ...) SD_PRINTF(3, 4);
-static int j_fail(jparser *ps, size_t pos, const char *fmt, ...) {
-  if (!ps->failed) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(ps->msg, sizeof ps->msg, fmt, ap);
-    va_end(ap);
-    ps->err_pos = pos;
-    ps->failed = 1;
-  }
-  return -1;
-}
-
-static void j_free(jval *v) {
-  if (!v) return;
-  free(v->s);
-  for (int i = 0; i < v->n; i++) {
-    if (v->keys) free(v->keys[i]);
-    if (v->items) j_free(&v->items[i]);
-  }
-  free(v->keys);
-  free(v->items);
-  memset(v, 0, sizeof *v);
-}
-
-static int j_is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
-
-static void j_skip_ws(jparser *ps) {
-  while (ps->i < ps->len && j_is_ws(ps->p[ps->i])) ps->i++;
-}
-
-static const char *j_char_name(char c, char *buf, size_t len) {
-  if (c >= 0x21 && c < 0x7f) snprintf(buf, len, "'%c'", c);
-  else snprintf(buf, len, "byte 0x%02x", (unsigned char)c);
-  return buf;
-}
-
-static int j_hex4(jparser *ps, size_t at, unsigned *out) {
-  if (ps->len - at < 4) return j_fail(ps, at, "\\u escape needs 4 hex digits");
-  unsigned v = 0;
-  for (int k = 0; k < 4; k++) {
-    char c = ps->p[at + k];
-    int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-          : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-    if (d < 0) return j_fail(ps, at + k, "\\u escape needs 4 hex digits");
-    v = v * 16 + (unsigned)d;
-  }
-  *out = v;
-  return 0;
-}
-
-// A string starting at the opening quote; decoded into *out (malloc'ed), its length in *n.
-static int j_string(jparser *ps, char **out, size_t *n) {
-  size_t start = ps->i++;
-  // the decoded text is never longer than the source
-  size_t end = start + 1;
-  while (end < ps->len && ps->p[end] != '"') end += ps->p[end] == '\\' ? 2 : 1;
-  if (end >= ps->len) return j_fail(ps, start, "string is not closed (no '\"' before the end)");
-  char *buf = malloc(end - start + 1);
-  if (!buf) return j_fail(ps, start, "out of memory");
-  size_t k = 0;
-  while (ps->i < end) {
-    unsigned char c = (unsigned char)ps->p[ps->i];
-    if (c < 0x20) {
-      free(buf);
-      return j_fail(ps, ps->i, "control character 0x%02x inside a string (must be escaped)", c);
-    }
-    if (c >= 0x80) {
-      size_t m = utf8_len((const unsigned char *)ps->p + ps->i, end - ps->i);
-      if (!m) {
-        free(buf);
-        return j_fail(ps, ps->i, "invalid UTF-8 inside a string");
-      }
-      memcpy(buf + k, ps->p + ps->i, m);
-      k += m;
-      ps->i += m;
-      continue;
-    }
-    if (c != '\\') {
-      buf[k++] = (char)c;
-      ps->i++;
-      continue;
-    }
-    size_t at = ps->i;
-    char e = ps->p[at + 1];
-    ps->i += 2;
-    switch (e) {
-      case '"': buf[k++] = '"'; break;
-      case '\\': buf[k++] = '\\'; break;
-      case '/': buf[k++] = '/'; break;
-      case 'b': buf[k++] = '\b'; break;
-      case 'f': buf[k++] = '\f'; break;
-      case 'n': buf[k++] = '\n'; break;
-      case 'r': buf[k++] = '\r'; break;
-      case 't': buf[k++] = '\t'; break;
-      case 'u': {
-        unsigned cp, lo;
-        if (j_hex4(ps, ps->i, &cp) != 0) {
-          free(buf);
-          return -1;
-        }
-        ps->i += 4;
-        if (cp >= 0xdc00 && cp <= 0xdfff) {
-          free(buf);
-          return j_fail(ps, at, "\\u%04x is a lone low surrogate", cp);
-        }
-        if (cp >= 0xd800 && cp <= 0xdbff) {
-          if (ps->i + 6 > end || ps->p[ps->i] != '\\' || ps->p[ps->i + 1] != 'u' ||
-              j_hex4(ps, ps->i + 2, &lo) != 0 || lo < 0xdc00 || lo > 0xdfff) {
-            free(buf);
-            return j_fail(ps, at, "\\u%04x is a high surrogate without its low half", cp);
-          }
-          ps->i += 6;
-          cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-        }
-        // 6 source bytes (12 for a pair) always hold the at most 4 UTF-8 bytes
-        if (cp < 0x80) {
-          buf[k++] = (char)cp;
-        } else if (cp < 0x800) {
-          buf[k++] = (char)(0xc0 | (cp >> 6));
-          buf[k++] = (char)(0x80 | (cp & 0x3f));
-        } else if (cp < 0x10000) {
-          buf[k++] = (char)(0xe0 | (cp >> 12));
-          buf[k++] = (char)(0x80 | ((cp >> 6) & 0x3f));
-          buf[k++] = (char)(0x80 | (cp & 0x3f));
-        } else {
-          buf[k++] = (char)(0xf0 | (cp >> 18));
-          buf[k++] = (char)(0x80 | ((cp >> 12) & 0x3f));
-          buf[k++] = (char)(0x80 | ((cp >> 6) & 0x3f));
-          buf[k++] = (char)(0x80 | (cp & 0x3f));
-        }
-        break;
-      }
-      default:
-        free(buf);
-        if (e > 0x20 && e < 0x7f) return j_fail(ps, at, "unknown escape '\\%c'", e);
-        return j_fail(ps, at, "unknown escape: byte 0x%02x after '\\'", (unsigned char)e);
-    }
-  }
-  ps->i = end + 1;
-  buf[k] = '\0';
-  *out = buf;
-  *n = k;
-  return 0;
-}
-
-static int j_value(jparser *ps, jval *v);
-
-typedef struct key_ref {
-  const char *key;
-  int idx;
-} key_ref;
-
-static int key_cmp(const void *a, const void *b) {
-  const key_ref *x = a, *y = b;
-  int c = strcmp(x->key, y->key);
-  return c ? c : x->idx - y->idx;
-}
-
-// Refuses an object whose keys repeat (sorted, so large headers stay fast).
-static int j_check_dups(jparser *ps, const jval *v) {
-  if (v->n < 2) return 0;
-  key_ref *r = malloc(sizeof *r * (size_t)v->n);
-  if (!r) return j_fail(ps, v->pos, "out of memory");
-  for (int i = 0; i < v->n; i++) r[i] = (key_ref){v->keys[i], i};
-  qsort(r, (size_t)v->n, sizeof *r, key_cmp);
-  int rc = 0;
-  for (int i = 1; i < v->n && rc == 0; i++)
-    if (strcmp(r[i - 1].key, r[i].key) == 0)
-      rc = j_fail(ps, v->items[r[i].idx].pos, "key \"%.100s\" appears twice in one object",
-                  r[i].key);
-  free(r);
-  return rc;
-}
-
-// Grows the member arrays of an array or object to hold one more.
-static int j_grow(jparser *ps, jval *v, int *cap, int with_keys) {
-  if (v->n < *cap) return 0;
-  int nc = *cap ? 2 * *cap : 8;
-  jval *items = realloc(v->items, sizeof *items * (size_t)nc);
-  if (!items) return j_fail(ps, ps->i, "out of memory");
-  v->items = items;
-  if (with_keys) {
-    char **keys = realloc(v->keys, sizeof *keys * (size_t)nc);
-    if (!keys) return j_fail(ps, ps->i, "out of memory");
-    v->keys = keys;
-  }
-  *cap = nc;
-  return 0;
-}
-
-static int j_container(jparser *ps, jval *v, int is_obj) {
-  char close = is_obj ? '}' : ']';
-  char cn[16];
-  if (++ps->depth > 32) return j_fail(ps, ps->i, "nested deeper than 32 levels");
-  ps->i++;
-  int cap = 0;
-  j_skip_ws(ps);
-  if (ps->i < ps->len && ps->p[ps->i] == close) {
-    ps->i++;
-    ps->depth--;
-    return 0;
-  }
-  for (;;) {
-    j_skip_ws(ps);
-    if (j_grow(ps, v, &cap, is_obj) != 0) return -1;
-    if (is_obj) {
-      if (ps->i >= ps->len) return j_fail(ps, ps->i, "the header ends inside an object");
-      if (ps->p[ps->i] != '"')
-        return j_fail(ps, ps->i, "expected a key (a string), found %s",
-                      j_char_name(ps->p[ps->i], cn, sizeof cn));
-      size_t kpos = ps->i, klen;
-      char *key;
-      if (j_string(ps, &key, &klen) != 0) return -1;
-      v->keys[v->n] = key;
-      v->items[v->n] = (jval){.t = J_NULL};
-      v->n++;  // owned from here, freed with v on failure
-      if (strlen(key) != klen) return j_fail(ps, kpos, "key contains a NUL character");
-      j_skip_ws(ps);
-      if (ps->i >= ps->len || ps->p[ps->i] != ':')
-        return j_fail(ps, ps->i, "expected ':' after the key \"%.100s\"", key);
-      ps->i++;
-      if (j_value(ps, &v->items[v->n - 1]) != 0) return -1;
-    } else {
-      v->items[v->n] = (jval){.t = J_NULL};
-      v->n++;
-      if (j_value(ps, &v->items[v->n - 1]) != 0) return -1;
-    }
-    j_skip_ws(ps);
-    if (ps->i >= ps->len)
-      return j_fail(ps, ps->i, "the header ends inside an %s", is_obj ? "object" : "array");
-    char c = ps->p[ps->i];
-    if (c == ',') {
-      ps->i++;
-      continue;
-    }
-    if (c == close) {
-      ps->i++;
-      break;
-    }
-    return j_fail(ps, ps->i, "expected ',' or '%c', found %s", close,
-                  j_char_name(c, cn, sizeof cn));
-  }
-  ps->depth--;
-  return is_obj ? j_check_dups(ps, v) : 0;
-}
-
-static int j_digits(jparser *ps) {
-  size_t s = ps->i;
-  while (ps->i < ps->len && ps->p[ps->i] >= '0' && ps->p[ps->i] <= '9') ps->i++;
-  return ps->i > s ? 0 : j_fail(ps, ps->i, "malformed number (expected a digit)");
-}
-
-static int j_number(jparser *ps, jval *v) {
-  size_t s = ps->i;
-  if (ps->p[ps->i] == '-') ps->i++;
-  if (ps->i < ps->len && ps->p[ps->i] == '0') {
-    ps->i++;
-    if (ps->i < ps->len && ps->p[ps->i] >= '0' && ps->p[ps->i] <= '9')
-      return j_fail(ps, s, "malformed number (leading zero)");
-  } else if (j_digits(ps) != 0) {
-    return -1;
-  }
-  if (ps->i < ps->len && ps->p[ps->i] == '.') {
-    ps->i++;
-    if (j_digits(ps) != 0) return -1;
-  }
-  if (ps->i < ps->len && (ps->p[ps->i] == 'e' || ps->p[ps->i] == 'E')) {
-    ps->i++;
-    if (ps->i < ps->len && (ps->p[ps->i] == '+' || ps->p[ps->i] == '-')) ps->i++;
-    if (j_digits(ps) != 0) return -1;
-  }
-  v->t = J_NUM;
-  v->slen = ps->i - s;
-  v->s = malloc(v->slen + 1);
-  if (!v->s) return j_fail(ps, s, "out of memory");
-  memcpy(v->s, ps->p + s, v->slen);
-  v->s[v->slen] = '\0';
-  return 0;
-}
-
-static int j_value(jparser *ps, jval *v) {
-  j_skip_ws(ps);
-  memset(v, 0, sizeof *v);
-  v->pos = ps->i;
-  if (ps->i >= ps->len) return j_fail(ps, ps->i, "the header ends where a value should be");
-  char c = ps->p[ps->i], cn[16];
-  static const struct { const char *word; jtype t; } lits[] = {
-      {"null", J_NULL}, {"false", J_FALSE}, {"true", J_TRUE}};
-  switch (c) {
-    case '{': v->t = J_OBJ; return j_container(ps, v, 1);
-    case '[': v->t = J_ARR; return j_container(ps, v, 0);
-    case '"': v->t = J_STR; return j_string(ps, &v->s, &v->slen);
-    default: break;
-  }
-  if (c == '-' || (c >= '0' && c <= '9')) return j_number(ps, v);
-  for (size_t k = 0; k < sizeof lits / sizeof lits[0]; k++) {
-    size_t n = strlen(lits[k].word);
-    if (ps->len - ps->i >= n && memcmp(ps->p + ps->i, lits[k].word, n) == 0) {
-      v->t = lits[k].t;
-      ps->i += n;
-      return 0;
-    }
-  }
-  return j_fail(ps, ps->i, "unexpected %s where a value should be", j_char_name(c, cn, sizeof cn));
-}
-
-static const char *j_type_name(jtype t) {
-  switch (t) {
-    case J_NULL: return "null";
-    case J_FALSE: case J_TRUE: return "a boolean";
-    case J_NUM: return "a number";
-    case J_STR: return "a string";
-    case J_ARR: return "an array";
-    default: return "an object";
-  }
-}
-
-// A JSON number that must be a non-negative integer below 2^63. 0, or -1.
-static int j_uint(const jval *v, uint64_t *out) {
-  if (v->t != J_NUM || v->s[0] == '-') return -1;
-  uint64_t x = 0;
-  for (const char *p = v->s; *p; p++) {
-    if (*p < '0' || *p > '9') return -1;  // a fraction or an exponent
-    if (x > (UINT64_C(0x7fffffffffffffff) - (uint64_t)(*p - '0')) / 10) return -1;
-    x = x * 10 + (uint64_t)(*p - '0');
-  }
-  *out = x;
-  return 0;
-}
-
 // ---- reading -------------------------------------------------------------------------------
 
 static int read_full(int fd, void *buf, size_t n, uint64_t off) {
@@ -483,23 +110,21 @@ void sd_st_close(sd_st_file *st) {
   st->fd = -1;
 }
 
-static int parse_metadata(sd_st_file *st, const jval *m, char *err, size_t errlen) {
-  if (m->t != J_OBJ)
+static int parse_metadata(sd_st_file *st, const cJSON *m, char *err, size_t errlen) {
+  if (!cJSON_IsObject(m))
     return st_fail(err, errlen, st->path, "__metadata__ is %s, want an object of strings",
-                   j_type_name(m->t));
-  st->meta_keys = calloc((size_t)m->n + 1, sizeof(char *));
-  st->meta_values = calloc((size_t)m->n + 1, sizeof(char *));
+                   sd_st_json_type_name(m));
+  int n = cJSON_GetArraySize(m);
+  st->meta_keys = calloc((size_t)n + 1, sizeof(char *));
+  st->meta_values = calloc((size_t)n + 1, sizeof(char *));
   if (!st->meta_keys || !st->meta_values) return st_fail(err, errlen, st->path, "out of memory");
-  for (int i = 0; i < m->n; i++) {
-    const jval *v = &m->items[i];
-    if (v->t != J_STR)
+  int i = 0;
+  for (const cJSON *v = m->child; v; v = v->next, i++) {
+    if (!cJSON_IsString(v))
       return st_fail(err, errlen, st->path, "__metadata__ key \"%.100s\" is %s, want a string",
-                     m->keys[i], j_type_name(v->t));
-    if (strlen(v->s) != v->slen)
-      return st_fail(err, errlen, st->path,
-                     "__metadata__ value of \"%.100s\" contains a NUL character", m->keys[i]);
-    st->meta_keys[i] = strdup(m->keys[i]);
-    st->meta_values[i] = strdup(v->s);
+                     v->string, sd_st_json_type_name(v));
+    st->meta_keys[i] = strdup(v->string);
+    st->meta_values[i] = strdup(v->valuestring);
     if (!st->meta_keys[i] || !st->meta_values[i])
       return st_fail(err, errlen, st->path, "out of memory");
     st->nmeta = i + 1;
@@ -508,30 +133,30 @@ static int parse_metadata(sd_st_file *st, const jval *m, char *err, size_t errle
 }
 
 // One tensor entry: {"dtype": ..., "shape": [...], "data_offsets": [b, e]}.
-static int parse_tensor(sd_st_file *st, const char *name, const jval *v, sd_st_tensor *t,
+static int parse_tensor(sd_st_file *st, const char *name, const cJSON *v, sd_st_tensor *t,
                         char *err, size_t errlen) {
   const char *p = st->path;
   if (!name[0]) return st_fail(err, errlen, p, "a tensor has an empty name");
-  if (v->t != J_OBJ)
+  if (!cJSON_IsObject(v))
     return st_fail(err, errlen, p, "tensor '%s': entry is %s, want an object with dtype, "
-                   "shape and data_offsets", name, j_type_name(v->t));
-  const jval *dt = NULL, *sh = NULL, *off = NULL;
-  for (int i = 0; i < v->n; i++) {
-    if (strcmp(v->keys[i], "dtype") == 0) dt = &v->items[i];
-    else if (strcmp(v->keys[i], "shape") == 0) sh = &v->items[i];
-    else if (strcmp(v->keys[i], "data_offsets") == 0) off = &v->items[i];
+                   "shape and data_offsets", name, sd_st_json_type_name(v));
+  const cJSON *dt = NULL, *sh = NULL, *off = NULL;
+  for (const cJSON *c = v->child; c; c = c->next) {
+    if (strcmp(c->string, "dtype") == 0) dt = c;
+    else if (strcmp(c->string, "shape") == 0) sh = c;
+    else if (strcmp(c->string, "data_offsets") == 0) off = c;
     else return st_fail(err, errlen, p, "tensor '%s': unexpected key \"%.100s\" (want dtype, "
-                        "shape and data_offsets)", name, v->keys[i]);
+                        "shape and data_offsets)", name, c->string);
   }
   if (!dt || !sh || !off)
     return st_fail(err, errlen, p, "tensor '%s': no \"%s\"", name,
                    !dt ? "dtype" : !sh ? "shape" : "data_offsets");
-  if (dt->t != J_STR)
+  if (!cJSON_IsString(dt))
     return st_fail(err, errlen, p, "tensor '%s': dtype is %s, want a string", name,
-                   j_type_name(dt->t));
+                   sd_st_json_type_name(dt));
   t->dtype = SD_ST_NUM_DTYPES;
   for (int k = 0; k < SD_ST_NUM_DTYPES; k++)
-    if (strcmp(dt->s, k_dtypes[k].name) == 0) t->dtype = (sd_st_dtype)k;
+    if (strcmp(dt->valuestring, k_dtypes[k].name) == 0) t->dtype = (sd_st_dtype)k;
   if (t->dtype == SD_ST_NUM_DTYPES) {
     char known[160] = "";
     for (int k = 0; k < SD_ST_NUM_DTYPES; k++) {
@@ -539,34 +164,40 @@ static int parse_tensor(sd_st_file *st, const char *name, const jval *v, sd_st_t
       strncat(known, k_dtypes[k].name, sizeof known - strlen(known) - 1);
     }
     return st_fail(err, errlen, p, "tensor '%s': unknown dtype \"%.40s\" (safetensors dtypes: "
-                   "%s)", name, dt->s, known);
+                   "%s)", name, dt->valuestring, known);
   }
-  if (sh->t != J_ARR)
+  if (!cJSON_IsArray(sh))
     return st_fail(err, errlen, p, "tensor '%s': shape is %s, want an array of integers", name,
-                   j_type_name(sh->t));
-  if (sh->n > SD_ST_MAX_DIMS)
+                   sd_st_json_type_name(sh));
+  int ndim = cJSON_GetArraySize(sh);
+  if (ndim > SD_ST_MAX_DIMS)
     return st_fail(err, errlen, p, "tensor '%s': shape has %d dimensions, at most %d are "
-                   "supported", name, sh->n, SD_ST_MAX_DIMS);
-  t->ndim = sh->n;
+                   "supported", name, ndim, SD_ST_MAX_DIMS);
+  t->ndim = ndim;
   uint64_t numel = 1;
-  for (int d = 0; d < sh->n; d++) {
+  int d = 0;
+  for (const cJSON *c = sh->child; c; c = c->next, d++) {
     uint64_t x;
-    if (j_uint(&sh->items[d], &x) != 0)
+    if (sd_st_json_uint(c, &x) != 0) {
+      char num[40];
+      if (cJSON_IsNumber(c)) snprintf(num, sizeof num, "%.17g", c->valuedouble);
       return st_fail(err, errlen, p, "tensor '%s': shape[%d] is not a non-negative integer "
-                     "(%s)", name, d, sh->items[d].t == J_NUM ? sh->items[d].s
-                                                              : j_type_name(sh->items[d].t));
+                     "(%s)", name, d, cJSON_IsNumber(c) ? num : sd_st_json_type_name(c));
+    }
     t->shape[d] = (int64_t)x;
     if (x && numel > UINT64_MAX / x)
       return st_fail(err, errlen, p, "tensor '%s': shape overflows 64 bits", name);
     numel *= x;
   }
   t->numel = numel;
-  if (off->t != J_ARR || off->n != 2)
+  if (!cJSON_IsArray(off) || cJSON_GetArraySize(off) != 2)
     return st_fail(err, errlen, p, "tensor '%s': data_offsets is %s, want [begin, end]", name,
-                   off->t == J_ARR ? "an array without exactly 2 entries" : j_type_name(off->t));
-  if (j_uint(&off->items[0], &t->begin) != 0 || j_uint(&off->items[1], &t->end) != 0)
-    return st_fail(err, errlen, p, "tensor '%s': data_offsets are not non-negative integers",
-                   name);
+                   cJSON_IsArray(off) ? "an array without exactly 2 entries"
+                                      : sd_st_json_type_name(off));
+  if (sd_st_json_uint(off->child, &t->begin) != 0 ||
+      sd_st_json_uint(off->child->next, &t->end) != 0)
+    return st_fail(err, errlen, p, "tensor '%s': data_offsets are not non-negative integers "
+                   "(at most 2^53)", name);
   if (t->end < t->begin)
     return st_fail(err, errlen, p, "tensor '%s': data_offsets [%llu, %llu] end before they "
                    "begin", name, (unsigned long long)t->begin, (unsigned long long)t->end);
@@ -636,40 +267,21 @@ static int parse_header(sd_st_file *st, const char *hdr, size_t n, char *err, si
   const char *p = st->path;
   if (hdr[0] != '{')
     return st_fail(err, errlen, p, "header does not start with '{' (not a safetensors file?)");
-  jparser ps = {.p = hdr, .len = n};
-  jval root;
-  int rc = j_value(&ps, &root);
-  if (rc == 0) {
-    j_skip_ws(&ps);
-    if (ps.i < n) {
-      char cn[16];
-      j_fail(&ps, ps.i, "%s after the JSON object (only spaces may pad the header)",
-             j_char_name(hdr[ps.i], cn, sizeof cn));
-      rc = -1;
-    }
-  }
-  if (rc != 0) {
-    char ctx[64];
-    size_t k = 0, from = ps.err_pos > 20 ? ps.err_pos - 20 : 0;
-    for (size_t i = from; i < n && i < ps.err_pos + 20 && k < sizeof ctx - 1; i++)
-      ctx[k++] = hdr[i] >= 0x20 && hdr[i] < 0x7f ? hdr[i] : '?';
-    ctx[k] = '\0';
-    st_fail(err, errlen, p, "header is not valid JSON at byte %zu of %zu: %s (near \"%s\")",
-            ps.err_pos, n, ps.msg, ctx);
-    j_free(&root);
-    return -1;
-  }
-  st->tensors = calloc((size_t)root.n + 1, sizeof *st->tensors);
+  char msg[512];
+  cJSON *root = sd_st_json_parse(hdr, n, msg, sizeof msg);
+  if (!root) return st_fail(err, errlen, p, "%s", msg);
+  int rc = 0;
+  st->tensors = calloc((size_t)cJSON_GetArraySize(root) + 1, sizeof *st->tensors);
   if (!st->tensors) rc = st_fail(err, errlen, p, "out of memory");
-  for (int i = 0; i < root.n && rc == 0; i++) {
-    if (strcmp(root.keys[i], "__metadata__") == 0) {
-      rc = parse_metadata(st, &root.items[i], err, errlen);
+  for (const cJSON *v = root->child; v && rc == 0; v = v->next) {
+    if (strcmp(v->string, "__metadata__") == 0) {
+      rc = parse_metadata(st, v, err, errlen);
     } else {
-      rc = parse_tensor(st, root.keys[i], &root.items[i], &st->tensors[st->count], err, errlen);
+      rc = parse_tensor(st, v->string, v, &st->tensors[st->count], err, errlen);
       if (rc == 0) st->count++;
     }
   }
-  j_free(&root);
+  cJSON_Delete(root);
   return rc;
 }
 
@@ -804,67 +416,23 @@ int sd_st_read_f32(const sd_st_file *st, int i, float *dst, char *err, size_t er
 
 // ---- writing -------------------------------------------------------------------------------
 
-typedef struct sbuf {
-  char *p;
-  size_t len, cap;
-  int oom;
-} sbuf;
-
-static void sb_add(sbuf *b, const char *s, size_t n) {
-  if (b->oom) return;
-  if (b->len + n + 1 > b->cap) {
-    size_t cap = b->cap ? b->cap : 4096;
-    while (cap < b->len + n + 1) cap *= 2;
-    char *p = realloc(b->p, cap);
-    if (!p) {
-      b->oom = 1;
-      return;
-    }
-    b->p = p;
-    b->cap = cap;
-  }
-  memcpy(b->p + b->len, s, n);
-  b->len += n;
-  b->p[b->len] = '\0';
-}
-
-static void sb_str(sbuf *b, const char *s) { sb_add(b, s, strlen(s)); }
-
-static void sb_printf(sbuf *b, const char *fmt, ...) SD_PRINTF(2, 3);
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-  char tmp[256];
-  va_list ap;
-  va_start(ap, fmt);
-  int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-  va_end(ap);
-  sb_add(b, tmp, n < 0 ? 0 : (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
-}
-
-// A JSON string literal. -1 if s is not valid UTF-8.
-static int sb_json_str(sbuf *b, const char *s) {
-  const unsigned char *u = (const unsigned char *)s;
+// s is valid UTF-8 (cJSON copies bytes above 0x7f as they are).
+static int valid_utf8(const char *s) {
   size_t n = strlen(s);
-  sb_add(b, "\"", 1);
   for (size_t i = 0; i < n;) {
-    unsigned char c = u[i];
-    if (c >= 0x80) {
-      size_t m = utf8_len(u + i, n - i);
-      if (!m) return -1;
-      sb_add(b, s + i, m);
-      i += m;
-      continue;
-    }
-    if (c == '"') sb_str(b, "\\\"");
-    else if (c == '\\') sb_str(b, "\\\\");
-    else if (c == '\n') sb_str(b, "\\n");
-    else if (c == '\t') sb_str(b, "\\t");
-    else if (c == '\r') sb_str(b, "\\r");
-    else if (c < 0x20) sb_printf(b, "\\u%04x", c);
-    else sb_add(b, s + i, 1);
-    i++;
+    size_t m = sd_st_utf8_len((const unsigned char *)s + i, n - i);
+    if (!m) return 0;
+    i += m;
   }
-  sb_add(b, "\"", 1);
-  return 0;
+  return 1;
+}
+
+// Appends a number written exactly (cJSON's own numbers are doubles printed with %g).
+static int add_raw_u64(cJSON *array, unsigned long long v) {
+  char text[32];
+  snprintf(text, sizeof text, "%llu", v);
+  cJSON *item = cJSON_CreateRaw(text);
+  return item && cJSON_AddItemToArray(array, item) ? 0 : -1;
 }
 
 static int write_all(int fd, const void *data, size_t n) {
@@ -890,9 +458,41 @@ static uint64_t out_numel(const sd_st_out *t) {
   return n;
 }
 
-// The padded header JSON. 0, or -1 with a message.
+// The JSON tree of the header; NULL if out of memory.
+static cJSON *header_tree(const sd_st_kv *meta, int nmeta, const sd_st_out *t, int n) {
+  cJSON *root = cJSON_CreateObject();
+  int ok = root != NULL;
+  if (ok && nmeta > 0) {
+    cJSON *m = cJSON_AddObjectToObject(root, "__metadata__");
+    ok = m != NULL;
+    for (int i = 0; i < nmeta && ok; i++)
+      ok = cJSON_AddStringToObject(m, meta[i].key, meta[i].value ? meta[i].value : "") != NULL;
+  }
+  uint64_t off = 0;
+  for (int i = 0; i < n && ok; i++) {
+    cJSON *e = cJSON_AddObjectToObject(root, t[i].name);
+    cJSON *shape = e ? cJSON_CreateArray() : NULL, *offsets = NULL;
+    ok = e && cJSON_AddStringToObject(e, "dtype", "F32") && shape &&
+         cJSON_AddItemToObject(e, "shape", shape);
+    for (int d = 0; d < t[i].ndim && ok; d++)
+      ok = add_raw_u64(shape, (unsigned long long)t[i].shape[d]) == 0;
+    uint64_t bytes = 4 * out_numel(&t[i]);
+    ok = ok && (offsets = cJSON_AddArrayToObject(e, "data_offsets")) != NULL &&
+         add_raw_u64(offsets, (unsigned long long)off) == 0 &&
+         add_raw_u64(offsets, (unsigned long long)(off + bytes)) == 0;
+    off += bytes;
+  }
+  if (!ok) {
+    cJSON_Delete(root);
+    return NULL;
+  }
+  return root;
+}
+
+// The header JSON padded with spaces to a multiple of 8 bytes (*out, malloc'ed; *len bytes).
+// 0, or -1 with a message.
 static int build_header(const char *path, const sd_st_kv *meta, int nmeta, const sd_st_out *t,
-                        int n, sbuf *b, char *err, size_t errlen) {
+                        int n, char **out, size_t *len, char *err, size_t errlen) {
   for (int i = 0; i < n; i++) {
     if (!t[i].name || !t[i].name[0] || strcmp(t[i].name, "__metadata__") == 0)
       return st_fail(err, errlen, path, "tensor %d has no usable name", i);
@@ -904,40 +504,31 @@ static int build_header(const char *path, const sd_st_kv *meta, int nmeta, const
     for (int j = 0; j < i; j++)
       if (strcmp(t[i].name, t[j].name) == 0)
         return st_fail(err, errlen, path, "tensor name '%s' is given twice", t[i].name);
+    if (!valid_utf8(t[i].name))
+      return st_fail(err, errlen, path, "tensor name '%s' is not valid UTF-8", t[i].name);
   }
-  for (int i = 0; i < nmeta; i++)
+  for (int i = 0; i < nmeta; i++) {
     for (int j = 0; j < i; j++)
       if (strcmp(meta[i].key, meta[j].key) == 0)
         return st_fail(err, errlen, path, "metadata key '%s' is given twice", meta[i].key);
-  sb_str(b, "{");
-  if (nmeta > 0) {
-    sb_str(b, "\"__metadata__\":{");
-    for (int i = 0; i < nmeta; i++) {
-      if (i) sb_str(b, ",");
-      if (sb_json_str(b, meta[i].key) != 0)
-        return st_fail(err, errlen, path, "metadata key is not valid UTF-8");
-      sb_str(b, ":");
-      if (sb_json_str(b, meta[i].value ? meta[i].value : "") != 0)
-        return st_fail(err, errlen, path, "metadata '%s' is not valid UTF-8", meta[i].key);
-    }
-    sb_str(b, "}");
+    if (!valid_utf8(meta[i].key))
+      return st_fail(err, errlen, path, "metadata key is not valid UTF-8");
+    if (meta[i].value && !valid_utf8(meta[i].value))
+      return st_fail(err, errlen, path, "metadata '%s' is not valid UTF-8", meta[i].key);
   }
-  uint64_t off = 0;
-  for (int i = 0; i < n; i++) {
-    if (nmeta > 0 || i) sb_str(b, ",");
-    if (sb_json_str(b, t[i].name) != 0)
-      return st_fail(err, errlen, path, "tensor name '%s' is not valid UTF-8", t[i].name);
-    sb_str(b, ":{\"dtype\":\"F32\",\"shape\":[");
-    for (int d = 0; d < t[i].ndim; d++)
-      sb_printf(b, d ? ",%lld" : "%lld", (long long)t[i].shape[d]);
-    uint64_t bytes = 4 * out_numel(&t[i]);
-    sb_printf(b, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
-              (unsigned long long)(off + bytes));
-    off += bytes;
+  cJSON *root = header_tree(meta, nmeta, t, n);
+  char *json = root ? cJSON_PrintUnformatted(root) : NULL;
+  cJSON_Delete(root);
+  if (!json) return st_fail(err, errlen, path, "out of memory building the header");
+  size_t k = strlen(json), padded = (k + 7) / 8 * 8;
+  *out = malloc(padded);
+  if (*out) {
+    memcpy(*out, json, k);
+    memset(*out + k, ' ', padded - k);
+    *len = padded;
   }
-  sb_str(b, "}");
-  while (b->len % 8) sb_str(b, " ");
-  if (b->oom) return st_fail(err, errlen, path, "out of memory building the header");
+  cJSON_free(json);
+  if (!*out) return st_fail(err, errlen, path, "out of memory building the header");
   return 0;
 }
 
@@ -957,15 +548,13 @@ static int fsync_parent(const char *path) {
 int sd_st_write_f32(const char *path, const sd_st_kv *meta, int nmeta, const sd_st_out *t,
                     int n, char *err, size_t errlen) {
   if (err && errlen) err[0] = '\0';
-  sbuf b = {0};
-  if (build_header(path, meta, nmeta, t, n, &b, err, errlen) != 0) {
-    free(b.p);
-    return -1;
-  }
+  char *hdr = NULL;
+  size_t hdr_len = 0;
+  if (build_header(path, meta, nmeta, t, n, &hdr, &hdr_len, err, errlen) != 0) return -1;
   size_t plen = strlen(path);
   char *tmp = malloc(plen + 5);
   if (!tmp) {
-    free(b.p);
+    free(hdr);
     return st_fail(err, errlen, path, "out of memory");
   }
   snprintf(tmp, plen + 5, "%s.tmp", path);
@@ -975,8 +564,8 @@ int sd_st_write_f32(const char *path, const sd_st_kv *meta, int nmeta, const sd_
     rc = st_fail(err, errlen, tmp, "cannot create: %s", strerror(errno));
   } else {
     unsigned char len8[8];
-    for (int k = 0; k < 8; k++) len8[k] = (unsigned char)((uint64_t)b.len >> (8 * k));
-    if (write_all(fd, len8, 8) != 0 || write_all(fd, b.p, b.len) != 0)
+    for (int k = 0; k < 8; k++) len8[k] = (unsigned char)((uint64_t)hdr_len >> (8 * k));
+    if (write_all(fd, len8, 8) != 0 || write_all(fd, hdr, hdr_len) != 0)
       rc = st_fail(err, errlen, tmp, "write failed: %s", strerror(errno));
     float *swap = NULL;
     const size_t chunk = 1u << 20;
@@ -1013,6 +602,6 @@ int sd_st_write_f32(const char *path, const sd_st_kv *meta, int nmeta, const sd_
                    strerror(errno));
   }
   free(tmp);
-  free(b.p);
+  free(hdr);
   return rc;
 }

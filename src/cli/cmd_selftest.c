@@ -1,7 +1,7 @@
 // `sddit selftest`: checks a GPU before it trains. Every op of kernels/ops.h on the device
 // against the CPU reference at small shapes and at the model's own shapes (XL/2 unless a
 // config or --model.* says otherwise), in both matmul precisions, each output compared with
-// the limits of src/tolerances_gpu.h, then again for the same bits; optionally one whole
+// the limits of kernels/tolerances_gpu.h, then again for the same bits; optionally one whole
 // SD-DiT step of the model against the CPU. Prints what the backend chose and exits 0 (pass),
 // 1 (a mismatch), 2 (usage) or 77 (no device to test, or no CUDA backend in this build).
 #include "cli/cmd_selftest.h"

@@ -10,7 +10,7 @@
 
 // name: "cpu" or "cuda"; precision: "bf16" or "fp32" (cuda only). With SD_CUDA_SIMULATE=matmul
 // (or matmul+attention) in the environment, "cuda" opens the CPU stand-in of the CUDA backend
-// (src/gpu_check.h) instead of a device: the cuda code paths of the callers, tested on a CPU. Returns 0, or -1 with a
+// (src/device/gpu_check.h) instead of a device: the cuda code paths of the callers, tested on a CPU. Returns 0, or -1 with a
 // message in err (no device, a build without CUDA, an unknown name or precision).
 int sd_backend_open(sd_backend *be, const char *name, const char *precision, int threads,
                     int local_rank, char *err, size_t errlen);

@@ -1,6 +1,6 @@
 // Shared by `sddit selftest`, the GPU tests and the GPU benchmark (tests/gpu/): opening the device under test
 // (the CUDA backend, or a CPU stand-in that imitates its bf16 rounding), choosing its matmul
-// precision, the nmse measure of src/tolerances_gpu.h, and the canary and guard
+// precision, the nmse measure of kernels/tolerances_gpu.h, and the canary and guard
 // patterns.
 #ifndef SD_GPU_CHECK_H
 #define SD_GPU_CHECK_H
@@ -57,7 +57,7 @@ double sd_gpu_nmse(const float *a, const float *ref, size_t n, size_t *worst);
 double sd_gpu_nmse_delta(const float *a, const float *ref, const float *base, size_t n,
                       size_t *worst);
 
-// Rounds to the nearest bf16 (ties to even; src/util/bf16.h), kept in a float.
+// Rounds to the nearest bf16 (ties to even; kernels/base/bf16.h), kept in a float.
 float sd_gpu_bf16_round(float x);
 
 

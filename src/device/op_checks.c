@@ -4,7 +4,7 @@
 // pre-filled with a canary NaN (GPU_CANARY_BITS) so unwritten elements fail, accumulating (+=)
 // and in-place outputs pre-filled with the same random values on both sides, GPU_GUARD_FLOATS
 // guard floats before and after every device buffer that must stay untouched, inputs that must
-// come back unchanged, and the nmse limit of src/tolerances_gpu.h, in fp32 and in bf16 matmul
+// come back unchanged, and the nmse limit of kernels/tolerances_gpu.h, in fp32 and in bf16 matmul
 // precision. Then the whole list may run again on the device and must give the same bits
 // (determinism). Shapes are added per model shape (sd_opcheck_add_shape); see op_checks.h.
 //

@@ -1,7 +1,7 @@
 // The op checks: every op of sd_ops on a device backend (CUDA, or its CPU stand-in) against
 // the CPU reference backend on random inputs, with canaries, guard regions, unchanged inputs,
-// the nmse limits of src/tolerances_gpu.h and, optionally, bitwise determinism. Shared by
-// `sddit selftest` (src/cmd_selftest.c) and tests/gpu/test_ops_cuda. The check list is built
+// the nmse limits of kernels/tolerances_gpu.h and, optionally, bitwise determinism. Shared by
+// `sddit selftest` (src/cli/cmd_selftest.c) and tests/gpu/test_ops_cuda. The check list is built
 // per shape; running it prints one line per failure (or per comparison when verbose) and
 // keeps a pass/fail tally.
 #ifndef SD_OP_CHECKS_H

@@ -1,8 +1,8 @@
 // The device self-test: every op of kernels/ops.h on a device backend (CUDA, or the CPU
 // stand-in) against the CPU reference at small shapes and at a model's own shapes, optionally
-// one whole SD-DiT step of that model, with the tolerance table of src/tolerances_gpu.h; then
+// one whole SD-DiT step of that model, with the tolerance table of kernels/tolerances_gpu.h; then
 // what the backend chose (matmul library and epilogues, attention kernels, fallbacks). Run by
-// `sddit selftest` (src/cmd_selftest.c) and, in its quick form, by `sddit train` on the cuda
+// `sddit selftest` (src/cli/cmd_selftest.c) and, in its quick form, by `sddit train` on the cuda
 // backend before the first step.
 #ifndef SD_SELFTEST_H
 #define SD_SELFTEST_H

@@ -1,7 +1,7 @@
 // One SD-DiT training step of a model on a device backend against the same step on the CPU
 // backend (sddit selftest --step): the same parameters (DiT initialisation plus N(0, 0.02)
 // noise, so every layer carries signal) and the same inputs; both losses and every gradient
-// tensor compared with the limits of src/tolerances_gpu.h (GPU_STEP_*).
+// tensor compared with the limits of kernels/tolerances_gpu.h (GPU_STEP_*).
 #ifndef SD_SELFTEST_STEP_H
 #define SD_SELFTEST_STEP_H
 

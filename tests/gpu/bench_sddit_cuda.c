@@ -134,7 +134,7 @@ static int make_cfg(const char *preset, model_cfg *m) {
   const int tiny = strcmp(preset, "tiny") == 0, T = sd_dit_tokens(&m->dc);
   m->hc = (sd_head_config){.in_dim = m->dc.hidden, .hidden = tiny ? 64 : 2048,
                            .bottleneck = tiny ? 16 : 256, .prototypes = tiny ? 32 : 8192};
-  const int dec = tiny ? 1 : (m->dc.hidden >= 1024 ? 4 : 2);  // as config.c's defaults
+  const int dec = tiny ? 1 : (m->dc.hidden >= 1024 ? 4 : 2);  // as sd_cfg_apply_preset (src/config/config_values.c)
   m->o = (sd_sddit_opts){.encoder_depth = m->dc.depth - dec,
                          .visible_tokens = (int)floor(T * 0.8), .sigma_data = 0.5f,
                          .lambda_dis = 1.0f, .tau_s = 0.1f, .tau_t_start = 0.04f,

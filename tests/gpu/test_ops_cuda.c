@@ -1,6 +1,6 @@
 // Every op of sd_ops on the CUDA backend against the CPU backend (ggml test-backend-ops style),
-// through the op checks of src/op_checks.c: canary-filled outputs, guard regions, unchanged
-// inputs, the nmse limits of src/tolerances_gpu.h, in fp32 and in bf16 matmul precision, then
+// through the op checks of src/device/op_checks.c: canary-filled outputs, guard regions, unchanged
+// inputs, the nmse limits of kernels/tolerances_gpu.h, in fp32 and in bf16 matmul precision, then
 // the whole list again on the GPU for the same bits (determinism). Shapes: DiT-S-like (B 2,
 // T 256, D 384, NH 6), odd tails (T 37, D 72, one head of 72 as in DiT-XL) and the tiny preset
 // (head dim 16). `sddit selftest` runs the same checks at a model's own shapes.

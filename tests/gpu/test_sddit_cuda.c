@@ -3,7 +3,7 @@
 // in bf16 matmul precision: both losses every step, every student gradient at step 0, and after
 // 5 steps the student, teacher, generation EMA, center and Adam moments. fp32 must meet the CPU
 // parity requirement (tests/tolerances.h, norm-relative); bf16 the GPU limits of
-// src/tolerances_gpu.h (losses relative, tensors nmse). Each precision runs twice and the
+// kernels/tolerances_gpu.h (losses relative, tensors nmse). Each precision runs twice and the
 // two runs must agree bit for bit (determinism). Then 50 training steps on synthetic data
 // (train.c's synthetic source and sd_step_random, the tiny preset) run on the CPU and on the
 // device, whose losses must track: max over steps of |L_dev - L_cpu| / L_cpu below the bound.
