@@ -432,7 +432,9 @@ static int add_raw_u64(cJSON *array, unsigned long long v) {
   char text[32];
   snprintf(text, sizeof text, "%llu", v);
   cJSON *item = cJSON_CreateRaw(text);
-  return item && cJSON_AddItemToArray(array, item) ? 0 : -1;
+  if (item && cJSON_AddItemToArray(array, item)) return 0;
+  cJSON_Delete(item);
+  return -1;
 }
 
 static int write_all(int fd, const void *data, size_t n) {
@@ -470,10 +472,9 @@ static cJSON *header_tree(const sd_st_kv *meta, int nmeta, const sd_st_out *t, i
   }
   uint64_t off = 0;
   for (int i = 0; i < n && ok; i++) {
-    cJSON *e = cJSON_AddObjectToObject(root, t[i].name);
-    cJSON *shape = e ? cJSON_CreateArray() : NULL, *offsets = NULL;
-    ok = e && cJSON_AddStringToObject(e, "dtype", "F32") && shape &&
-         cJSON_AddItemToObject(e, "shape", shape);
+    cJSON *e = cJSON_AddObjectToObject(root, t[i].name), *shape = NULL, *offsets = NULL;
+    ok = e && cJSON_AddStringToObject(e, "dtype", "F32") &&
+         (shape = cJSON_AddArrayToObject(e, "shape")) != NULL;
     for (int d = 0; d < t[i].ndim && ok; d++)
       ok = add_raw_u64(shape, (unsigned long long)t[i].shape[d]) == 0;
     uint64_t bytes = 4 * out_numel(&t[i]);
