@@ -12,7 +12,11 @@
 //   accepted: every invariant of the API holds (tensor names non-empty and findable, offsets
 //            inside the data section and tiling it, bytes = elements x dtype size) and every
 //            F32/F16/BF16 tensor reads back.
-// A crash or a sanitizer report fails the test by itself. Usage:
+// Accepted files whose data section is the seed's read back the seed's values for every tensor
+// listed as in the seed. Before the random cases, a table of fixed headers pins the verdict and
+// the message of each rule (number forms, 2^53, escapes, UTF-8, repeated keys, nesting, the
+// end of the header) and the decoding of escapes. A crash or a sanitizer report fails the test
+// by itself. Usage:
 //   test_safetensors_fuzz [CASES (default 20000)] [SEED (default 1)]
 // It prints the number of accepted and refused cases and the commonest refusals.
 #include "ckpt/safetensors.h"
@@ -298,6 +302,202 @@ static int by_count(const void *a, const void *b) {
   return (y > x) - (y < x);
 }
 
+static int check_accepted(const sd_st_file *st, char *why, size_t n);
+
+// ---- fixed headers: each rule's verdict and message ----------------------------------------
+
+typedef struct fixed_case {
+  const char *json;    // the header (padded with blanks to 8 bytes here)
+  size_t data_len;     // zero bytes after it
+  const char *expect;  // a part of the message, or NULL: accepted
+} fixed_case;
+
+#define T8 "\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}"
+static const fixed_case k_fixed[] = {
+    {"{" T8 "}", 8, NULL},
+    {"{}", 0, NULL},
+    {"{\"t\":{\"dtype\":\"F32\",\"shape\":[0,9007199254740993],\"data_offsets\":[0,0]}}", 0,
+     "shape[1] is not a non-negative integer below 2^53"},
+    {"{\"t\":{\"dtype\":\"F32\",\"shape\":[9007199254740992],\"data_offsets\":[0,0]}}", 0,
+     "shape[0] is not a non-negative integer below 2^53"},
+    {"{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,18446744073709551616]}}", 8,
+     "data_offsets are not non-negative integers below 2^53"},
+    {"{\"t\":{\"dtype\":\"F32\",\"shape\":[-0],\"data_offsets\":[0,0]}}", 0,
+     "the number -0 is not a plain non-negative integer"},
+    {"{\"t\":{\"dtype\":\"F32\",\"shape\":[2.0],\"data_offsets\":[0,8]}}", 8,
+     "the number 2.0 is not a plain non-negative integer"},
+    {"{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8e0]}}", 8,
+     "the number 8e0 is not a plain non-negative integer"},
+    {"{\"t\":{\"dtype\":\"F32\",\"shape\":[02],\"data_offsets\":[0,8]}}", 8, "leading zero"},
+    {"{\"t\":{\"dtype\":\"F32\",\"shape\":[2.],\"data_offsets\":[0,8]}}", 8,
+     "expected a digit after '.'"},
+    {"{\"t\":{\"dtype\":\"F32\",\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8,
+     "key \"dtype\" appears twice in \"t\""},
+    {"{" T8 "," T8 "}", 8, "header lists \"t\" twice"},
+    {"{\"__metadata__\":{\"k\":\"v\",\"k\":\"w\"}," T8 "}", 8,
+     "key \"k\" appears twice in \"__metadata__\""},
+    {"{\"t\\u0000x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8,
+     "\\u0000 (a NUL character) inside a string"},
+    {"{\"__metadata__\":{\"k\":\"a\tb\"}," T8 "}", 8,
+     "control character 0x09 inside a string"},
+    {"{\"t\xff\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8,
+     "invalid UTF-8 inside a string"},
+    {"{\"t\xed\xa0\x80\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8,
+     "invalid UTF-8 inside a string"},
+    {"{\x01" T8 "}", 8, "control character 0x01 outside a string"},
+    {"{" T8, 8, "the header ends inside the JSON"},
+    {"{" T8 "}x", 8, "'x' after the JSON object"},
+    {"{\"t\\ud800\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8,
+     "header is not valid JSON at byte"},
+    {"{\"t\\q\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8,
+     "header is not valid JSON at byte"},
+    {"{\"__metadata__\":{\"k\":1}," T8 "}", 8, "__metadata__ key \"k\" is a number, want a string"},
+    {"{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8],\"x\":\"\"}}", 8,
+     "unexpected key \"x\""},
+};
+
+static void header_file(bytes *f, const char *json, size_t data_len) {
+  size_t n = strlen(json), padded = (n + 7) / 8 * 8;
+  f->len = 0;
+  unsigned char len8[8];
+  for (int k = 0; k < 8; k++) len8[k] = (unsigned char)((uint64_t)padded >> (8 * k));
+  put(f, 0, len8, 8);
+  put(f, f->len, json, n);
+  while (f->len < 8 + padded) put(f, f->len, " ", 1);
+  for (size_t k = 0; k < data_len; k++) put(f, f->len, "", 1);
+}
+
+static void run_fixed(const char *path) {
+  bytes f = {0};
+  int passed = 0, nfixed = (int)(sizeof k_fixed / sizeof k_fixed[0]);
+  for (int i = 0; i < nfixed; i++) {
+    const fixed_case *fc = &k_fixed[i];
+    header_file(&f, fc->json, fc->data_len);
+    write_file(path, &f);
+    sd_st_file st;
+    char err[1024];
+    int rc = sd_st_open(&st, path, err, sizeof err);
+    int ok = fc->expect ? rc == -1 && strstr(err, fc->expect) != NULL : rc == 0;
+    if (ok) passed++;
+    else {
+      g_failures++;
+      fprintf(stderr, "FAIL fixed case %d: want %s%s%s, got %s\n  header: %.200s\n", i,
+              fc->expect ? "a refusal saying \"" : "acceptance", fc->expect ? fc->expect : "",
+              fc->expect ? "\"" : "", rc == 0 ? "acceptance" : err, fc->json);
+    }
+    sd_st_close(&st);
+  }
+  // nesting: 64 levels pass the lexical pass (and meet the metadata rule), 65 do not
+  for (int levels = 62; levels <= 63; levels++) {  // + the top level and __metadata__
+    char json[512];
+    int k = snprintf(json, sizeof json, "{\"__metadata__\":{\"k\":");
+    for (int d = 0; d < levels; d++) json[k++] = '[';
+    for (int d = 0; d < levels; d++) json[k++] = ']';
+    snprintf(json + k, sizeof json - (size_t)k, "}}");
+    header_file(&f, json, 0);
+    write_file(path, &f);
+    sd_st_file st;
+    char err[1024];
+    const char *want = levels == 62 ? "__metadata__ key \"k\" is an array"
+                                    : "nested deeper than 64 levels";
+    if (sd_st_open(&st, path, err, sizeof err) == 0 || !strstr(err, want)) {
+      g_failures++;
+      fprintf(stderr, "FAIL nesting %d: want \"%s\", got %s\n", levels + 2, want, err);
+    } else {
+      passed++;
+    }
+    sd_st_close(&st);
+  }
+  // escapes decode to the right bytes
+  header_file(&f, "{\"__metadata__\":{\"k\\\"\":\"a\\\"b\\\\c\\/\\u00e9\\ud83d\\ude00\\n\\t\"},"
+                  "\"t\\u00e9\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8);
+  write_file(path, &f);
+  sd_st_file st;
+  char err[1024];
+  const char *want_value = "a\"b\\c/\xc3\xa9\xf0\x9f\x98\x80\n\t";
+  if (sd_st_open(&st, path, err, sizeof err) != 0) {
+    g_failures++;
+    fprintf(stderr, "FAIL escapes: refused: %s\n", err);
+  } else if (st.count != 1 || strcmp(st.tensors[0].name, "t\xc3\xa9") != 0 ||
+             !sd_st_meta(&st, "k\"") || strcmp(sd_st_meta(&st, "k\""), want_value) != 0) {
+    g_failures++;
+    fprintf(stderr, "FAIL escapes: name \"%s\", metadata k\" = \"%s\"\n",
+            st.count ? st.tensors[0].name : "(none)",
+            sd_st_meta(&st, "k\"") ? sd_st_meta(&st, "k\"") : "(none)");
+  } else {
+    passed++;
+  }
+  sd_st_close(&st);
+  free(f.p);
+  printf("fixed headers: %d of %d as expected\n", passed, nfixed + 3);
+}
+
+// ---- the seeds' own values, for accepted files that keep the seed's data -------------------
+
+typedef struct seed_view {
+  sd_st_file st;
+  float **values;  // per tensor: its values, or NULL (a dtype that does not read as float)
+} seed_view;
+
+static int open_seed(seed_view *sv, const char *path, const bytes *seed) {
+  char err[1024];
+  write_file(path, seed);
+  if (sd_st_open(&sv->st, path, err, sizeof err) != 0) {
+    fprintf(stderr, "FAIL seed refused: %s\n", err);
+    return -1;
+  }
+  sv->values = calloc((size_t)sv->st.count + 1, sizeof *sv->values);
+  for (int i = 0; i < sv->st.count; i++) {
+    const sd_st_tensor *t = &sv->st.tensors[i];
+    if (t->dtype != SD_ST_F32 && t->dtype != SD_ST_F16 && t->dtype != SD_ST_BF16) continue;
+    sv->values[i] = malloc(sizeof(float) * (size_t)(t->numel ? t->numel : 1));
+    if (sd_st_read_f32(&sv->st, i, sv->values[i], err, sizeof err) != 0) {
+      fprintf(stderr, "FAIL seed tensor does not read: %s\n", err);
+      return -1;
+    }
+  }
+  char why[512];
+  if (check_accepted(&sv->st, why, sizeof why) != 0) {
+    fprintf(stderr, "FAIL seed: %s\n", why);
+    return -1;
+  }
+  close(sv->st.fd);  // the values are in memory; the file is rewritten by every case
+  sv->st.fd = -1;
+  return 0;
+}
+
+static void close_seed(seed_view *sv) {
+  for (int i = 0; i < sv->st.count; i++) free(sv->values[i]);
+  free(sv->values);
+  sd_st_close(&sv->st);
+}
+
+// For an accepted file whose data section equals the seed's: every tensor listed exactly as in
+// the seed (name, dtype, shape, offsets) reads back the seed's values. 0, or -1 with why.
+static int check_against_seed(const sd_st_file *st, const bytes *f, const seed_view *sv,
+                              const bytes *seed, char *why, size_t n) {
+  uint64_t dl = st->file_size - st->data_start, sdl = sv->st.file_size - sv->st.data_start;
+  if (dl != sdl || memcmp(f->p + st->data_start, seed->p + sv->st.data_start, (size_t)dl) != 0)
+    return 0;  // the data changed: nothing to compare with
+  for (int i = 0; i < st->count; i++) {
+    const sd_st_tensor *t = &st->tensors[i];
+    int j = sd_st_find(&sv->st, t->name);
+    if (j < 0 || !sv->values[j]) continue;
+    const sd_st_tensor *u = &sv->st.tensors[j];
+    if (t->dtype != u->dtype || t->ndim != u->ndim || t->begin != u->begin || t->end != u->end ||
+        memcmp(t->shape, u->shape, sizeof(int64_t) * (size_t)t->ndim) != 0)
+      continue;
+    float *buf = malloc(sizeof(float) * (size_t)(t->numel ? t->numel : 1));
+    char err[512];
+    int rc = sd_st_read_f32(st, i, buf, err, sizeof err);
+    int same = rc == 0 && memcmp(buf, sv->values[j], sizeof(float) * (size_t)t->numel) == 0;
+    free(buf);
+    if (!same) return snprintf(why, n, "tensor '%s' reads back other values than the seed's",
+                               t->name), -1;
+  }
+  return 0;
+}
+
 int main(int argc, char **argv) {
   long cases = argc > 1 ? atol(argv[1]) : 20000;
   g_rng = argc > 2 ? strtoull(argv[2], NULL, 10) : 1;
@@ -317,19 +517,12 @@ int main(int argc, char **argv) {
   char path[4200];
   snprintf(path, sizeof path, "%s/case.safetensors", dir);
 
-  // the seeds themselves are accepted
+  // the fixed headers, then the seeds themselves are accepted and consistent
+  run_fixed(path);
+  seed_view views[2];
   for (int s = 0; s < 2; s++) {
-    sd_st_file st;
-    char err[1024], why[512];
-    write_file(path, &seeds[s]);
-    if (sd_st_open(&st, path, err, sizeof err) != 0) {
-      fprintf(stderr, "FAIL seed %d refused: %s\n", s, err);
-      g_failures++;
-    } else if (check_accepted(&st, why, sizeof why) != 0) {
-      fprintf(stderr, "FAIL seed %d: %s\n", s, why);
-      g_failures++;
-    }
-    sd_st_close(&st);
+    memset(&views[s], 0, sizeof views[s]);
+    if (open_seed(&views[s], path, &seeds[s]) != 0) return 1;
   }
 
   long accepted = 0, refused = 0;
@@ -338,7 +531,8 @@ int main(int argc, char **argv) {
   bytes f = {0};
   size_t plen = strlen(path);
   for (long c = 0; c < cases; c++) {
-    const bytes *seed = &seeds[below(2)];
+    int which = (int)below(2);
+    const bytes *seed = &seeds[which];
     f.len = 0;
     put(&f, 0, seed->p, seed->len);
     int muts = 1 + (int)below(4);
@@ -357,7 +551,9 @@ int main(int argc, char **argv) {
     char why[600];
     if (rc == 0) {
       accepted++;
-      if (check_accepted(&st, why, sizeof why) != 0) fail(c, why, &f, path);
+      if (check_accepted(&st, why, sizeof why) != 0 ||
+          check_against_seed(&st, &f, &views[which], seed, why, sizeof why) != 0)
+        fail(c, why, &f, path);
     } else if (rc != -1) {
       snprintf(why, sizeof why, "sd_st_open returned %d", rc);
       fail(c, why, &f, path);
@@ -400,6 +596,8 @@ int main(int argc, char **argv) {
   free(f.p);
   free(seeds[0].p);
   free(seeds[1].p);
+  close_seed(&views[0]);
+  close_seed(&views[1]);
   if (g_failures) {
     printf("FAIL: %d cases failed (the first 10 are listed above and kept in %s)\n", g_failures,
            dir);

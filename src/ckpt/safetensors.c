@@ -123,11 +123,11 @@ static int parse_metadata(sd_st_file *st, const cJSON *m, char *err, size_t errl
     if (!cJSON_IsString(v))
       return st_fail(err, errlen, st->path, "__metadata__ key \"%.100s\" is %s, want a string",
                      v->string, sd_st_json_type_name(v));
+    st->nmeta = i + 1;  // before the copies: sd_st_close frees whichever of them succeeded
     st->meta_keys[i] = strdup(v->string);
     st->meta_values[i] = strdup(v->valuestring);
     if (!st->meta_keys[i] || !st->meta_values[i])
       return st_fail(err, errlen, st->path, "out of memory");
-    st->nmeta = i + 1;
   }
   return 0;
 }
@@ -182,7 +182,7 @@ static int parse_tensor(sd_st_file *st, const char *name, const cJSON *v, sd_st_
       char num[40];
       if (cJSON_IsNumber(c)) snprintf(num, sizeof num, "%.17g", c->valuedouble);
       return st_fail(err, errlen, p, "tensor '%s': shape[%d] is not a non-negative integer "
-                     "(%s)", name, d, cJSON_IsNumber(c) ? num : sd_st_json_type_name(c));
+                     "below 2^53 (%s)", name, d, cJSON_IsNumber(c) ? num : sd_st_json_type_name(c));
     }
     t->shape[d] = (int64_t)x;
     if (x && numel > UINT64_MAX / x)
@@ -197,7 +197,7 @@ static int parse_tensor(sd_st_file *st, const char *name, const cJSON *v, sd_st_
   if (sd_st_json_uint(off->child, &t->begin) != 0 ||
       sd_st_json_uint(off->child->next, &t->end) != 0)
     return st_fail(err, errlen, p, "tensor '%s': data_offsets are not non-negative integers "
-                   "(at most 2^53)", name);
+                   "below 2^53", name);
   if (t->end < t->begin)
     return st_fail(err, errlen, p, "tensor '%s': data_offsets [%llu, %llu] end before they "
                    "begin", name, (unsigned long long)t->begin, (unsigned long long)t->end);

@@ -84,6 +84,11 @@ static int lex_number(const char *p, size_t n, size_t *i, lex_error *e) {
       return lex_fail(e, s, "malformed number (expected a digit in the exponent)");
     skip_digits(p, n, i);
   }
+  for (size_t k = s; k < *i; k++)
+    if (!is_digit(p[k]))
+      return lex_fail(e, s, "the number %.*s is not a plain non-negative integer (a safetensors "
+                      "header's numbers are shapes and data offsets)", (int)(*i - s < 40 ? *i - s : 40),
+                      p + s);
   return 0;
 }
 
@@ -116,11 +121,20 @@ static int lex_string(const char *p, size_t n, size_t *i, lex_error *e) {
   return lex_fail(e, s, "string is not closed (no '\"' before the end)");
 }
 
+#define MAX_DEPTH 64  // a safetensors header nests 3 deep; cJSON's own limit is 1000
+
 // Outside strings only JSON's blanks may separate tokens (cJSON skips every byte up to 0x20).
 static int lex_check(const char *p, size_t n, lex_error *e) {
+  int depth = 0;
   for (size_t i = 0; i < n;) {
     char c = p[i];
-    if (c == '"') {
+    if (c == '{' || c == '[') {
+      if (++depth > MAX_DEPTH) return lex_fail(e, i, "nested deeper than %d levels", MAX_DEPTH);
+      i++;
+    } else if (c == '}' || c == ']') {
+      depth--;
+      i++;
+    } else if (c == '"') {
       if (lex_string(p, n, &i, e) != 0) return -1;
     } else if (c == '-' || is_digit(c)) {
       if (lex_number(p, n, &i, e) != 0) return -1;
@@ -141,13 +155,14 @@ static int name_cmp(const void *a, const void *b) {
 }
 
 // The first key that repeats in some object of the tree (sorted per object, so large headers
-// stay fast), or NULL. *oom is set if the check could not allocate.
-static const char *repeated_key(const cJSON *v, int *oom) {
+// stay fast), or NULL; *parent is then the key of the object that holds it (NULL: the top
+// level). *oom is set if the check could not allocate.
+static const char *repeated_key(const cJSON *v, const char **parent, int *oom) {
   int n = 0;
   for (const cJSON *c = v->child; c; c = c->next) {
     n++;
     if (cJSON_IsObject(c) || cJSON_IsArray(c)) {
-      const char *k = repeated_key(c, oom);
+      const char *k = repeated_key(c, parent, oom);
       if (k || *oom) return k;
     }
   }
@@ -164,6 +179,7 @@ static const char *repeated_key(const cJSON *v, int *oom) {
   for (int i = 1; i < n && !dup; i++)
     if (strcmp(names[i - 1], names[i]) == 0) dup = names[i];
   free(names);
+  if (dup) *parent = v->string;
   return dup;
 }
 
@@ -175,7 +191,9 @@ cJSON *sd_st_json_parse(const char *hdr, size_t n, char *msg, size_t msglen) {
   lex_error lex = {0};
   lex_check(hdr, n, &lex);
   const char *end = NULL;
-  cJSON *root = cJSON_ParseWithLengthOpts(hdr, n, &end, 0);
+  // n + 1 bytes: hdr[n] is '\0', which cJSON skips as a blank, so a header that ends too early
+  // fails at byte n instead of at its last byte
+  cJSON *root = cJSON_ParseWithLengthOpts(hdr, n + 1, &end, 0);
   size_t cj_pos = end && end >= hdr && end <= hdr + n ? (size_t)(end - hdr) : n;
   lex_error err = lex;
   char cn[16];
@@ -207,11 +225,13 @@ cJSON *sd_st_json_parse(const char *hdr, size_t n, char *msg, size_t msglen) {
     return NULL;
   }
   int oom = 0;
-  const char *dup = repeated_key(root, &oom);
+  const char *parent = NULL;
+  const char *dup = repeated_key(root, &parent, &oom);
   if (dup || oom) {
     if (oom) snprintf(msg, msglen, "out of memory checking the header's keys");
-    else snprintf(msg, msglen, "header is not valid: key \"%.100s\" appears twice in one object",
-                  dup);
+    else if (!parent) snprintf(msg, msglen, "header lists \"%.100s\" twice", dup);
+    else snprintf(msg, msglen, "header is not valid: key \"%.100s\" appears twice in \"%.100s\"",
+                  dup, parent);
     cJSON_Delete(root);
     return NULL;
   }
@@ -230,7 +250,7 @@ const char *sd_st_json_type_name(const cJSON *v) {
 int sd_st_json_uint(const cJSON *v, uint64_t *out) {
   if (!cJSON_IsNumber(v)) return -1;
   double x = v->valuedouble;
-  if (!isfinite(x) || x < 0.0 || x != floor(x) || x > 9007199254740992.0) return -1;
+  if (!isfinite(x) || x < 0.0 || x != floor(x) || x >= 9007199254740992.0) return -1;
   *out = (uint64_t)x;
   return 0;
 }
