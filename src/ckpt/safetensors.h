@@ -10,12 +10,13 @@
 //
 // The reader is strict: the header length fits the file, the JSON is well formed (parsed by
 // cJSON, with what RFC 8259 forbids and cJSON accepts refused as well: raw control characters,
-// invalid UTF-8 or \u0000 in strings, malformed numbers, keys repeated in one object; see
-// safetensors_json.h), shapes and offsets are integers of at most 2^53, metadata values are
-// strings, each tensor entry has exactly dtype, shape and data_offsets, the dtype is a
-// safetensors dtype, end - begin = numel * element size, and the tensors tile the data section
-// exactly (sorted by offset: no gap, no overlap, nothing after the last). Every message starts
-// with the file name and names the tensor or the byte of the header where the problem is.
+// invalid UTF-8 or \u0000 in strings, malformed numbers, keys repeated in one object; nesting
+// at most 64 deep; see safetensors_json.h), shapes and offsets are plain non-negative integers
+// below 2^53 (no sign, fraction or exponent), metadata values are strings, each tensor entry
+// has exactly dtype, shape and data_offsets, the dtype is a safetensors dtype, end - begin =
+// numel * element size, and the tensors tile the data section exactly (sorted by offset: no
+// gap, no overlap, nothing after the last). Every message starts with the file name and names
+// the tensor, the repeated key or the byte of the header where the problem is.
 // F32, F16 and BF16 tensors can be read (converted to float32). Every function returns its
 // errors as messages; none exits.
 #ifndef SD_SAFETENSORS_H
