@@ -1,9 +1,8 @@
-// The checkpoint directory: mkdir -p, fsync of the directory, listing ckpt-<digits>.h5 newest
+// The checkpoint directory: fsync of the directory, listing ckpt-<digits>.h5 newest
 // first, deleting all but the newest K (see ckpt_files.h), and sd_ckpt_find_latest.
 #include "ckpt/ckpt.h"
 #include "ckpt/ckpt_files.h"
 #include "ckpt/ckpt_msg.h"
-#include "util/files.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -11,20 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 // ---- directory helpers -------------------------------------------------------------------
-
-int sd_ckpt_make_dirs(const char *dir, char *err, size_t errlen) {
-  if (sd_make_dirs(dir, err, errlen) != 0) return -1;
-  struct stat st;
-  if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-    sd_ckpt_set_err(err, errlen, "'%s' is not a directory", dir);
-    return -1;
-  }
-  return 0;
-}
 
 int sd_ckpt_fsync_dir(const char *dir, char *err, size_t errlen) {
   int fd = open(dir, O_RDONLY | O_DIRECTORY);

@@ -1,13 +1,9 @@
-// Internal to the checkpoint module (ckpt_*.c): the checkpoint directory on disk (creating
-// it, making a rename in it durable, deleting old checkpoints).
+// Internal to the checkpoint module (ckpt_*.c): the checkpoint directory on disk (making a
+// rename in it durable, deleting old checkpoints; creating it is sd_make_dirs of util/files.h).
 #ifndef SD_CKPT_FILES_H
 #define SD_CKPT_FILES_H
 
 #include <stddef.h>
-
-// mkdir -p dir (sd_make_dirs), then checks that dir is a directory. 0, or -1 with a message
-// in err.
-int sd_ckpt_make_dirs(const char *dir, char *err, size_t errlen);
 
 // fsyncs the directory itself (so a rename in it is durable). 0, or -1 with a message in err.
 int sd_ckpt_fsync_dir(const char *dir, char *err, size_t errlen);

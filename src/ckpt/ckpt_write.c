@@ -7,6 +7,7 @@
 #include "ckpt/ckpt_files.h"
 #include "ckpt/ckpt_layout.h"
 #include "ckpt/ckpt_msg.h"
+#include "util/files.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -308,7 +309,7 @@ static int save_quiet(const char *dir, const sd_sddit *s, const sd_ckpt_info *in
     return -1;
   }
   snprintf(tmp, sizeof tmp, "%s.tmp", final);
-  if (sd_ckpt_make_dirs(dir, err, errlen) != 0) return -1;
+  if (sd_make_dirs(dir, err, errlen) != 0) return -1;
   image im = {NULL, 0};
   size_t len = 0;
   int rc = build_image(tmp, s, info, &im, &len, err, errlen);

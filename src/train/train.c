@@ -27,7 +27,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 
@@ -374,11 +373,9 @@ int sd_cmd_train(int argc, char **argv) {
   char preview_dir[1100] = "";
   if (lead && cfg.preview_every > 0) {
     snprintf(preview_dir, sizeof preview_dir, "%s/progress", cfg.out_dir);
-    struct stat pst;
     int no_dir = sd_make_dirs(preview_dir, err, sizeof err) != 0;
-    if (!no_dir &&
-        (stat(preview_dir, &pst) != 0 || !S_ISDIR(pst.st_mode) || access(preview_dir, W_OK) != 0)) {
-      snprintf(err, sizeof err, "'%s' is not a writable directory", preview_dir);
+    if (!no_dir && access(preview_dir, W_OK) != 0) {
+      snprintf(err, sizeof err, "'%s' is not writable: %s", preview_dir, strerror(errno));
       no_dir = 1;
     }
     if (no_dir) {  // previews are not worth a run

@@ -22,5 +22,8 @@ int sd_make_dirs(const char *path, char *err, size_t errlen) {
     *p = save;
     if (!save) break;
   }
+  struct stat st;  // an existing final component may be a file
+  if (stat(buf, &st) != 0 || !S_ISDIR(st.st_mode))
+    return sd_errorf(err, errlen, "'%s' is not a directory", path);
   return 0;
 }
