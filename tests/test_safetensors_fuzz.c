@@ -121,18 +121,24 @@ static int seed_written(const char *dir, bytes *out) {
   return read_file(path, out);
 }
 
-static void seed_by_hand(bytes *out) {
-  const char *hdr =
-      "{\"__metadata__\":{\"k\":\"v\\u00e9\\ud83d\\ude00\"},"
-      "\"h\":{\"dtype\":\"F16\",\"shape\":[3],\"data_offsets\":[0,6]},"
-      "\"b\":{\"dtype\":\"BF16\",\"shape\":[2,1],\"data_offsets\":[6,10]},"
-      "\"i\":{\"dtype\":\"I32\",\"shape\":[],\"data_offsets\":[10,14]}}";
-  size_t n = strlen(hdr), padded = (n + 7) / 8 * 8;
+// f = the 8-byte length, json padded with blanks to a multiple of 8, data_len zero bytes.
+static void header_file(bytes *f, const char *json, size_t data_len) {
+  size_t n = strlen(json), padded = (n + 7) / 8 * 8;
+  f->len = 0;
   unsigned char len8[8];
   for (int k = 0; k < 8; k++) len8[k] = (unsigned char)((uint64_t)padded >> (8 * k));
-  put(out, 0, len8, 8);
-  put(out, out->len, hdr, n);
-  for (size_t k = n; k < padded; k++) put(out, out->len, " ", 1);
+  put(f, 0, len8, 8);
+  put(f, f->len, json, n);
+  while (f->len < 8 + padded) put(f, f->len, " ", 1);
+  for (size_t k = 0; k < data_len; k++) put(f, f->len, "", 1);
+}
+
+static void seed_by_hand(bytes *out) {
+  header_file(out,
+              "{\"__metadata__\":{\"k\":\"v\\u00e9\\ud83d\\ude00\"},"
+              "\"h\":{\"dtype\":\"F16\",\"shape\":[3],\"data_offsets\":[0,6]},"
+              "\"b\":{\"dtype\":\"BF16\",\"shape\":[2,1],\"data_offsets\":[6,10]},"
+              "\"i\":{\"dtype\":\"I32\",\"shape\":[],\"data_offsets\":[10,14]}}", 0);
   const unsigned char data[14] = {0x00, 0x3c, 0x00, 0xc0, 0x00, 0x7c,  // F16 1, -2, inf
                                   0x80, 0x3f, 0x00, 0x40,              // BF16 1, 2
                                   1, 0, 0, 0};                         // I32 1
@@ -355,17 +361,6 @@ static const fixed_case k_fixed[] = {
     {"{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8],\"x\":\"\"}}", 8,
      "unexpected key \"x\""},
 };
-
-static void header_file(bytes *f, const char *json, size_t data_len) {
-  size_t n = strlen(json), padded = (n + 7) / 8 * 8;
-  f->len = 0;
-  unsigned char len8[8];
-  for (int k = 0; k < 8; k++) len8[k] = (unsigned char)((uint64_t)padded >> (8 * k));
-  put(f, 0, len8, 8);
-  put(f, f->len, json, n);
-  while (f->len < 8 + padded) put(f, f->len, " ", 1);
-  for (size_t k = 0; k < data_len; k++) put(f, f->len, "", 1);
-}
 
 static void run_fixed(const char *path) {
   bytes f = {0};
